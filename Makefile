@@ -1,0 +1,63 @@
+# lanegate — two commands for a newcomer: `make run` and `make test`.
+# Every target sets up what it needs (venv, packages, system packages) and is idempotent.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Reinstall when pyproject.toml changes (its hash names the stamp).
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: run test test-e2e test-load bench lint typecheck venv system-deps llama-server clean help
+
+help:
+	@echo "make run        start the demo: two simulated Macs + the gateway on :8400"
+	@echo "make test       lint, type-check and run the default test suite"
+	@echo "make test-e2e   only the end-to-end tests against a real llama.cpp server"
+	@echo "make test-load  load and soak tests (long)"
+	@echo "make bench      benchmarks, JSON under bench-results/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lanegate needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/lanegate demo
+
+# System packages some suites need (a C++ toolchain for llama.cpp's server, chromium,
+# redis-server). Installs with apt where we are root on Debian/Ubuntu; elsewhere the suites
+# that need a missing one are skipped with a message saying which.
+system-deps:
+	@bash tests/setup/system_deps.sh
+
+llama-server: system-deps
+	@bash tests/engine/build_llama_server.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -m "not load and not soak and not bench" $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) system-deps
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+test-load: $(STAMP) system-deps
+	$(BIN)/pytest -m "load or soak" -p no:randomly $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results test-output

@@ -1,0 +1,134 @@
+"""The gateway's own errors, and how each is shown to a client.
+
+Exception tree (every gateway-made error is one of these)::
+
+    GatewayError                      status  type / code
+    ├── BadRequest                      400   invalid_request_error / invalid_json, missing_model
+    ├── Unauthorized                    401   authentication_error / invalid_api_key
+    ├── Forbidden                       403   permission_error / lane_not_allowed, admin_only
+    ├── NotFound                        404   invalid_request_error / unknown_path, model_not_found
+    ├── MethodNotAllowed                405   invalid_request_error / method_not_allowed
+    ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
+    ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
+    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
+    ├── ServiceUnavailable              503   service_unavailable / draining, no_upstream
+    └── UpstreamTimeout                 504   upstream_error / upstream_timeout
+
+On `/v1/*` (and the gateway's own paths) the body is OpenAI's shape
+`{"error": {"message", "type", "code", "param"}}`; on Ollama's native `/api/*` it is Ollama's
+`{"error": "message"}`, with the same status code. Messages say what to do, not only what broke.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+
+
+class ErrorShape(Enum):
+    OPENAI = "openai"
+    OLLAMA = "ollama"
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self, shape: ErrorShape) -> bytes:
+        return error_body(shape, self.message, self.type, self.code, self.param)
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "body_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unreachable"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+def shape_for_path(path: str) -> ErrorShape:
+    return ErrorShape.OLLAMA if path.startswith("/api/") else ErrorShape.OPENAI
+
+
+def error_body(
+    shape: ErrorShape, message: str, type_: str, code: str, param: str | None = None
+) -> bytes:
+    if shape is ErrorShape.OLLAMA:
+        return json.dumps({"error": message}).encode()
+    error = {"message": message, "type": type_, "code": code, "param": param}
+    return json.dumps({"error": error}).encode()
+
+
+def stream_error_event(shape: ErrorShape, error: GatewayError) -> bytes:
+    """The last event of a stream that failed after it started (SSE, or NDJSON for Ollama)."""
+    if shape is ErrorShape.OLLAMA:
+        return error.body(shape) + b"\n"
+    return b"data: " + error.body(shape) + b"\n\n"

@@ -1,0 +1,65 @@
+"""Where each finished request goes: rolling percentiles and the access log.
+
+Called once per request after the response is complete, off the per-chunk path. Bodies,
+prompts, completions and Authorization are never passed here, so they cannot be logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from gateway.measurement import RequestRecord
+from gateway.rolling import RollingRegistry
+
+access_log = logging.getLogger("lanegate.access")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLabels:
+    request_id: str
+    method: str
+    path: str
+    lane: str
+    upstream: str
+    model: str | None
+
+
+class Recorder:
+    def __init__(self, rolling: RollingRegistry, *, access_log_enabled: bool) -> None:
+        self.rolling = rolling
+        self.access_log_enabled = access_log_enabled
+
+    def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
+        series = (labels.lane, labels.upstream)
+        if record.ttft_s is not None:
+            self.rolling.add(("ttft", *series), record.ttft_s, now)
+        if record.gap_p95_s is not None:
+            self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
+        self.rolling.add(("duration", *series), record.duration_s, now)
+        if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
+            access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+
+
+def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, object]:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        "request_id": labels.request_id,
+        "method": labels.method,
+        "path": labels.path,
+        "lane": labels.lane,
+        "upstream": labels.upstream,
+        "model": labels.model,
+        "status": record.status,
+        "ttft_ms": ms(record.ttft_s),
+        "gap_max_ms": ms(record.gap_max_s),
+        "gap_p95_ms": ms(record.gap_p95_s),
+        "duration_ms": ms(record.duration_s),
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "tokens_estimated": record.tokens_estimated,
+        "error": record.error,
+    }

@@ -1,0 +1,344 @@
+"""The relay: one client request → one upstream request, streamed back chunk by chunk.
+
+This is the hot path, written as plain ASGI (no framework machinery per request or per
+chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`. Streamed
+bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
+(they are small, and a failure half-way can then still be a clean 502) and sent unchanged.
+
+Cancellation has one mechanism: `Exchange.interrupt(reason)` cancels the handler task while
+the exchange is active; the handler turns the reason into the right answer (nothing for a
+client that left, 504 or a final stream error event for a timeout). A disconnect watcher task
+and one timer per request (first byte, then idle gap) are its only sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from gateway.errors import (
+    ErrorShape,
+    GatewayError,
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    stream_error_event,
+)
+from gateway.event_framing import EventFramer
+from gateway.measurement import RequestMeasurement, RequestRecord
+from gateway.request_body import RequestFacts, parse_request
+from gateway.routes import Route
+from gateway.upstream_client import UpstreamClient
+
+log = logging.getLogger("lanegate.relay")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[Message], Any]
+
+# Response headers that belong to one hop, or to the gateway (CORS, server identity).
+_DROP_RESPONSE = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"server",
+        b"date",
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-headers",
+        b"access-control-allow-methods",
+        b"access-control-expose-headers",
+    }
+)
+_STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
+CLIENT_LEFT = "client_disconnected"
+FIRST_BYTE = "first_byte_timeout"
+IDLE = "idle_timeout"
+
+
+class Exchange:
+    """The state of one relayed request; the only mutable thing the relay shares per request."""
+
+    __slots__ = (
+        "active",
+        "first_byte_at",
+        "first_byte_s",
+        "headers_sent",
+        "idle_s",
+        "last_activity",
+        "loop",
+        "reason",
+        "received_at",
+        "request_id",
+        "task",
+        "timer",
+    )
+
+    def __init__(self, request_id: str, received_at: float, first_byte_s: float, idle_s: float):
+        self.request_id = request_id
+        self.received_at = received_at
+        self.first_byte_s = first_byte_s
+        self.idle_s = idle_s
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.active = True
+        self.reason: str | None = None
+        self.headers_sent = False
+        self.first_byte_at: float | None = None
+        self.last_activity = received_at
+        self.timer = self.loop.call_at(received_at + first_byte_s, self._check_deadline)
+
+    def interrupt(self, reason: str) -> None:
+        if self.active and self.reason is None and self.task is not None:
+            self.reason = reason
+            self.task.cancel()
+
+    def close(self) -> None:
+        self.active = False
+        self.timer.cancel()
+
+    def _check_deadline(self) -> None:
+        # One timer per request, re-armed lazily: chunks only write `last_activity`.
+        if self.first_byte_at is None:
+            self.interrupt(FIRST_BYTE)
+            return
+        deadline = self.last_activity + self.idle_s
+        if self.loop.time() >= deadline:
+            self.interrupt(IDLE)
+        else:
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+
+    def mark_first_byte(self, now: float) -> None:
+        self.first_byte_at = now
+        self.last_activity = now
+        self.timer.cancel()
+        self.timer = self.loop.call_at(now + self.idle_s, self._check_deadline)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError  # nobody to answer
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the request body is over the {limit // (1024 * 1024)} MiB limit "
+                "(LANEGATE_MAX_BODY_BYTES); send smaller images or split the batch"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def request_id_of(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
+            return str(value.decode("ascii"))
+    return uuid.uuid4().hex
+
+
+async def send_error(send: Send, error: GatewayError, shape: ErrorShape, request_id: str) -> None:
+    body = error.body(shape)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
+    """What the upstream sees of the client's headers: content negotiation only, no auth."""
+    headers = {"x-request-id": request_id, "content-type": "application/json"}
+    for name, value in scope["headers"]:
+        if name in (b"accept", b"user-agent"):
+            headers[name.decode()] = value.decode("latin-1")
+    return headers
+
+
+def response_headers(
+    upstream: httpx.Response, request_id: str, upstream_name: str
+) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _DROP_RESPONSE]
+    headers.append((b"x-request-id", request_id.encode()))
+    headers.append((b"x-lanegate-upstream", upstream_name.encode()))
+    return headers
+
+
+class Relay:
+    """Forwards one request to the upstream client it is given, and measures it."""
+
+    def __init__(self, *, max_body_bytes: int, clock: Callable[[], float]) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.clock = clock
+
+    async def read(self, route: Route, receive: Receive) -> tuple[bytes, RequestFacts]:
+        raw = await read_body(receive, self.max_body_bytes)
+        return raw, parse_request(route, raw)
+
+    async def forward(
+        self,
+        route: Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        raw: bytes,
+        client: UpstreamClient,
+        exchange: Exchange,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> RequestRecord:
+        measurement = RequestMeasurement(route.api, exchange.received_at)
+        framer: EventFramer | None = None
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
+        response: httpx.Response | None = None
+        status = 502
+        error: str | None = None
+        try:
+            body = raw if route.method not in ("GET", "HEAD") else None
+            path = scope["path"]
+            forwarded = upstream_headers(scope, exchange.request_id)
+            response = await client.open(route.method, path, body, forwarded)
+            status = response.status_code
+            headers = response_headers(response, exchange.request_id, client.spec.name)
+            headers.extend(extra_headers)
+            content_type = response.headers.get("content-type", "").encode()
+            if status < 400 and content_type.startswith(_STREAM_TYPES):
+                framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
+                await self._stream(response, send, headers, exchange, measurement, framer)
+            else:
+                await self._whole(response, send, headers, exchange, measurement, route.method)
+        except asyncio.CancelledError:
+            if exchange.reason is None:
+                raise
+            if exchange.task is not None:
+                exchange.task.uncancel()
+            error = exchange.reason
+            if framer is not None:
+                framer.discard()
+            status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
+        except httpx.TransportError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if framer is not None:
+                framer.discard()
+            failure = UpstreamUnavailable(
+                f"upstream {client.spec.name} failed ({error or 'connection closed'}); "
+                "check that it is running, or retry"
+            )
+            status = await self._fail(send, exchange, route.shape, failure, status)
+        finally:
+            exchange.close()
+            watcher.cancel()
+            if response is not None:
+                await response.aclose()
+        return measurement.finish(self.clock(), status=status, error=error)
+
+    async def _stream(
+        self,
+        response: httpx.Response,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        exchange: Exchange,
+        measurement: RequestMeasurement,
+        framer: EventFramer,
+    ) -> None:
+        clock = self.clock
+        on_chunk = measurement.on_chunk
+        push = framer.push
+        async for chunk in response.aiter_raw():
+            if not chunk:
+                continue
+            now = clock()
+            on_chunk(chunk, now)
+            if exchange.headers_sent:
+                exchange.last_activity = now
+            else:
+                exchange.mark_first_byte(now)
+                await self._start(send, response.status_code, headers, exchange)
+            ready = push(chunk)
+            if ready:
+                await send({"type": "http.response.body", "body": ready, "more_body": True})
+        if not exchange.headers_sent:
+            await self._start(send, response.status_code, headers, exchange)
+        await send({"type": "http.response.body", "body": framer.flush()})
+
+    @staticmethod
+    async def _start(
+        send: Send, status: int, headers: list[tuple[bytes, bytes]], exchange: Exchange
+    ) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        exchange.headers_sent = True
+
+    async def _whole(
+        self,
+        response: httpx.Response,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        exchange: Exchange,
+        measurement: RequestMeasurement,
+        method: str,
+    ) -> None:
+        chunks: list[bytes] = []
+        async for chunk in response.aiter_raw():
+            now = self.clock()
+            if exchange.first_byte_at is None:
+                exchange.mark_first_byte(now)
+            else:
+                exchange.last_activity = now
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        measurement.on_body(body, self.clock())
+        await self._start(send, response.status_code, headers, exchange)
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    async def _interrupted(
+        self, send: Send, exchange: Exchange, shape: ErrorShape, upstream: str, status: int
+    ) -> int:
+        if exchange.reason == CLIENT_LEFT:
+            return 499  # nginx's code for "client closed request"
+        waited = exchange.first_byte_s if exchange.reason == FIRST_BYTE else exchange.idle_s
+        what = "first byte" if exchange.reason == FIRST_BYTE else "next chunk"
+        failure = UpstreamTimeout(
+            f"upstream {upstream} sent no {what} within {waited:g} s; it may be overloaded or "
+            "loading a model (raise timeouts.first_byte/idle in the policy if this is expected)"
+        )
+        return await self._fail(send, exchange, shape, failure, status)
+
+    async def _fail(
+        self, send: Send, exchange: Exchange, shape: ErrorShape, failure: GatewayError, status: int
+    ) -> int:
+        try:
+            if exchange.headers_sent:
+                event = stream_error_event(shape, failure)
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return status
+            await send_error(send, failure, shape, exchange.request_id)
+        except OSError:
+            log.debug("request %s: client gone while sending the error", exchange.request_id)
+        return failure.status
+
+
+async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            exchange.interrupt(CLIENT_LEFT)
+            return

@@ -1,0 +1,30 @@
+"""Process settings from the environment (`LANEGATE_*`), read once at start-up.
+
+The policy file holds what ops tune while the gateway runs (upstreams, lanes); settings hold
+what only changes with a restart (where to listen, where state lives, hard limits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Loopback on both families by default: `localhost` often resolves to ::1 first.
+LOOPBACK = "localhost"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LANEGATE_", extra="ignore")
+
+    host: str = Field(default=LOOPBACK, description="Bind address; 'localhost' = 127.0.0.1 + ::1")
+    port: Annotated[int, Field(ge=0, le=65535)] = 8400
+    policy: Path = Path("policies/default.yaml")
+    state_dir: Path = Field(default_factory=lambda: Path.home() / ".lanegate")
+    # Vision requests carry several base64 images: 32 MiB by default.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    log_level: str = "info"
+    access_log: bool = True

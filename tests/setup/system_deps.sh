@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages the test suites need, where we can (root + apt), idempotently.
+# Fast on a second run: it only calls apt when a command is missing.
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: installing ${need[*]} with apt"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+  echo "system-deps: missing ${need[*]} and cannot apt-get here;" \
+       "the suites that need them will be skipped with a message" >&2
+fi

@@ -1,0 +1,115 @@
+"""Start real lanegate processes (gateway, simulator) on free loopback ports, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_lanegate(
+    name: str,
+    args: list[str],
+    *,
+    ready_path: str,
+    port: int | None = None,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Service:
+    port = port or free_port()
+    log_path = log_dir / f"{name}-{port}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *args, "--port", str(port)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    service = Service(name, port, process, log_path)
+    wait_ready(service, ready_path, timeout)
+    return service
+
+
+def wait_ready(service: Service, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited early:\n{service.log()}")
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(service.url + path, timeout=1) as response,
+        ):
+            if response.status < 500:
+                return
+        time.sleep(0.05)
+    service.stop(signal.SIGKILL)
+    raise RuntimeError(f"{service.name} not ready after {timeout}s:\n{service.log()}")
+
+
+@contextlib.contextmanager
+def running(service: Service) -> Iterator[Service]:
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def write_policy(path: Path, upstreams: list[dict[str, object]], extra: str = "") -> Path:
+    lines = ["version: 1", "upstreams:"]
+    for upstream in upstreams:
+        lines.append(f"  - name: {upstream['name']}")
+        for key, value in upstream.items():
+            if key == "name":
+                continue
+            if isinstance(value, dict):
+                lines.append(f"    {key}:")
+                lines.extend(f"      {k}: {v}" for k, v in value.items())
+            else:
+                lines.append(f"    {key}: {value}")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
