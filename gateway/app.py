@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
     ErrorShape,
@@ -30,16 +30,18 @@ from gateway.errors import (
 from gateway.measurement import RequestRecord
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import Exchange, Receive, Relay, Scope, Send, request_id_of, send_error
+from gateway.relay import Exchange, Relay, request_id_of, send_error
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route, is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
-from gateway.upstream_client import UpstreamClient
+from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 
 log = logging.getLogger("lanegate")
 
 Clock = Callable[[], float]
+ClientFactory = Callable[[UpstreamSpec], UpstreamClient]
+PROBE_ERRORS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, TimeoutError)
 
 
 class Gateway:
@@ -51,12 +53,14 @@ class Gateway:
         settings: Settings,
         *,
         clock: Clock | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        client_factory: ClientFactory | None = None,
     ) -> None:
         self.policy = policy
         self.settings = settings
         self.clock = clock or time.monotonic
-        self.transport = transport
+        self.client_factory = client_factory or (
+            lambda spec: create_client(spec, settings.upstream_client)
+        )
         self.clients: dict[str, UpstreamClient] = {}
         self.rolling = RollingRegistry()
         self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
@@ -65,7 +69,7 @@ class Gateway:
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
-            self.clients[spec.name] = UpstreamClient(spec, transport=self.transport)
+            self.clients[spec.name] = self.client_factory(spec)
 
     async def shutdown(self) -> None:
         clients, self.clients = self.clients, {}
@@ -202,7 +206,7 @@ async def probe_upstreams(gateway: Gateway) -> dict[str, bool]:
             response = await asyncio.wait_for(client.open("GET", "/", None, {}), timeout=2.0)
             await response.aclose()
             return name, True
-        except (httpx.HTTPError, TimeoutError, OSError):
+        except PROBE_ERRORS:
             return name, False
 
     results = await asyncio.gather(*(probe(n, c) for n, c in gateway.clients.items()))
@@ -214,9 +218,9 @@ def create_app(
     settings: Settings,
     *,
     clock: Clock | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    client_factory: ClientFactory | None = None,
 ) -> Gateway:
-    return Gateway(policy, settings, clock=clock, transport=transport)
+    return Gateway(policy, settings, clock=clock, client_factory=client_factory)
 
 
 __all__ = ["ErrorShape", "Gateway", "create_app"]

@@ -17,9 +17,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import httpx
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
     ErrorShape,
@@ -33,14 +32,10 @@ from gateway.event_framing import EventFramer
 from gateway.measurement import RequestMeasurement, RequestRecord
 from gateway.request_body import RequestFacts, parse_request
 from gateway.routes import Route
-from gateway.upstream_client import UpstreamClient
+from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("lanegate.relay")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
 
 # Response headers that belong to one hop, or to the gateway (CORS, server identity).
 _DROP_RESPONSE = frozenset(
@@ -174,9 +169,9 @@ def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
 
 
 def response_headers(
-    upstream: httpx.Response, request_id: str, upstream_name: str
+    upstream: UpstreamResponse, request_id: str, upstream_name: str
 ) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _DROP_RESPONSE]
+    headers = [(k, v) for k, v in upstream.raw_headers if k.lower() not in _DROP_RESPONSE]
     headers.append((b"x-request-id", request_id.encode()))
     headers.append((b"x-lanegate-upstream", upstream_name.encode()))
     return headers
@@ -208,7 +203,7 @@ class Relay:
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
         watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
-        response: httpx.Response | None = None
+        response: UpstreamResponse | None = None
         status = 502
         error: str | None = None
         try:
@@ -216,10 +211,10 @@ class Relay:
             path = scope["path"]
             forwarded = upstream_headers(scope, exchange.request_id)
             response = await client.open(route.method, path, body, forwarded)
-            status = response.status_code
+            status = response.status
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
-            content_type = response.headers.get("content-type", "").encode()
+            content_type = response.content_type
             if status < 400 and content_type.startswith(_STREAM_TYPES):
                 framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
                 await self._stream(response, send, headers, exchange, measurement, framer)
@@ -234,7 +229,7 @@ class Relay:
             if framer is not None:
                 framer.discard()
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
-        except httpx.TransportError as exc:
+        except UPSTREAM_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
             if framer is not None:
                 framer.discard()
@@ -252,31 +247,31 @@ class Relay:
 
     async def _stream(
         self,
-        response: httpx.Response,
+        response: UpstreamResponse,
         send: Send,
         headers: list[tuple[bytes, bytes]],
         exchange: Exchange,
         measurement: RequestMeasurement,
         framer: EventFramer,
     ) -> None:
+        # Headers go out as soon as the upstream's arrive, as the upstream itself would send
+        # them: writing them at first-token time would put a second write on the TTFT path.
+        await self._start(send, response.status, headers, exchange)
         clock = self.clock
         on_chunk = measurement.on_chunk
         push = framer.push
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             if not chunk:
                 continue
             now = clock()
             on_chunk(chunk, now)
-            if exchange.headers_sent:
-                exchange.last_activity = now
-            else:
+            if exchange.first_byte_at is None:
                 exchange.mark_first_byte(now)
-                await self._start(send, response.status_code, headers, exchange)
+            else:
+                exchange.last_activity = now
             ready = push(chunk)
             if ready:
                 await send({"type": "http.response.body", "body": ready, "more_body": True})
-        if not exchange.headers_sent:
-            await self._start(send, response.status_code, headers, exchange)
         await send({"type": "http.response.body", "body": framer.flush()})
 
     @staticmethod
@@ -288,7 +283,7 @@ class Relay:
 
     async def _whole(
         self,
-        response: httpx.Response,
+        response: UpstreamResponse,
         send: Send,
         headers: list[tuple[bytes, bytes]],
         exchange: Exchange,
@@ -296,7 +291,7 @@ class Relay:
         method: str,
     ) -> None:
         chunks: list[bytes] = []
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             now = self.clock()
             if exchange.first_byte_at is None:
                 exchange.mark_first_byte(now)
@@ -305,7 +300,7 @@ class Relay:
             chunks.append(chunk)
         body = b"".join(chunks)
         measurement.on_body(body, self.clock())
-        await self._start(send, response.status_code, headers, exchange)
+        await self._start(send, response.status, headers, exchange)
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
     async def _interrupted(

@@ -7,7 +7,7 @@ what only changes with a restart (where to listen, where state lives, hard limit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,4 +27,6 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     log_level: str = "info"
+    # The upstream HTTP client: aiohttp directly (fast), or the httpx API over aiohttp.
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     access_log: bool = True

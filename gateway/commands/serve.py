@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,  # lanegate writes its own access log, without bodies or keys
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* is not trusted unless a proxy setting says so
         log_config=None,
-        timeout_graceful_shutdown=settings.drain_timeout,
+        timeout_graceful_shutdown=round(settings.drain_timeout),
     )
     addresses = ", ".join(_address(s.getsockname()) for s in sockets)
     logging.getLogger("lanegate").info("lanegate listening on %s", addresses)
