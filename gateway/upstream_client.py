@@ -14,26 +14,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.policy.spec import UpstreamSpec
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger("lanegate.upstream")
 
 # Upstreams must not compress: the relay scans streamed events as they pass.
 _BASE_HEADERS = {"accept-encoding": "identity"}
-# Errors that mean "the upstream failed us" (vs. a bug of ours), from either client.
-UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError,
-    httpx.TransportError,
-    OSError,
-)
+# Errors that mean "the upstream failed us" (vs. a bug of ours). httpx is imported only when
+# chosen (it costs resident memory the default path does not need), so HttpxUpstream maps its
+# transport errors onto ConnectionError, an OSError.
+UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
 
 
 class UpstreamResponse(Protocol):
@@ -146,8 +145,14 @@ class _HttpxResponse:
         self.raw_headers = response.headers.raw
         self.content_type = response.headers.get("content-type", "").encode("latin-1")
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self._response.aiter_raw()
+    async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx
+
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -155,6 +160,10 @@ class _HttpxResponse:
 
 class HttpxUpstream:
     def __init__(self, spec: UpstreamSpec) -> None:
+        import httpx
+        from httpx_aiohttp import AiohttpTransport
+
+        self._errors = httpx.TransportError
         self.spec = spec
         total, keepalive = _pool_size(spec)
         self._client = httpx.AsyncClient(
@@ -171,7 +180,10 @@ class HttpxUpstream:
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> UpstreamResponse:
         request = self._client.build_request(method, path, content=body, headers=headers)
-        return _HttpxResponse(await self._client.send(request, stream=True))
+        try:
+            return _HttpxResponse(await self._client.send(request, stream=True))
+        except self._errors as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

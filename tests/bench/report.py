@@ -1,0 +1,71 @@
+"""The markdown summary of a benchmark run: a table per scenario and the goals, met or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (scenario, key, goal, comparison) — the goals of the benchmark issue.
+GOALS = (
+    ("S1", "added_ttft_p50_ms", 0.5, "<="),
+    ("S1", "added_ttft_p99_ms", 1.0, "<="),
+    ("S2", "added_ttft_p50_ms", 3.0, "<="),
+    ("S2", "added_ttft_p99_ms", 10.0, "<="),
+    ("S2", "e2e_p99_ratio", 1.1, "<="),
+    ("S3", "share_of_direct_rps", 0.25, ">="),
+    ("S4", "idle_mb", 60.0, "<="),
+    ("S4", "after_s2_mb", 90.0, "<="),
+    ("S4", "after_s3_mb", 90.0, "<="),
+)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = [
+        f"## lanegate benchmark {results.get('timestamp', '')}",
+        "",
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), load average "
+        f"{', '.join(f'{x:.2f}' for x in machine['loadavg'])} at start; "
+        f"Python {machine['python']}.",
+        "",
+        "| scenario | metric | value | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    scenarios = results["scenarios"]
+    for scenario, key, goal, op in GOALS:
+        if scenario not in scenarios:
+            continue
+        value = scenarios[scenario][key]
+        met = value <= goal if op == "<=" else value >= goal
+        lines.append(
+            f"| {scenario} | {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |"
+        )
+    lines += [
+        "",
+        "| scenario | direct | gateway | gateway CPU ms/request | CPU-bound in gateway phase |",
+        "|---|---|---|---|---|",
+    ]
+    for name, data in scenarios.items():
+        if "rounds" in data:
+            lines.append(_row(name, data))
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, data: dict[str, Any]) -> str:
+    last = data["rounds"][-1]
+    direct, gateway = last["direct"], last["gateway"]
+    if "share_of_direct_rps" in data:
+        what = (
+            f"{data['direct_rps']:.0f} req/s",
+            f"{data['gateway_rps']:.0f} req/s ({data['share_of_direct_rps']:.0%})",
+        )
+    else:
+        what = (
+            f"TTFT p50 {direct['ttft_p50_ms']:.2f} ms",
+            f"TTFT p50 {gateway['ttft_p50_ms']:.2f} ms",
+        )
+    bound = [
+        side for side in ("loadgen", "upstream", "gateway") if gateway[f"{side}_core_share"] > 0.9
+    ]
+    cpu = data.get("gateway_cpu_ms_per_request")
+    cpu_text = f"{cpu:.3f}" if cpu is not None else "-"
+    return f"| {name} | {what[0]} | {what[1]} | {cpu_text} | {', '.join(bound) or 'none'} |"

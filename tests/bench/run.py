@@ -1,0 +1,200 @@
+"""`make bench`: relay overhead scenarios, gateway vs direct, interleaved in one run.
+
+S1 one stream at a time (added TTFT); S2 32 concurrent streams (upstream TTFT 20 ms, 32 chunks
+5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), with the aiohttp and
+the httpx upstream client; S4 gateway RSS idle and after load. Writes bench-results/<time>.json
+and .md, and prints the markdown. Goals are reported, never asserted.
+
+    python -m tests.bench.run [--quick] [--rounds N] [--only S1,S3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from tests.bench import harness, loadgen, report
+from tests.bench.harness import median
+from tests.support.processes import REPO, Service
+
+CHAT = "/v1/chat/completions"
+
+
+def _body(stream: bool) -> bytes:
+    return json.dumps(
+        {"model": "bench", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.results: dict[str, Any] = {"machine": harness.machine(), "scenarios": {}}
+        self.stream_up = harness.start_responder(ttft_ms=20, interval_ms=5, chunks=32)
+        self.short_up = harness.start_responder(ttft_ms=20, interval_ms=5, chunks=4)
+        self.gateways: dict[str, Service] = {}
+
+    def gateway(self, upstream: harness.Responder, name: str, **env: str) -> Service:
+        if name not in self.gateways:
+            self.gateways[name] = harness.start_gateway(
+                upstream.url, self.workdir, name=name, env=env
+            )
+        return self.gateways[name]
+
+    def close(self) -> None:
+        for service in self.gateways.values():
+            service.stop()
+        self.stream_up.stop()
+        self.short_up.stop()
+
+    async def interleave(
+        self,
+        name: str,
+        gateway: Service,
+        upstream: harness.Responder,
+        run: Callable[[str], Coroutine[Any, Any, tuple[list[loadgen.Sample], float]]],
+    ) -> list[dict[str, Any]]:
+        """A, B, A, B ... over the rounds; each entry holds both sides of one round."""
+        meter = harness.CpuMeter({"gateway": gateway.process.pid, "upstream": upstream.process.pid})
+        rounds = []
+        for index in range(self.args.rounds):
+            entry: dict[str, Any] = {"round": index}
+            for side, base in (("direct", upstream.url), ("gateway", gateway.url)):
+                with meter.measure() as cpu:
+                    samples, wall = await run(base + CHAT)
+                entry[side] = {**harness.summarize(samples, wall), **cpu}
+            rounds.append(entry)
+            print(f"  {name} round {index + 1}/{self.args.rounds}", flush=True)
+        return rounds
+
+    async def s1_one_stream(self) -> dict[str, Any]:
+        gateway = self.gateway(self.short_up, "gw-short")
+        count = 30 if self.args.quick else 100
+        async with loadgen.session(1) as http:
+            await loadgen.sequential(http, gateway.url + CHAT, _body(True), True, 10)  # warm-up
+
+            async def run(url: str) -> tuple[list[loadgen.Sample], float]:
+                started = time.perf_counter()
+                samples = await loadgen.sequential(http, url, _body(True), True, count)
+                return samples, time.perf_counter() - started
+
+            rounds = await self.interleave("S1", gateway, self.short_up, run)
+        return {"rounds": rounds, **_added(rounds)}
+
+    async def s2_streams(self) -> dict[str, Any]:
+        gateway = self.gateway(self.stream_up, "gw-stream")
+        seconds = 2.0 if self.args.quick else 4.0
+        async with loadgen.session(32) as http:
+
+            async def run(url: str) -> tuple[list[loadgen.Sample], float]:
+                return await loadgen.closed_loop(http, url, _body(True), True, 32, duration=seconds)
+
+            await run(gateway.url + CHAT)  # warm-up: fill both connection pools
+            rounds = await self.interleave("S2", gateway, self.stream_up, run)
+        e2e_ratio = median([r["gateway"]["e2e_p99_ms"] / r["direct"]["e2e_p99_ms"] for r in rounds])
+        return {
+            "rounds": rounds,
+            **_added(rounds),
+            "e2e_p99_ratio": e2e_ratio,
+            **_cpu_per_request(rounds),
+        }
+
+    async def s3_tiny(self, client: str) -> dict[str, Any]:
+        gateway = self.gateway(self.stream_up, f"gw-{client}", LANEGATE_UPSTREAM_CLIENT=client)
+        seconds = 1.5 if self.args.quick else 3.0
+        async with loadgen.session(64) as http:
+
+            async def run(url: str) -> tuple[list[loadgen.Sample], float]:
+                return await loadgen.closed_loop(
+                    http, url, _body(False), False, 64, duration=seconds
+                )
+
+            await run(gateway.url + CHAT)
+            rounds = await self.interleave(f"S3-{client}", gateway, self.stream_up, run)
+        share = median([r["gateway"]["req_per_s"] / r["direct"]["req_per_s"] for r in rounds])
+        return {
+            "rounds": rounds,
+            "share_of_direct_rps": share,
+            **_cpu_per_request(rounds),
+            "gateway_rps": median([r["gateway"]["req_per_s"] for r in rounds]),
+            "direct_rps": median([r["direct"]["req_per_s"] for r in rounds]),
+        }
+
+    async def run(self) -> dict[str, Any]:
+        only = set(self.args.only.split(",")) if self.args.only else None
+        wanted = lambda key: only is None or key in only  # noqa: E731
+        scenarios = self.results["scenarios"]
+        rss: dict[str, float] = {}
+        if wanted("S1"):
+            scenarios["S1"] = await self.s1_one_stream()
+        if wanted("S2") or wanted("S4"):
+            gateway = self.gateway(self.stream_up, "gw-stream")
+            rss["idle_mb"] = harness.rss_mb(gateway.process.pid)
+            scenarios["S2"] = await self.s2_streams()
+            rss["after_s2_mb"] = harness.rss_mb(gateway.process.pid)
+        if wanted("S3") or wanted("S4"):
+            scenarios["S3"] = await self.s3_tiny("aiohttp")
+            rss["after_s3_mb"] = harness.rss_mb(self.gateways["gw-aiohttp"].process.pid)
+            scenarios["S3-httpx"] = await self.s3_tiny("httpx")
+        if rss:
+            scenarios["S4"] = rss
+        return self.results
+
+
+def _added(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    return {
+        "added_ttft_p50_ms": median(
+            [r["gateway"]["ttft_p50_ms"] - r["direct"]["ttft_p50_ms"] for r in rounds]
+        ),
+        "added_ttft_p99_ms": median(
+            [r["gateway"]["ttft_p99_ms"] - r["direct"]["ttft_p99_ms"] for r in rounds]
+        ),
+        "direct_ttft_p50_ms": median([r["direct"]["ttft_p50_ms"] for r in rounds]),
+    }
+
+
+def _cpu_per_request(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    per = [r["gateway"]["gateway_cpu_s"] / max(1, r["gateway"]["requests"]) * 1000 for r in rounds]
+    return {"gateway_cpu_ms_per_request": median(per)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="shorter phases, 3 rounds")
+    parser.add_argument("--only", help="comma-separated scenarios, e.g. S1,S3")
+    parser.add_argument("--out", default=str(REPO / "bench-results"))
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds = min(args.rounds, 3)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lanegate-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            started = time.time()
+            results = uvloop.run(bench.run())
+            results["duration_s"] = round(time.time() - started, 1)
+        finally:
+            bench.close()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    results["timestamp"] = stamp
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    markdown = report.markdown(results)
+    (out / f"{stamp}.md").write_text(markdown)
+    print(markdown)
+    print(f"results: {out / stamp}.json")
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
