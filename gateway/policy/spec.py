@@ -6,7 +6,7 @@ they started with, so nothing here is ever mutated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -40,9 +40,87 @@ class UpstreamSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """Token budgets (prompt + completion) per fixed window; None means unlimited."""
+
+    tokens_per_minute: int | None = None
+    tokens_per_hour: int | None = None
+    tokens_per_day: int | None = None
+
+    def limits(self) -> tuple[tuple[str, float, int], ...]:
+        """(window name, window seconds, limit) for each window that has a limit."""
+        windows = (
+            ("minute", 60.0, self.tokens_per_minute),
+            ("hour", 3600.0, self.tokens_per_hour),
+            ("day", 86400.0, self.tokens_per_day),
+        )
+        return tuple((name, seconds, limit) for name, seconds, limit in windows if limit is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSpec:
+    name: str
+    priority: int  # higher is admitted first (before aging)
+    max_concurrency: int  # in flight at once, across the lane
+    reserved: int = 0  # slots no other lane may take
+    max_queue: int = 100  # waiting beyond this → 429 lane_queue_full
+    queue_timeout_s: float = 30.0  # waiting longer → 429 lane_queue_timeout
+    budget: Budget = field(default_factory=Budget)
+    default_max_tokens: int = 1024  # reserved when a request does not say
+    model_map: tuple[tuple[str, str], ...] = ()  # (glob, target), first match rewrites model
+    allowed_models: tuple[str, ...] | None = None  # globs; None allows any
+    offloadable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    name: str
+    key_ref: str  # env:VAR or sha256:<hex of the key>
+    lanes: tuple[str, ...]  # lanes this client may use (X-Lane is honoured only for these)
+    default_lane: str | None = None
+    max_concurrency: int | None = None
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Every field that is set must match (AND); unset fields match anything."""
+
+    clients: tuple[str, ...] | None = None
+    paths: tuple[str, ...] | None = None  # globs over the request path
+    models: tuple[str, ...] | None = None  # globs over the requested model
+    stream: bool | None = None
+    max_tokens_min: int | None = None
+    max_tokens_max: int | None = None
+    prompt_chars_min: int | None = None
+    prompt_chars_max: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value glob)
+    user_agent: str | None = None  # regular expression, searched
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    lane: str
+    match: Match
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    # Waiting this long raises a request's priority by one level, so batch never starves.
+    aging_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     source: str
     upstreams: tuple[UpstreamSpec, ...]
+    lanes: tuple[LaneSpec, ...] = ()
+    clients: tuple[ClientSpec, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    default_lane: str = "default"
+    admin_key_ref: str | None = None
+    admission: Admission = field(default_factory=Admission)
 
     def upstream(self, name: str) -> UpstreamSpec:
         for spec in self.upstreams:
@@ -52,3 +130,9 @@ class Policy:
 
     def pool(self, pool: str) -> tuple[UpstreamSpec, ...]:
         return tuple(spec for spec in self.upstreams if spec.pool == pool)
+
+    def lane(self, name: str) -> LaneSpec:
+        for lane in self.lanes:
+            if lane.name == name:
+                return lane
+        raise KeyError(name)
