@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.auth import Authenticator
+from gateway.budget_store import Budgets, SqliteSpendStore
 from gateway.errors import (
     ErrorShape,
     GatewayError,
@@ -30,10 +32,11 @@ from gateway.errors import (
     error_body,
     shape_for_path,
 )
-from gateway.measurement import RequestRecord
+from gateway.lane_gate import LaneGate
 from gateway.policy.spec import Policy, UpstreamSpec
-from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import Exchange, Relay, request_id_of, send_error
+from gateway.recorder import Recorder
+from gateway.relay import Relay, request_id_of, send_error
+from gateway.request_flow import RequestFlow, Runtime
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
@@ -57,9 +60,9 @@ class Gateway:
         settings: Settings,
         *,
         clock: Clock | None = None,
+        wall_clock: Clock | None = None,
         client_factory: ClientFactory | None = None,
     ) -> None:
-        self.policy = policy
         self.settings = settings
         self.clock = clock or time.monotonic
         self.client_factory = client_factory or (
@@ -68,16 +71,31 @@ class Gateway:
         self.clients: dict[str, UpstreamClient] = {}
         self.rolling = RollingRegistry()
         self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
+        store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
+        self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
+        self.flow = RequestFlow(self.relay, self.budgets, self.recorder, self.clients, self.clock)
+        self.runtime = self.build_runtime(policy)
         self.control = build_control_app(self)
+
+    @property
+    def policy(self) -> Policy:
+        return self.runtime.policy
+
+    def build_runtime(self, policy: Policy) -> Runtime:
+        capacity = sum(u.max_concurrency for u in policy.pool(default_upstream(policy).pool))
+        return Runtime(policy, Authenticator(policy), LaneGate(policy, capacity, self.clock))
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
+        await self.budgets.start()
 
     async def shutdown(self) -> None:
-        clients, self.clients = self.clients, {}
-        await asyncio.gather(*(client.aclose() for client in clients.values()))
+        clients = list(self.clients.values())
+        self.clients.clear()
+        await asyncio.gather(*(client.aclose() for client in clients))
+        await self.budgets.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -85,12 +103,8 @@ class Gateway:
             if route is not None:
                 await self.handle_relay(route, scope, receive, send)
             elif is_relay_path(scope["path"]):
-                await send_error(
-                    send,
-                    _method_not_allowed(scope),
-                    shape_for_path(scope["path"]),
-                    request_id_of(scope),
-                )
+                shape = shape_for_path(scope["path"])
+                await send_error(send, _method_not_allowed(scope), shape, request_id_of(scope))
             else:
                 await self.control(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -101,39 +115,12 @@ class Gateway:
     async def handle_relay(
         self, route: RelayRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        received_at = self.clock()
-        request_id = request_id_of(scope)
-        spec: UpstreamSpec | None = None
-        model: str | None = None
         try:
-            raw, facts = await self.relay.read(route, receive)
-            model = facts.model
-            spec = default_upstream(self.policy)
-            exchange = Exchange(
-                request_id, received_at, spec.timeouts.first_byte_s, spec.timeouts.idle_s
-            )
-            record = await self.relay.forward(
-                route,
-                scope,
-                receive,
-                send,
-                raw=raw,
-                client=self.clients[spec.name],
-                exchange=exchange,
-            )
-        except GatewayError as error:
-            await send_error(send, error, route.shape, request_id)
-            record = _rejected(error, received_at, self.clock())
-        except asyncio.CancelledError:
-            raise
+            await self.flow.handle(self.runtime, route, scope, receive, send)
         except Exception:  # the one outermost boundary: log with the request id, answer 500
+            request_id = request_id_of(scope)
             log.exception("request %s: unexpected error", request_id)
             await _try_send_internal_error(send, route.shape, request_id)
-            return
-        labels = RequestLabels(
-            request_id, route.method, scope["path"], "default", spec.name if spec else "-", model
-        )
-        self.recorder.record(labels, record, self.clock())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -149,21 +136,6 @@ class Gateway:
 
 def _method_not_allowed(scope: Scope) -> GatewayError:
     return MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
-
-
-def _rejected(error: GatewayError, received_at: float, now: float) -> RequestRecord:
-    return RequestRecord(
-        ttft_s=None,
-        gap_max_s=None,
-        gap_p95_s=None,
-        duration_s=now - received_at,
-        prompt_tokens=None,
-        completion_tokens=None,
-        tokens_estimated=False,
-        chunks=0,
-        status=error.status,
-        error=error.code,
-    )
 
 
 async def _try_send_internal_error(send: Send, shape: ErrorShape, request_id: str) -> None:
@@ -226,9 +198,12 @@ def create_app(
     settings: Settings,
     *,
     clock: Clock | None = None,
+    wall_clock: Clock | None = None,
     client_factory: ClientFactory | None = None,
 ) -> Gateway:
-    return Gateway(policy, settings, clock=clock, client_factory=client_factory)
+    return Gateway(
+        policy, settings, clock=clock, wall_clock=wall_clock, client_factory=client_factory
+    )
 
 
 __all__ = ["ErrorShape", "Gateway", "create_app"]

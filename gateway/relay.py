@@ -63,28 +63,22 @@ IDLE = "idle_timeout"
 
 
 class Exchange:
-    """The state of one relayed request; the only mutable thing the relay shares per request."""
+    """The state of one relayed request; the only mutable thing the relay shares per request.
+
+    Lives from the moment the body is read (so a client leaving while queued is noticed) to
+    the end of the response. Times come from the gateway's clock; the loop only schedules.
+    """
 
     __slots__ = (
-        "active",
-        "first_byte_at",
-        "first_byte_s",
-        "headers_sent",
-        "idle_s",
-        "last_activity",
-        "loop",
-        "reason",
-        "received_at",
-        "request_id",
-        "task",
-        "timer",
-    )
+        "active", "clock", "first_byte_at", "first_byte_s", "headers_sent", "idle_s",
+        "last_activity", "loop", "reason", "received_at", "request_id", "task", "timer",
+        "watcher",
+    )  # fmt: skip
 
-    def __init__(self, request_id: str, received_at: float, first_byte_s: float, idle_s: float):
+    def __init__(self, request_id: str, received_at: float, clock: Callable[[], float]) -> None:
         self.request_id = request_id
         self.received_at = received_at
-        self.first_byte_s = first_byte_s
-        self.idle_s = idle_s
+        self.clock = clock
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         self.active = True
@@ -92,7 +86,22 @@ class Exchange:
         self.headers_sent = False
         self.first_byte_at: float | None = None
         self.last_activity = received_at
-        self.timer = self.loop.call_at(received_at + first_byte_s, self._check_deadline)
+        self.first_byte_s = self.idle_s = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Future[None] | None = None
+
+    def watch(self, receive: Receive) -> None:
+        """Notice the client leaving from now on (while queued, and while relaying)."""
+        self.watcher = asyncio.ensure_future(_watch_disconnect(receive, self))
+
+    def arm(self, first_byte_s: float, idle_s: float) -> None:
+        """Start the upstream timer: first byte within `first_byte_s`, then gaps < `idle_s`."""
+        self.first_byte_s, self.idle_s = first_byte_s, idle_s
+        self.timer = self.loop.call_later(first_byte_s, self._check_deadline)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     def interrupt(self, reason: str) -> None:
         if self.active and self.reason is None and self.task is not None:
@@ -101,24 +110,26 @@ class Exchange:
 
     def close(self) -> None:
         self.active = False
-        self.timer.cancel()
+        self.disarm()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
     def _check_deadline(self) -> None:
         # One timer per request, re-armed lazily: chunks only write `last_activity`.
         if self.first_byte_at is None:
             self.interrupt(FIRST_BYTE)
             return
-        deadline = self.last_activity + self.idle_s
-        if self.loop.time() >= deadline:
+        left = self.last_activity + self.idle_s - self.clock()
+        if left <= 0:
             self.interrupt(IDLE)
         else:
-            self.timer = self.loop.call_at(deadline, self._check_deadline)
+            self.timer = self.loop.call_later(left, self._check_deadline)
 
     def mark_first_byte(self, now: float) -> None:
         self.first_byte_at = now
         self.last_activity = now
-        self.timer.cancel()
-        self.timer = self.loop.call_at(now + self.idle_s, self._check_deadline)
+        self.disarm()
+        self.timer = self.loop.call_later(self.idle_s, self._check_deadline)
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -192,7 +203,6 @@ class Relay:
         self,
         route: Route,
         scope: Scope,
-        receive: Receive,
         send: Send,
         *,
         raw: bytes,
@@ -202,7 +212,8 @@ class Relay:
     ) -> RequestRecord:
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, exchange))
+        timeouts = client.spec.timeouts
+        exchange.arm(timeouts.first_byte_s, timeouts.idle_s)
         response: UpstreamResponse | None = None
         status = 502
         error: str | None = None
@@ -239,8 +250,7 @@ class Relay:
             )
             status = await self._fail(send, exchange, route.shape, failure, status)
         finally:
-            exchange.close()
-            watcher.cancel()
+            exchange.disarm()
             if response is not None:
                 await response.aclose()
         return measurement.finish(self.clock(), status=status, error=error)

@@ -3,6 +3,7 @@
 Two implementations behind one small interface, chosen by `LANEGATE_UPSTREAM_CLIENT`:
 - `aiohttp` (default): aiohttp's client directly, with URLs, timeouts and headers built once.
 - `httpx`: the httpx API over aiohttp's transport (`httpx-aiohttp`).
+- `lean`: our own HTTP/1.1 client on asyncio Protocols and httptools (`upstream_http.py`).
 Measured on this machine class (docs/performance.md), httpx's own transport cost 3.6-4.3 ms
 of CPU per request at 32-64 in flight; httpx over aiohttp ~0.55 ms; aiohttp directly about half
 of that again, which is what lets one gateway process pass a quarter of direct req/s.
@@ -60,6 +61,10 @@ class UpstreamClient(Protocol):
 def create_client(spec: UpstreamSpec, kind: str = "aiohttp") -> UpstreamClient:
     if kind == "httpx":
         return HttpxUpstream(spec)
+    if kind == "lean":
+        from gateway.upstream_http import LeanUpstream  # imports this module: import late
+
+        return LeanUpstream(spec)
     return AiohttpUpstream(spec)
 
 

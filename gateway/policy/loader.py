@@ -7,16 +7,18 @@ pydantic's error locations are mapped back onto those positions.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from gateway.policy.document import PolicyDocument
+from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
 
-Location = tuple[str | int, ...]
+log = logging.getLogger("lanegate.policy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +27,12 @@ class PolicyProblem:
     line: int | None
     field: str
     message: str
+    warning: bool = False  # the policy is usable; the problem is probably a mistake
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field or '(top level)'}: {self.message}"
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.field or '(top level)'}: {message}"
 
 
 class PolicyError(Exception):
@@ -39,7 +43,27 @@ class PolicyError(Exception):
         self.problems = problems
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedPolicy:
+    """A usable policy and the warnings found while checking it."""
+
+    policy: Policy
+    warnings: tuple[PolicyProblem, ...]
+
+
 def load_policy(path: str | Path) -> Policy:
+    """The policy in `path`; warnings are logged. Raises `PolicyError` listing every error."""
+    checked = check_policy(path)
+    for warning in checked.warnings:
+        log.warning("policy: %s", warning)
+    return checked.policy
+
+
+def load_policy_text(text: str, source: str) -> Policy:
+    return check_policy_text(text, source).policy
+
+
+def check_policy(path: str | Path) -> CheckedPolicy:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -47,10 +71,28 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError([PolicyProblem(str(path), None, "", f"cannot read: {exc}")]) from exc
     except UnicodeDecodeError as exc:
         raise PolicyError([PolicyProblem(str(path), None, "", "not UTF-8 text")]) from exc
-    return load_policy_text(text, str(path))
+    return check_policy_text(text, str(path))
 
 
-def load_policy_text(text: str, source: str) -> Policy:
+def check_policy_text(text: str, source: str) -> CheckedPolicy:
+    data, lines = _parse_yaml(text, source)
+    try:
+        document = PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_problems(source, exc, lines)) from exc
+    found = [_finding_problem(source, finding, lines) for finding in document.findings()]
+    if any(not problem.warning for problem in found):
+        raise PolicyError(sorted(found, key=lambda p: (p.warning, p.line or 0)))
+    return CheckedPolicy(document.to_spec(source), tuple(found))
+
+
+def policy_schema() -> dict[str, Any]:
+    """JSON Schema of the policy file, for editors (e.g. the YAML language server)."""
+    schema = PolicyDocument.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Location, int]]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -58,31 +100,48 @@ def load_policy_text(text: str, source: str) -> Policy:
         raise PolicyError([_yaml_problem(source, exc)]) from exc
     if not isinstance(data, dict):
         raise PolicyError([PolicyProblem(source, 1, "", "expected a mapping with `upstreams:`")])
-    lines = _line_index(root)
-    try:
-        document = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(_problems(source, exc, lines)) from exc
-    return document.to_spec(source)
+    lines, repeated = _line_index(root)
+    if repeated:
+        raise PolicyError([PolicyProblem(source, *entry) for entry in repeated])
+    return data, lines
+
+
+def _finding_problem(source: str, finding: Finding, lines: dict[Location, int]) -> PolicyProblem:
+    written = any(finding.loc[:end] in lines for end in range(1, len(finding.loc) + 1))
+    line = _nearest_line(finding.loc if written else finding.anchor, lines)
+    return PolicyProblem(source, line, dotted(finding.loc), finding.message, finding.warning)
 
 
 def _yaml_problem(source: str, exc: yaml.YAMLError) -> PolicyProblem:
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc)
+    if "alias" in str(getattr(exc, "context", "")):
+        problem += ' (a value starting with * is an alias in YAML: quote globs, e.g. "*")'
     return PolicyProblem(source, line, "", f"YAML syntax: {problem}")
 
 
-def _line_index(root: yaml.Node | None) -> dict[Location, int]:
-    """Map each field path (as pydantic spells it) to the 1-based line where it is written."""
+def _line_index(
+    root: yaml.Node | None,
+) -> tuple[dict[Location, int], list[tuple[int, str, str]]]:
+    """Map each field path (as pydantic spells it) to the 1-based line where it is written.
+
+    Also returns keys written twice in one mapping, which YAML would otherwise resolve
+    silently by keeping the last one: (line, field, message) for each.
+    """
     index: dict[Location, int] = {}
+    repeated: list[tuple[int, str, str]] = []
 
     def walk(node: yaml.Node, path: Location) -> None:
         index.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = (*path, str(key.value))
-                index[child] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if child in index:
+                    message = f"written twice (also on line {index[child]}); keep one"
+                    repeated.append((line, dotted(child), message))
+                index[child] = line
                 walk(value, child)
         elif isinstance(node, yaml.SequenceNode):
             for position, item in enumerate(node.value):
@@ -90,7 +149,7 @@ def _line_index(root: yaml.Node | None) -> dict[Location, int]:
 
     if root is not None:
         walk(root, ())
-    return index
+    return index, repeated
 
 
 def _problems(source: str, exc: ValidationError, lines: dict[Location, int]) -> list[PolicyProblem]:
@@ -98,7 +157,7 @@ def _problems(source: str, exc: ValidationError, lines: dict[Location, int]) -> 
     for error in exc.errors(include_url=False):
         loc: Location = tuple(error["loc"])
         problems.append(
-            PolicyProblem(source, _nearest_line(loc, lines), _dotted(loc), _message(error))
+            PolicyProblem(source, _nearest_line(loc, lines), dotted(loc), _message(error))
         )
     return problems
 
@@ -108,13 +167,6 @@ def _nearest_line(loc: Location, lines: dict[Location, int]) -> int | None:
         if loc[:end] in lines:
             return lines[loc[:end]]
     return None
-
-
-def _dotted(loc: Location) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 def _message(error: object) -> str:

@@ -6,6 +6,8 @@ they started with, so nothing here is ever mutated.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -54,7 +56,9 @@ class Budget:
             ("hour", 3600.0, self.tokens_per_hour),
             ("day", 86400.0, self.tokens_per_day),
         )
-        return tuple((name, seconds, limit) for name, seconds, limit in windows if limit is not None)
+        return tuple(
+            (name, seconds, limit) for name, seconds, limit in windows if limit is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,31 @@ class Match:
     headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value glob)
     user_agent: str | None = None  # regular expression, searched
 
+    # Compiled once when the policy is built, because classification runs on every request.
+    path_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    model_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    header_res: tuple[tuple[str, re.Pattern[str]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    user_agent_re: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compiled_headers = tuple((name, glob_regex((glob,))) for name, glob in self.headers)
+        user_agent_re = re.compile(self.user_agent) if self.user_agent is not None else None
+        object.__setattr__(self, "path_re", _optional_glob_regex(self.paths))
+        object.__setattr__(self, "model_re", _optional_glob_regex(self.models))
+        object.__setattr__(self, "header_res", compiled_headers)
+        object.__setattr__(self, "user_agent_re", user_agent_re)
+
+
+def glob_regex(globs: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern matching a whole string against any of the shell-style globs (case-sensitive)."""
+    return re.compile("|".join(fnmatch.translate(glob) for glob in globs) or r"(?!)")
+
+
+def _optional_glob_regex(globs: tuple[str, ...] | None) -> re.Pattern[str] | None:
+    return None if globs is None else glob_regex(globs)
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -119,6 +148,8 @@ class Policy:
     clients: tuple[ClientSpec, ...] = ()
     rules: tuple[Rule, ...] = ()
     default_lane: str = "default"
+    # Lanes a caller who is not a named client may pick with X-Lane (named clients: `lanes`).
+    anonymous_lanes: tuple[str, ...] = ()
     admin_key_ref: str | None = None
     admission: Admission = field(default_factory=Admission)
 

@@ -56,7 +56,14 @@ class Profile:
     seed: int = 0
     default_max_tokens: int = 128
     embedding_dim: int = 768
+    # When stream headers go out: at once (`early_headers`), when the request takes a slot
+    # (`headers_on_admission`, as llama-server does), or else with the first token (Ollama).
     early_headers: bool = False
+    headers_on_admission: bool = False
+    # Tokens a chat template adds: role markers and separators around each message, and once
+    # per request (BOS, the assistant turn's opening). llama.cpp counts them as prompt tokens.
+    chat_tokens_per_message: int = 0
+    chat_tokens_per_request: int = 0
     # Continuous batching.
     slots: int = 4
     max_queue: int = 512
@@ -95,6 +102,7 @@ def _profile_problems(p: Profile) -> list[str]:
         (0.0 < p.batch_alpha <= 1.0, "batch_alpha must be in (0, 1]"),
         (p.prefill_chunk_tokens >= 1, "prefill_chunk_tokens must be >= 1"),
         (p.default_max_tokens >= 1, "default_max_tokens must be >= 1"),
+        (min(p.chat_tokens_per_message, p.chat_tokens_per_request) >= 0, "negative chat tokens"),
         (p.embedding_dim >= 1, "embedding_dim must be >= 1"),
         (p.ttft_ms >= 0 and p.chunk_interval_ms >= 0, "ttft_ms and chunk_interval_ms must be >= 0"),
         (p.kv_bytes_per_token >= 0 and p.swap_slowdown_per_gib >= 0, "negative memory figure"),
@@ -362,6 +370,12 @@ def token_texts(seed: int, count: int) -> list[str]:
 def estimate_tokens(text: str) -> int:
     """Prompt tokens as characters / 4, at least 1: close enough for Llama-family BPE."""
     return max(1, len(text) // 4)
+
+
+def chat_prompt_tokens(profile: Profile, text: str, messages: int) -> int:
+    """Prompt tokens of a chat request: its text's estimate plus the template's own tokens."""
+    template = profile.chat_tokens_per_message * messages + profile.chat_tokens_per_request
+    return estimate_tokens(text) + template
 
 
 def embedding_vector(seed: int, text: str, dim: int) -> list[float]:

@@ -112,6 +112,13 @@ class Generation:
         self._items.clear()
         return out
 
+    async def wait_admitted(self) -> None:
+        """Wait until the request holds a slot (or ended without one)."""
+        while self.admitted_at is None and not self._done:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._waiter = waiter
+            await waiter
+
     @property
     def done(self) -> bool:
         return self._done
@@ -300,6 +307,7 @@ class BatchingHost(_HostBase):
             gen = self._gens.get(key)
             if gen is not None:
                 gen.admitted_at = now
+                gen._wake()
         active = len(self._state.active)
         self.stats.max_active_seen = max(self.stats.max_active_seen, active)
 

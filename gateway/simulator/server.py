@@ -84,8 +84,9 @@ def resolve_model(profile: Profile, name: Any) -> ModelSpec:
 
 
 def _gen_request(
-    request: Request, model: ModelSpec, prompt: str, limit: Any, seed: Any
+    request: Request, model: ModelSpec, prompt: str, limit: Any, seed: Any, messages: int = -1
 ) -> GenRequest:
+    """`messages` >= 0 marks a chat request, whose template adds prompt tokens per message."""
     max_tokens = wire.int_or_none(limit)
     if max_tokens is not None and max_tokens < 0:
         max_tokens = None  # Ollama's num_predict -1/-2: until the model stops
@@ -94,7 +95,11 @@ def _gen_request(
     return GenRequest(
         request_id=request.headers.get("x-request-id", ""),
         model=model.name,
-        prompt_tokens=engine.estimate_tokens(prompt),
+        prompt_tokens=(
+            engine.chat_prompt_tokens(_host(request).profile, prompt, messages)
+            if messages >= 0
+            else engine.estimate_tokens(prompt)
+        ),
         max_tokens=max_tokens,
         seed=wire.int_or_none(seed),
     )
@@ -111,12 +116,13 @@ class GenerationResponse(Response):
     """Runs one generation to the client: streamed pieces or one body at the end.
 
     Nothing is sent until the first token exists (as Ollama does), unless the profile asks
-    for early headers. A watcher task awaits `http.disconnect`; if it comes first the
+    for headers at once or when the request takes a slot (as llama-server does). A watcher task awaits `http.disconnect`; if it comes first the
     generation is cancelled at once, which frees its slot and records the cancel.
     """
 
-    def __init__(self, gen: Generation, fmt: wire.StreamFormat, stream: bool, early: bool):
-        self.gen, self.fmt, self.stream, self.early = gen, fmt, stream, early
+    def __init__(self, gen: Generation, fmt: wire.StreamFormat, stream: bool, profile: Profile):
+        self.gen, self.fmt, self.stream = gen, fmt, stream
+        self.early, self.on_admission = profile.early_headers, profile.headers_on_admission
         self.status_code = 200
         self.background = None
         media = fmt.media_type if stream else _JSON
@@ -150,6 +156,9 @@ class GenerationResponse(Response):
     async def _stream(self, send: Send) -> None:
         gen, fmt = self.gen, self.fmt
         started, first = self.early, True
+        if not started and self.on_admission:
+            await gen.wait_admitted()
+            started = not gen.cancelled
         if started:
             await self._start(send)
         while texts := await gen.batch():
@@ -188,7 +197,7 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 def _respond(request: Request, gen: Generation, fmt: wire.StreamFormat, stream: bool) -> Response:
-    return GenerationResponse(gen, fmt, stream, _host(request).profile.early_headers)
+    return GenerationResponse(gen, fmt, stream, _host(request).profile)
 
 
 # ---------------------------------------------------------------------------- OpenAI /v1
@@ -203,9 +212,11 @@ def _stream_opts(body: dict[str, Any]) -> tuple[bool, bool]:
 async def chat_completions(request: Request) -> Response:
     body = await _body(request)
     model = resolve_model(_host(request).profile, body.get("model"))
-    prompt = wire.prompt_text(body.get("messages", []))
+    messages = body.get("messages", [])
+    prompt = wire.prompt_text(messages)
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    gen = _submit(request, _gen_request(request, model, prompt, limit, body.get("seed")))
+    count = len(messages) if isinstance(messages, list) else 1
+    gen = _submit(request, _gen_request(request, model, prompt, limit, body.get("seed"), count))
     stream, usage = _stream_opts(body)
     fmt = wire.ChatCompletions(f"chatcmpl-sim{gen.seq_no}", model.name, int(time.time()), usage)
     return _respond(request, gen, fmt, stream)
@@ -284,7 +295,9 @@ async def _ollama_generate(request: Request, chat: bool) -> Response:
     if not prompt:
         return _ollama_loaded(model, chat)
     limit, seed = _ollama_limit(body)
-    gen = _submit(request, _gen_request(request, model, prompt, limit, seed))
+    messages = body.get("messages") if chat else None
+    count = (len(messages) if isinstance(messages, list) else 1) if chat else -1
+    gen = _submit(request, _gen_request(request, model, prompt, limit, seed, count))
     fmt = wire.OllamaStream(model.name, chat)
     return _respond(request, gen, fmt, body.get("stream", True) is not False)
 

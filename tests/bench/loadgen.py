@@ -28,10 +28,16 @@ def session(concurrency: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120))
 
 
-async def one(http: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> Sample:
+async def one(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    stream: bool,
+    headers: dict[str, str] | None = None,
+) -> Sample:
     started = time.perf_counter()
     ttft: float | None = None
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(headers or {})}
     async with http.post(url, data=body, headers=headers) as response:
         if stream:
             scanner = StreamScanner(Api.CHAT)

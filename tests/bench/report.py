@@ -15,6 +15,10 @@ GOALS = (
     ("S4", "idle_mb", 60.0, "<="),
     ("S4", "after_s2_mb", 90.0, "<="),
     ("S4", "after_s3_mb", 90.0, "<="),
+    ("S5", "gateway.interactive_p95_ratio", 1.5, "<="),
+    ("S5", "batch_throughput_ratio", 0.7, ">="),
+    ("S6", "gateway.interactive_p95_ratio", 1.5, "<="),
+    ("S6", "batch_throughput_ratio", 0.7, ">="),
 )
 
 
@@ -34,7 +38,9 @@ def markdown(results: dict[str, Any]) -> str:
     for scenario, key, goal, op in GOALS:
         if scenario not in scenarios:
             continue
-        value = scenarios[scenario][key]
+        value = scenarios[scenario]
+        for part in key.split("."):
+            value = value[part]
         met = value <= goal if op == "<=" else value >= goal
         lines.append(
             f"| {scenario} | {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |"
@@ -47,6 +53,23 @@ def markdown(results: dict[str, Any]) -> str:
     for name, data in scenarios.items():
         if "rounds" in data:
             lines.append(_row(name, data))
+    mixed = [(name, data) for name, data in scenarios.items() if "baseline_ttft_p95_ms" in data]
+    if mixed:
+        lines += [
+            "",
+            "| scenario | baseline TTFT p50/p95 | path | interactive TTFT p50/p95 "
+            "| p95 ÷ baseline p95 | batch req/s | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, data in mixed:
+            for side in ("direct", "gateway"):
+                d = data[side]
+                lines.append(
+                    f"| {name} | {data['baseline_ttft_p50_ms']:.0f} / "
+                    f"{data['baseline_ttft_p95_ms']:.0f} ms | {side} | "
+                    f"{d['interactive_ttft_p50_ms']:.0f} / {d['interactive_ttft_p95_ms']:.0f} ms | "
+                    f"×{d['interactive_p95_ratio']:.2f} | {d['batch_per_s']:.2f} | {d['errors']} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -2,8 +2,10 @@
 
 S1 one stream at a time (added TTFT); S2 32 concurrent streams (upstream TTFT 20 ms, 32 chunks
 5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), with the aiohttp and
-the httpx upstream client; S4 gateway RSS idle and after load. Writes bench-results/<time>.json
-and .md, and prints the markdown. Goals are reported, never asserted.
+the httpx upstream client; S4 gateway RSS idle and after load; S5/S6 lane isolation under
+mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile and on llama.cpp's
+server. Writes bench-results/<time>.json and .md, and prints the markdown. Goals are reported,
+never asserted.
 
     python -m tests.bench.run [--quick] [--rounds N] [--only S1,S3]
 """
@@ -21,9 +23,9 @@ from typing import Any
 
 import uvloop
 
-from tests.bench import harness, loadgen, report
+from tests.bench import harness, loadgen, mixed, report
 from tests.bench.harness import median
-from tests.support.processes import REPO, Service
+from tests.support.processes import REPO, Service, start_lanegate
 
 CHAT = "/v1/chat/completions"
 
@@ -129,6 +131,35 @@ class Bench:
             "direct_rps": median([r["direct"]["req_per_s"] for r in rounds]),
         }
 
+    async def s5_mixed_simulator(self) -> dict[str, Any]:
+        args = ["simulate", "--profile", "m2-mini-16gb", "--seed", "5"]
+        sim = start_lanegate("sim-m2", args, ready_path="/health", log_dir=self.workdir)
+        policy = mixed.demo_lanes_policy(self.workdir / "mixed-sim.yaml", sim.url, 4, "ollama")
+        gateway = mixed.start_gateway(policy, self.workdir)
+        load = mixed.MixedLoad(model="llama3.1:8b", duration_s=self._mixed_seconds())
+        try:
+            return await mixed.compare(sim.url, gateway.url, load, baseline_samples=20)
+        finally:
+            gateway.stop()
+            sim.stop()
+
+    async def s6_mixed_llama_server(self) -> dict[str, Any]:
+        from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
+
+        binary, model = ensure_llama_server(), ensure_model("large")
+        with LlamaServer(binary, model, parallel=4, ctx=4096) as server:
+            url = server.base_url.removesuffix("/")
+            policy = mixed.demo_lanes_policy(self.workdir / "mixed-llama.yaml", url, 4, "llamacpp")
+            gateway = mixed.start_gateway(policy, self.workdir)
+            load = mixed.MixedLoad(model=server.alias, duration_s=self._mixed_seconds())
+            try:
+                return await mixed.compare(url, gateway.url, load, baseline_samples=30)
+            finally:
+                gateway.stop()
+
+    def _mixed_seconds(self) -> float:
+        return 15.0 if self.args.quick else 30.0
+
     async def run(self) -> dict[str, Any]:
         only = set(self.args.only.split(",")) if self.args.only else None
         wanted = lambda key: only is None or key in only  # noqa: E731
@@ -147,6 +178,10 @@ class Bench:
             scenarios["S3-httpx"] = await self.s3_tiny("httpx")
         if rss:
             scenarios["S4"] = rss
+        if wanted("S5"):
+            scenarios["S5"] = await self.s5_mixed_simulator()
+        if wanted("S6"):
+            scenarios["S6"] = await self.s6_mixed_llama_server()
         return self.results
 
 

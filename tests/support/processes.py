@@ -61,7 +61,9 @@ def start_lanegate(
 ) -> Service:
     port = port or free_port()
     log_path = log_dir / f"{name}-{port}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    state = log_dir / f"state-{name}-{port}"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LANEGATE_STATE_DIR": str(state),
+                **(env or {})}  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", *args, "--port", str(port)],

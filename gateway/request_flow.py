@@ -1,0 +1,207 @@
+"""One relayed request from arrival to record: who, which lane, budget, slot, relay, settle.
+
+The order matters and is the same for every request:
+1. authenticate (401 before reading a large body from a stranger),
+2. read and validate the body,
+3. classify into a lane (pure), apply the lane's model rules,
+4. reserve the token budget estimate (pure ledger), then wait for a slot in the lane gate,
+5. relay, and on every exit path release the slot and settle or release the budget.
+A queued request sends nothing until admitted; if its client leaves meanwhile it leaves the
+queue. Errors before the relay are answered in the route's error shape with lane headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from gateway.auth import Authenticator
+from gateway.budget_store import Budgets
+from gateway.budgets import Refusal, Reservation
+from gateway.classify import (
+    LaneRefusal,
+    classify,
+    model_allowed,
+    prompt_chars,
+    request_view,
+    rewrite_model,
+)
+from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited
+from gateway.lane_gate import LaneGate, Ticket
+from gateway.measurement import RequestRecord
+from gateway.policy.spec import ClientSpec, LaneSpec, Policy
+from gateway.recorder import Recorder, RequestLabels
+from gateway.relay import CLIENT_LEFT, Exchange, Relay, request_id_of, send_error
+from gateway.request_body import RequestFacts
+from gateway.routes import Route
+from gateway.selection import default_upstream
+from gateway.upstream_client import UpstreamClient
+
+log = logging.getLogger("lanegate")
+
+# Prompt characters per token, for the budget estimate before the upstream counts for real.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What one policy version needs at request time; swapped whole on reload."""
+
+    policy: Policy
+    auth: Authenticator
+    gate: LaneGate
+
+
+@dataclass
+class Admitted:
+    lane: LaneSpec
+    client: ClientSpec | None
+    ticket: Ticket
+    reservation: Reservation | None
+    prompt_estimate: int
+    estimate: int
+
+
+class RequestFlow:
+    def __init__(
+        self,
+        relay: Relay,
+        budgets: Budgets,
+        recorder: Recorder,
+        clients: dict[str, UpstreamClient],
+        clock: Callable[[], float],
+    ) -> None:
+        self.relay = relay
+        self.budgets = budgets
+        self.recorder = recorder
+        self.clients = clients
+        self.clock = clock
+
+    async def handle(
+        self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        received_at = self.clock()
+        request_id = request_id_of(scope)
+        exchange = Exchange(request_id, received_at, self.clock)
+        admitted: Admitted | None = None
+        lane_name, upstream_name, model = "-", "-", None
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            client = runtime.auth.client_for(scope["headers"])
+            raw, facts = await self.relay.read(route, receive)
+            model = facts.model
+            exchange.watch(receive)
+            if route.inference:
+                lane, raw, model = self._lane(runtime.policy, route, scope, facts, client, raw)
+                lane_name = lane.name
+                extra.append((b"x-lanegate-lane", lane.name.encode()))
+                admitted = await self._admit(runtime, lane, client, facts, model)
+                extra += self._admission_headers(admitted)
+            spec = default_upstream(runtime.policy)
+            upstream_name = spec.name
+            record = await self.relay.forward(
+                route, scope, send, raw=raw, client=self.clients[spec.name], exchange=exchange,
+                extra_headers=extra,
+            )  # fmt: skip
+        except GatewayError as error:
+            error.headers.update({k.decode(): v.decode() for k, v in extra})
+            await send_error(send, error, route.shape, request_id)
+            record = _rejected(error.status, error.code, received_at, self.clock())
+        except asyncio.CancelledError:
+            if exchange.reason != CLIENT_LEFT:
+                raise
+            if exchange.task is not None:
+                exchange.task.uncancel()
+            record = _rejected(499, CLIENT_LEFT, received_at, self.clock())  # left while queued
+        finally:
+            exchange.close()
+            if admitted is not None:
+                admitted.ticket.release()
+        if admitted is not None:
+            self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        labels = RequestLabels(request_id, route.method, scope["path"], lane_name, upstream_name,
+                               model)  # fmt: skip
+        self.recorder.record(labels, record, self.clock())
+
+    def _lane(
+        self, policy: Policy, route: Route, scope: Scope, facts: RequestFacts,
+        client: ClientSpec | None, raw: bytes,
+    ) -> tuple[LaneSpec, bytes, str | None]:  # fmt: skip
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        view = request_view(scope["path"], facts, client.name if client else None, headers)
+        decision = classify(policy, view, headers.get("x-lane"))
+        if isinstance(decision, LaneRefusal):
+            raise decision.error()
+        lane = policy.lane(decision.lane)
+        model = rewrite_model(lane, facts.model)
+        if not model_allowed(lane, model):
+            raise Forbidden(
+                f"model {model!r} is not allowed in lane {lane.name!r}; "
+                "ask the operator, or use a model the lane allows",
+                code="model_not_allowed", param="model",
+            )  # fmt: skip
+        if model != facts.model and facts.body is not None:
+            raw = json.dumps({**facts.body, "model": model}, separators=(",", ":")).encode()
+        return lane, raw, model
+
+    async def _admit(
+        self, runtime: Runtime, lane: LaneSpec, client: ClientSpec | None, facts: RequestFacts,
+        model: str | None,
+    ) -> Admitted:  # fmt: skip
+        prompt = math.ceil(prompt_chars(facts.body or {}) / CHARS_PER_TOKEN)
+        estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
+        reservation = self.budgets.reserve(lane, client, estimate)
+        if isinstance(reservation, Refusal):
+            raise _over_budget(reservation)
+        try:
+            ticket = await runtime.gate.acquire(lane, client)
+        except BaseException:
+            self.budgets.release(reservation)
+            raise
+        return Admitted(lane, client, ticket, reservation, prompt, estimate)
+
+    def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
+        return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+
+
+def _over_budget(refusal: Refusal) -> GatewayError:
+    scope = f"{refusal.scope[0]} {refusal.scope[1]!r}"
+    if refusal.never_fits:
+        return BadRequest(
+            f"this request may use up to {refusal.requested} tokens, more than the "
+            f"{refusal.limit} per {refusal.window} that {scope} allows; lower max_tokens",
+            code="token_budget", param="max_tokens",
+        )  # fmt: skip
+    seconds = max(1, math.ceil(refusal.retry_after_s))
+    return RateLimited(
+        f"{scope} has used its token budget for this {refusal.window} "
+        f"({refusal.used + refusal.reserved}/{refusal.limit}); retry in {seconds} s",
+        code="token_budget",
+        headers={"retry-after": str(seconds)},
+    )
+
+
+def _tokens_used(record: RequestRecord, admitted: Admitted) -> int:
+    """Real usage when the upstream said; otherwise the prompt estimate plus what was counted."""
+    if record.prompt_tokens is not None and record.completion_tokens is not None:
+        return record.prompt_tokens + record.completion_tokens
+    if record.completion_tokens is not None:
+        return admitted.prompt_estimate + record.completion_tokens
+    if record.status >= 400 or record.status == 0:
+        return 0  # refused or failed before generating: nothing was spent upstream
+    return admitted.estimate
+
+
+def _rejected(status: int, code: str, received_at: float, now: float) -> RequestRecord:
+    return RequestRecord(
+        ttft_s=None, gap_max_s=None, gap_p95_s=None, duration_s=now - received_at,
+        prompt_tokens=None, completion_tokens=None, tokens_estimated=False, chunks=0,
+        status=status, error=code,
+    )  # fmt: skip

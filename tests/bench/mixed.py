@@ -1,0 +1,189 @@
+"""The lane-isolation benchmark: chat users beside batch jobs and agent heartbeats.
+
+Mixed load in one run: 2 interactive users (each streams a ~32-token chat, then pauses 2 s, as
+people do), 16 batch requests kept in flight, heartbeats at 1/s. Measured (a) direct to the
+upstream and (b) through lanegate with the shipped demo policy's lanes, against the simulator's
+M2-mini profile and against llama.cpp's server with 4 slots. Interactive TTFT is reported as a
+ratio to the single-stream baseline measured in the same run; batch as completed requests/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.bench import loadgen
+from tests.bench.harness import percentile
+from tests.support.processes import REPO, Service, start_lanegate
+
+CHAT = "/v1/chat/completions"
+DEMO_POLICY = REPO / "policies" / "demo.yaml"
+
+
+@dataclass
+class MixedLoad:
+    model: str
+    interactive_users: int = 2
+    interactive_tokens: int = 32
+    pause_s: float = 2.0
+    batch_in_flight: int = 16
+    batch_tokens: int = 64
+    heartbeat_interval_s: float = 1.0
+    duration_s: float = 30.0
+    ttft: list[float] = field(default_factory=list)
+    batch_done: int = 0
+    heartbeats: int = 0
+    errors: int = 0
+
+    def body(self, text: str, tokens: int, stream: bool) -> bytes:
+        return json.dumps(
+            {
+                "model": self.model,
+                "stream": stream,
+                "max_tokens": tokens,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": text}],
+            }
+        ).encode()
+
+
+async def baseline(base_url: str, load: MixedLoad, samples: int) -> list[float]:
+    """Single-stream interactive TTFT with nothing else running."""
+    body = load.body("Write a haiku about the sea.", load.interactive_tokens, True)
+    async with loadgen.session(1) as http:
+        ttfts = []
+        for _ in range(samples):
+            sample = await loadgen.one(http, base_url + CHAT, body, True)
+            if sample.status == 200 and sample.ttft is not None:
+                ttfts.append(sample.ttft)
+            await asyncio.sleep(0.1)
+    return ttfts
+
+
+async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
+    deadline = time.perf_counter() + load.duration_s
+    url = base_url + CHAT
+    async with loadgen.session(64) as http:
+
+        async def interactive(user: int) -> None:
+            body = load.body(
+                f"User {user}: write a haiku about the sea.", load.interactive_tokens, True
+            )
+            await asyncio.sleep(user * load.pause_s / 2)  # users are not in lockstep
+            while time.perf_counter() < deadline:
+                sample = await loadgen.one(http, url, body, True)
+                _count(load, sample, lambda s: load.ttft.append(s.ttft))
+                await asyncio.sleep(load.pause_s)
+
+        async def batch(worker: int) -> None:
+            body = load.body(f"Summarise document {worker}.", load.batch_tokens, False)
+            while time.perf_counter() < deadline:
+                sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
+                if time.perf_counter() < deadline:
+                    _count(load, sample, lambda s: setattr(load, "batch_done", load.batch_done + 1))
+
+        async def heartbeat() -> None:
+            body = load.body("ping", 4, False)
+            tasks = set()
+            while time.perf_counter() < deadline:
+                task = asyncio.ensure_future(
+                    loadgen.one(http, url, body, False, {"user-agent": "agent-heartbeat/1"})
+                )
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.sleep(load.heartbeat_interval_s)
+            for sample in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(sample, loadgen.Sample):
+                    _count(load, sample, lambda s: setattr(load, "heartbeats", load.heartbeats + 1))
+
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(interactive(u) for u in range(load.interactive_users)),
+            *(batch(w) for w in range(load.batch_in_flight)),
+            heartbeat(),
+            return_exceptions=False,
+        )
+        wall = time.perf_counter() - started
+    return {
+        "interactive_samples": len(load.ttft),
+        "interactive_ttft_p50_ms": percentile(load.ttft, 0.5) * 1000,
+        "interactive_ttft_p95_ms": percentile(load.ttft, 0.95) * 1000,
+        "batch_completed": load.batch_done,
+        "batch_per_s": load.batch_done / load.duration_s,
+        "heartbeats": load.heartbeats,
+        "errors": load.errors,
+        "wall_s": wall,
+    }
+
+
+def _count(load: MixedLoad, sample: loadgen.Sample, on_ok: Any) -> None:
+    if sample.status == 200:
+        on_ok(sample)
+    else:
+        load.errors += 1
+
+
+def demo_lanes_policy(path: Path, upstream_url: str, slots: int, kind: str) -> Path:
+    """The shipped demo policy's lanes and rules, in front of one upstream of `slots` slots."""
+    text = DEMO_POLICY.read_text()
+    lanes = text[text.index("\nlanes:") :]
+    path.write_text(
+        "version: 1\nupstreams:\n"
+        f"  - {{name: bench, pool: local, kind: {kind}, base_url: '{upstream_url}', "
+        f"max_concurrency: {slots}}}\n" + lanes
+    )
+    return path
+
+
+def start_gateway(policy: Path, workdir: Path) -> Service:
+    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1", "--log-level", "warning"]
+    return start_lanegate("gw-mixed", args, ready_path="/healthz", log_dir=workdir)
+
+
+async def compare(
+    upstream_url: str, gateway_url: str, load: MixedLoad, baseline_samples: int
+) -> dict[str, Any]:
+    """Baseline, then direct and through the gateway, in one run."""
+    base = await baseline(upstream_url, load, baseline_samples)
+    base_p95 = percentile(base, 0.95)
+    result: dict[str, Any] = {
+        "baseline_samples": len(base),
+        "baseline_ttft_p50_ms": percentile(base, 0.5) * 1000,
+        "baseline_ttft_p95_ms": base_p95 * 1000,
+    }
+    for side, url in (("direct", upstream_url), ("gateway", gateway_url)):
+        fresh = MixedLoad(
+            **{
+                k: getattr(load, k)
+                for k in (
+                    "model",
+                    "interactive_users",
+                    "interactive_tokens",
+                    "pause_s",
+                    "batch_in_flight",
+                    "batch_tokens",
+                    "heartbeat_interval_s",
+                    "duration_s",
+                )
+            }
+        )
+        data = await run_mixed(url, fresh)
+        data["interactive_p95_ratio"] = data["interactive_ttft_p95_ms"] / (base_p95 * 1000)
+        data["interactive_p50_ratio"] = data["interactive_ttft_p50_ms"] / (base_p95 * 1000)
+        result[side] = data
+        await asyncio.sleep(2)  # let the upstream drain between phases
+    result["batch_throughput_ratio"] = (
+        result["gateway"]["batch_per_s"] / result["direct"]["batch_per_s"]
+        if result["direct"]["batch_per_s"]
+        else float("nan")
+    )
+    return result
+
+
+__all__ = ["MixedLoad", "aiohttp", "compare", "demo_lanes_policy", "start_gateway"]

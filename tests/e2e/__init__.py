@@ -1,0 +1,1 @@
+"""End-to-end tests against a real llama.cpp server, and the simulator calibration."""
