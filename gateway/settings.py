@@ -27,6 +27,6 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     log_level: str = "info"
-    # The upstream HTTP client: aiohttp directly (fast), or the httpx API over aiohttp.
-    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.
+    upstream_client: Literal["lean", "aiohttp", "httpx"] = "lean"
     access_log: bool = True

@@ -41,7 +41,7 @@ from urllib.parse import quote, urlsplit
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from gateway.policy.spec import UpstreamSpec
-from gateway.upstream_client import _default_headers, _pool_size
+from gateway.upstream_client import default_headers, pool_size
 
 log = logging.getLogger("lanegate.upstream")
 
@@ -218,17 +218,12 @@ class _Connection(asyncio.Protocol):
     # -- used by the pool and the response ---------------------------------------------------
     def wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if waiter is not None and not waiter.done():  # done: woken already, or cancelled
+            waiter.set_result(None)
 
     async def wait(self) -> None:
-        waiter = self.waiter = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self.waiter = None
+        self.waiter = self.loop.create_future()
+        await self.waiter
 
     def resume(self) -> None:
         self.paused = False
@@ -282,7 +277,7 @@ class LeanUpstream:
 
     def __init__(self, spec: UpstreamSpec, *, max_connections: int | None = None) -> None:
         self.spec = spec
-        total, keep = _pool_size(spec)
+        total, keep = pool_size(spec)
         self._limit = max_connections or total
         self._keep = min(keep, self._limit)  # idle connections kept for reuse
         parts = urlsplit(spec.base_url)
@@ -294,9 +289,8 @@ class LeanUpstream:
         host = shown if parts.port in (None, 443 if secure else 80) else f"{shown}:{self._port}"
         self.label = f"upstream {spec.name} ({shown}:{self._port})"
         self._prefix = parts.path.rstrip("/")
-        self._defaults = {"host": host, **_default_headers(spec)}
+        self._defaults = {"host": host, **default_headers(spec)}
         self._fixed = "".join(f"{name}: {value}\r\n" for name, value in self._defaults.items())
-        self._targets: dict[str, str] = {}
         self._idle: list[_Connection] = []  # LIFO: the most recently used is the least stale
         self._conns: set[_Connection] = set()
         self._count = 0  # connections open or opening, <= self._limit
@@ -306,6 +300,7 @@ class LeanUpstream:
     async def open(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> _LeanResponse:
+        """Send one request; return at its response headers. Header names come lowercase."""
         request = self._request(method, path, body, headers)
         head = method == "HEAD"
         conn, reused = await self._acquire(fresh=False)
@@ -332,11 +327,7 @@ class LeanUpstream:
     def _request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> bytes:
-        target = self._targets.get(path)
-        if target is None:
-            target = _request_target(self._prefix, path)
-            if len(self._targets) < 256:  # paths with a model id in them are not kept forever
-                self._targets[path] = target
+        target = _request_target(self._prefix, path)
         fixed = self._fixed
         if not self._defaults.keys().isdisjoint(headers):  # the caller's value wins
             headers = {**self._defaults, **headers}

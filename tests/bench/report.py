@@ -40,7 +40,9 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         value = scenarios[scenario]
         for part in key.split("."):
-            value = value[part]
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
         met = value <= goal if op == "<=" else value >= goal
         lines.append(
             f"| {scenario} | {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |"
