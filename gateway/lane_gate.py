@@ -23,6 +23,10 @@ from gateway.policy.spec import ClientSpec, LaneSpec, Policy
 Clock = Callable[[], float]
 
 
+class _QueueTimeout(Exception):
+    """Set on a waiter's future when its lane's queue_timeout passes."""
+
+
 @dataclass(eq=False)
 class Ticket:
     """One admitted request's hold on a slot; `release()` gives it back (once)."""
@@ -81,23 +85,28 @@ class LaneGate:
         full = admission.check_enqueue(lane, len(queue))
         if full is not None:
             raise self._rate_limited(lane, full, "is full")
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
         self._futures[waiter.id] = future
         queue.append(waiter)
         self._pump()
+        # The timeout is a plain callback, not wait_for: it leaves the queue in the same step
+        # that fails the future, so no admission can slip in between.
+        timer = loop.call_later(lane.queue_timeout_s, self._expire, waiter)
         try:
-            admitted_at = await asyncio.wait_for(future, lane.queue_timeout_s)
-        except TimeoutError:
-            self._forget(waiter)
+            admitted_at = await future
+        except _QueueTimeout:
             raise self._rate_limited(lane, "lane_queue_timeout", "waited too long") from None
         except asyncio.CancelledError:
             # The client left while queued, or just as it was admitted: give the slot back.
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.exception() is None:
                 self._count(waiter, -1)
                 self._pump()
             else:
                 self._forget(waiter)
             raise
+        finally:
+            timer.cancel()
         return Ticket(self, lane, client, now, admitted_at)
 
     def _release(self, ticket: Ticket) -> None:
@@ -119,8 +128,16 @@ class LaneGate:
                 return
             self.queues[waiter.lane].remove(waiter)
             future = self._futures.pop(waiter.id)
+            if future.done():  # its task was cancelled and has not cleaned up yet
+                continue
             self._count(waiter, +1)
             future.set_result(self.clock())
+
+    def _expire(self, waiter: Waiter) -> None:
+        future = self._futures.get(waiter.id)
+        if future is not None and not future.done():
+            self._forget(waiter)
+            future.set_exception(_QueueTimeout())
 
     def _forget(self, waiter: Waiter) -> None:
         self._futures.pop(waiter.id, None)

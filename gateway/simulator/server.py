@@ -116,8 +116,9 @@ class GenerationResponse(Response):
     """Runs one generation to the client: streamed pieces or one body at the end.
 
     Nothing is sent until the first token exists (as Ollama does), unless the profile asks
-    for headers at once or when the request takes a slot (as llama-server does). A watcher task awaits `http.disconnect`; if it comes first the
-    generation is cancelled at once, which frees its slot and records the cancel.
+    for headers at once or when the request takes a slot (as llama-server does). A watcher
+    task awaits `http.disconnect`; if it comes first the generation is cancelled at once,
+    which frees its slot and records the cancel.
     """
 
     def __init__(self, gen: Generation, fmt: wire.StreamFormat, stream: bool, profile: Profile):

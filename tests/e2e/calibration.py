@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -268,9 +269,16 @@ async def run_sweep(
         await run_rung(http, model, 1, tag=0)
         out = []
         for n in rungs:
-            streams, cpu = await best_fed(lambda a, n=n: run_rung(http, model, n, n + 100 * a), pid)
+            attempt = functools.partial(_rung_attempt, http, model, n)
+            streams, cpu = await best_fed(attempt, pid)
             out.append(replace(summarise(n, streams, SLOTS), engine_cpu=cpu))
         return out
+
+
+async def _rung_attempt(
+    http: httpx.AsyncClient, model: str, concurrency: int, attempt: int
+) -> list[StreamTiming]:
+    return await run_rung(http, model, concurrency, tag=concurrency + 100 * attempt)
 
 
 async def measure_rates(server: LlamaServer, repeats: int = 3) -> tuple[Rates, float]:

@@ -15,10 +15,13 @@ so a first build is not cut short by pytest-timeout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,25 +131,85 @@ class Engine:
         raise AssertionError(f"{self.busy_slots()} slots busy after {timeout}s, wanted {count}")
 
 
-def start_gateway(engine: Engine, directory: Path, log_dir: Path) -> Service:
+def start_gateway(name: str, base_url: str, directory: Path, log_dir: Path) -> Service:
     policy = write_policy(
-        directory / f"policy-{engine.size}.yaml",
+        directory / f"policy-{name}.yaml",
         [
             {
-                "name": f"llama-{engine.size}",
+                "name": name,
                 "kind": "llamacpp",
-                "base_url": engine.base_url,
+                "base_url": base_url,
                 "max_concurrency": SLOTS,
                 "timeouts": {"connect": 2, "first_byte": 30, "idle": 10},
             }
         ],
     )
     return start_lanegate(
-        f"gateway-e2e-{engine.size}",
+        f"gateway-e2e-{name}",
         ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
         ready_path="/healthz",
         log_dir=log_dir,
     )
+
+
+class ClosingUpstream:
+    """llama-server's connection handling after a stream, made deterministic: each request
+    gets a short SSE stream whose headers promise keep-alive, then the connection is closed
+    `close_after_s` later without reading anything more. llama-server (cpp-httplib) closes
+    0.01-3 ms after its last chunk; the delay here makes a client that reuses the connection
+    lose that race every time instead of now and then."""
+
+    def __init__(self, close_after_s: float = 0.1) -> None:
+        self.close_after_s = close_after_s
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ClosingUpstream:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1"))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            writer.write(_CLOSING_RESPONSE)
+            await writer.drain()
+            await asyncio.sleep(self.close_after_s)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+_CLOSING_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+    b"Keep-Alive: timeout=5, max=100\r\n\r\n"
+    + _chunk(b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n')
+    + _chunk(b"data: [DONE]\n\n")
+    + b"0\r\n\r\n"
+)
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +230,8 @@ def large_engine(llama_binary: Path, output_dir: Path) -> Iterator[Engine]:
 def small_gateway(
     small_engine: Engine, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = start_gateway(small_engine, tmp_path_factory.mktemp("e2e"), output_dir)
+    directory = tmp_path_factory.mktemp("e2e")
+    service = start_gateway("llama-small", small_engine.base_url, directory, output_dir)
     yield service
     service.stop()
 
@@ -176,9 +240,21 @@ def small_gateway(
 def large_gateway(
     large_engine: Engine, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = start_gateway(large_engine, tmp_path_factory.mktemp("e2e"), output_dir)
+    directory = tmp_path_factory.mktemp("e2e")
+    service = start_gateway("llama-large", large_engine.base_url, directory, output_dir)
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def closing_gateway(
+    output_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    with ClosingUpstream() as upstream:
+        directory = tmp_path_factory.mktemp("e2e")
+        service = start_gateway("closing", upstream.url, directory, output_dir)
+        yield service
+        service.stop()
 
 
 def access_record(gateway: Service, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
