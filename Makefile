@@ -37,8 +37,10 @@ run: $(STAMP)
 system-deps:
 	@bash tests/setup/system_deps.sh
 
+# Without a C++ toolchain the build fails with its reason; the e2e suite then skips, saying so.
 llama-server: system-deps $(STAMP)
-	@PYTHON=$(PY) bash tests/engine/build_llama_server.sh >/dev/null
+	@PYTHON=$(PY) bash tests/engine/build_llama_server.sh >/dev/null \
+	  || echo "make: llama-server could not be built (see above); the e2e tests will be skipped"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests

@@ -361,12 +361,22 @@ def _usage_of(obj: dict[str, Any]) -> tuple[int | None, int | None] | None:
     if not isinstance(usage, dict) and isinstance(response, dict):
         usage = response.get("usage")
     if not isinstance(usage, dict):
-        return None
+        return _timings_of(obj.get("timings"))
     prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
     completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
     if not prompt and not completion and not _int(usage.get("total_tokens")):
         return None
     return prompt, completion
+
+
+def _timings_of(timings: Any) -> tuple[int | None, int | None] | None:
+    """llama.cpp's exact counts when the client did not ask for usage: the finish chunk's
+    `timings` (prompt_n counts only tokens not served from the prompt cache: add cache_n)."""
+    if not isinstance(timings, dict) or _int(timings.get("predicted_n")) is None:
+        return None
+    prompt = _int(timings.get("prompt_n"))
+    cached = _int(timings.get("cache_n")) or 0
+    return (None if prompt is None else prompt + cached), _int(timings.get("predicted_n"))
 
 
 def _int(value: Any) -> int | None:

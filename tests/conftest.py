@@ -9,7 +9,8 @@ import pytest
 
 from tests.support.processes import REPO
 
-SAMPLES = REPO.parent / "shared" / "samples"
+# Real recorded responses (copied from the team's shared samples; sources in streams/SOURCES.md).
+DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import DATA
 from tests.support.processes import Service, free_port, start_lanegate, write_policy
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
-RECORDED = (SAMPLES / "llama-server" / "chat_stream_usage.sse").read_bytes()
+RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
 CHAT = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -110,8 +110,7 @@ def test_generated_request_id(client: httpx.Client, scenario: Scenario) -> None:
 
 
 def test_non_streamed_body_passes_unchanged(client: httpx.Client, scenario: Scenario) -> None:
-    raw = (SAMPLES / "llama-server" / "chat_nonstream.txt").read_bytes().split(b"\r\n\r\n", 1)
-    body = raw[1] if len(raw) > 1 else raw[0].split(b"\n\n", 1)[1]
+    body = (DATA / "streams" / "llama-server__chat_nonstream.json").read_bytes()
     scenario.script = Script(chunks=_split(body, 50), content_type="application/json")
     response = client.post("/v1/chat/completions", json={**CHAT, "stream": False})
     assert response.status_code == 200
@@ -119,7 +118,7 @@ def test_non_streamed_body_passes_unchanged(client: httpx.Client, scenario: Scen
 
 
 def test_upstream_error_status_passes_through(client: httpx.Client, scenario: Scenario) -> None:
-    body = (SAMPLES / "llama-server" / "emb_noflag.txt").read_bytes().split(b"\n\n", 1)[-1]
+    body = (DATA / "responses" / "llama-server__emb_noflag.txt").read_bytes().split(b"\n\n", 1)[-1]
     body = body.split(b"\r\n\r\n", 1)[-1]
     scenario.script = Script(chunks=[body], status=501, content_type="application/json")
     response = client.post("/v1/embeddings", json={"model": "tiny", "input": "x"})

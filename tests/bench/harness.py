@@ -91,7 +91,8 @@ def start_gateway(
         workdir / f"{name}.yaml",
         [{"name": "bench", "kind": "openai", "base_url": upstream_url, "max_concurrency": 64}],
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1", "--log-level", "warning"]
+    # Default logging (info): the JSON access log line per request is part of the cost measured.
+    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
     return start_lanegate(
         name,
         args,

@@ -142,7 +142,8 @@ def demo_lanes_policy(path: Path, upstream_url: str, slots: int, kind: str) -> P
 
 
 def start_gateway(policy: Path, workdir: Path) -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1", "--log-level", "warning"]
+    # Default logging (info): the JSON access log line per request is part of the cost measured.
+    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
     return start_lanegate("gw-mixed", args, ready_path="/healthz", log_dir=workdir)
 
 

@@ -6,9 +6,10 @@ after). If it cannot be built because a tool is missing, every e2e test is skipp
 message naming the tool; any other build failure is an error, never a silent skip.
 
 Two engines, each with its own gateway in front (the gateway sends every request to its
-first upstream, so one gateway per engine):
-- `small` (~2,000 tok/s decode): fidelity tests, where speed keeps the suite short;
-- `large` (~100 tok/s decode): streams long enough to disconnect from or kill mid-way.
+first upstream, so one gateway per engine), both on one compute thread (see
+`calibration.THREADS`: two threads on two shared cores collapse under any neighbour):
+- `small` (over 1,000 tok/s decode): fidelity tests, where speed keeps the suite short;
+- `large` (~60 tok/s decode): streams long enough to disconnect from or kill mid-way.
 The test modules mark themselves `e2e`, with a per-test timeout that excludes fixture setup,
 so a first build is not cut short by pytest-timeout.
 """
@@ -131,7 +132,9 @@ class Engine:
         raise AssertionError(f"{self.busy_slots()} slots busy after {timeout}s, wanted {count}")
 
 
-def start_gateway(name: str, base_url: str, directory: Path, log_dir: Path) -> Service:
+def start_gateway(
+    name: str, base_url: str, directory: Path, log_dir: Path, env: dict[str, str] | None = None
+) -> Service:
     policy = write_policy(
         directory / f"policy-{name}.yaml",
         [
@@ -149,6 +152,7 @@ def start_gateway(name: str, base_url: str, directory: Path, log_dir: Path) -> S
         ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
         ready_path="/healthz",
         log_dir=log_dir,
+        env=env,
     )
 
 
@@ -247,14 +251,9 @@ def large_gateway(
 
 
 @pytest.fixture(scope="session")
-def closing_gateway(
-    output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
+def closing_upstream() -> Iterator[ClosingUpstream]:
     with ClosingUpstream() as upstream:
-        directory = tmp_path_factory.mktemp("e2e")
-        service = start_gateway("closing", upstream.url, directory, output_dir)
-        yield service
-        service.stop()
+        yield upstream
 
 
 def access_record(gateway: Service, request_id: str, timeout: float = 5.0) -> dict[str, Any]:

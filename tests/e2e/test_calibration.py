@@ -1,11 +1,13 @@
 """The simulator's shape against llama-server's, rung by rung, with generous tolerances.
 
-One sweep on each (about 20 s in all, see `calibration`). What must hold on both engines:
+One sweep on each (30-60 s in all, see `calibration`). What must hold on both engines:
 requests beyond the slot count wait for a whole wave (TTFT jumps at 8 streams on 4 slots),
 aggregate throughput grows sublinearly up to the slot count and is flat past it. And the
 simulator must track the real numbers: TTFT and throughput per rung within a factor, and
 TTFT growth from 1 to 16 streams within a factor of llama-server's. Tolerances are wide
-because the two CPU cores are shared: a busy neighbour slows llama-server, not the simulator.
+because the two CPU cores are shared: a busy neighbour slows llama-server, not the simulator;
+rungs where llama-server got under 90% of a core are run again, and if it stays starved the
+comparison is skipped with a message rather than failed.
 The table lands in test-output/calibration.md for docs/testing.md.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.calibration import (
+    ATTEMPTS,
     SLOTS,
     Calibration,
     RungStats,
@@ -23,6 +26,7 @@ from tests.e2e.calibration import (
     by_concurrency,
     calibrate,
     markdown_table,
+    starved,
     summarise,
 )
 
@@ -33,6 +37,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180, func_only=True)]
 def calibration(llama_binary: Path, output_dir: Path) -> Calibration:
     result = calibrate(output_dir)
     (output_dir / "calibration.md").write_text(markdown_table(result) + "\n")
+    problems = starved(result)
+    if problems:
+        pytest.skip(
+            "calibration: llama-server was starved of CPU by other processes even after "
+            f"{ATTEMPTS} attempts ({'; '.join(problems)}), so its numbers would measure them; "
+            "rerun on a quieter machine (table in test-output/calibration.md)"
+        )
     return result
 
 
@@ -84,12 +95,14 @@ def test_simulator_tracks_llama_server_per_rung(calibration: Calibration) -> Non
 
 def test_headers_when_a_slot_takes_the_request(calibration: Calibration) -> None:
     """llama-server answers 200 as a slot takes the request, a prefill before the first token;
-    a client timing "time to headers" must see the same on the simulator."""
+    a client timing "time to headers" must see the same on the simulator. (2.5x: a burst of
+    2-4 arrivals is often split over two batches by llama-server, which starts a batch the
+    moment its first task arrives; the simulator prefills a same-tick burst together.)"""
     sim = by_concurrency(calibration.sim)
     for real in calibration.llama:
         lead = sim[real.concurrency].header_lead_s
         assert real.header_lead_s > 0.02, real
-        assert within(lead, real.header_lead_s, 2.0), (real, sim[real.concurrency])
+        assert within(lead, real.header_lead_s, 2.5), (real, sim[real.concurrency])
 
 
 def test_ttft_growth_from_one_to_sixteen_streams(calibration: Calibration) -> None:
