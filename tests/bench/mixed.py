@@ -88,19 +88,17 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
                 if time.perf_counter() < deadline:
                     _count(load, sample, lambda s: setattr(load, "batch_done", load.batch_done + 1))
 
+        async def one_heartbeat(body: bytes) -> None:
+            sample = await loadgen.one(http, url, body, False, {"user-agent": "agent-heartbeat/1"})
+            _count(load, sample, lambda s: setattr(load, "heartbeats", load.heartbeats + 1))
+
         async def heartbeat() -> None:
             body = load.body("ping", 4, False)
-            tasks = set()
+            tasks = []
             while time.perf_counter() < deadline:
-                task = asyncio.ensure_future(
-                    loadgen.one(http, url, body, False, {"user-agent": "agent-heartbeat/1"})
-                )
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                tasks.append(asyncio.ensure_future(one_heartbeat(body)))
                 await asyncio.sleep(load.heartbeat_interval_s)
-            for sample in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(sample, loadgen.Sample):
-                    _count(load, sample, lambda s: setattr(load, "heartbeats", load.heartbeats + 1))
+            await asyncio.gather(*tasks)
 
         started = time.perf_counter()
         await asyncio.gather(
