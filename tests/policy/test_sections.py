@@ -13,6 +13,7 @@ from gateway.policy import PolicyError, load_policy, load_policy_text
 from gateway.policy.loader import check_policy_text, policy_schema
 from gateway.policy.spec import Policy
 from tests.support.processes import REPO
+from tests.test_classify import view
 
 UPSTREAMS = """\
 upstreams:
@@ -417,17 +418,7 @@ def test_schema_names_every_section() -> None:
 
 
 def _view(**changes: Any) -> RequestView:
-    fields: dict[str, Any] = {
-        "path": "/v1/chat/completions",
-        "client": None,
-        "model": "llama3.1:8b",
-        "stream": False,
-        "max_tokens": None,
-        "prompt_chars": 1200,
-        "headers": {},
-        "user_agent": "python-httpx/0.27",
-    }
-    return RequestView(**{**fields, **changes})
+    return view(**{"prompt_chars": 1200, "user_agent": "python-httpx/0.27", **changes})
 
 
 SAMPLES = [
