@@ -49,6 +49,7 @@ _DROP_RESPONSE = frozenset(
         b"proxy-authenticate",
         b"server",
         b"date",
+        b"x-request-id",  # the gateway sets its own (the same id when the upstream echoed it)
         b"access-control-allow-origin",
         b"access-control-allow-credentials",
         b"access-control-allow-headers",

@@ -66,6 +66,8 @@ def oa(gateway: Service) -> openai.OpenAI:
 def test_openai_chat_non_streamed(oa: openai.OpenAI) -> None:
     raw = oa.chat.completions.with_raw_response.create(model=MODEL, messages=MSGS, max_tokens=5)
     assert raw.headers["x-lanegate-upstream"] == "sim"
+    # The simulator echoes x-request-id, as many servers do: the client still sees one.
+    assert len(raw.headers.get_list("x-request-id")) == 1
     completion = raw.parse()
     assert completion.choices[0].message.content
     assert completion.usage is not None and completion.usage.completion_tokens == 5
