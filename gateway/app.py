@@ -206,4 +206,4 @@ def create_app(
     )
 
 
-__all__ = ["ErrorShape", "Gateway", "create_app"]
+__all__ = ["Gateway", "create_app"]
