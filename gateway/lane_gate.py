@@ -119,11 +119,15 @@ class LaneGate:
     # -- internals ------------------------------------------------------------------------
     def _pump(self) -> None:
         """Admit waiters while the pure decision says someone can go."""
-        while True:
+        while any(self.queues.values()):
             waiter = admission.next_to_admit(
-                self.queues, self._occupancy(), self.lanes, self.clients, self.clock(),
+                self.queues,
+                self._occupancy(),
+                self.lanes,
+                self.clients,
+                self.clock(),
                 self.aging_s,
-            )  # fmt: skip
+            )
             if waiter is None:
                 return
             self.queues[waiter.lane].remove(waiter)
@@ -163,9 +167,11 @@ class LaneGate:
 
     def _rate_limited(self, lane: LaneSpec, code: str, what: str) -> RateLimited:
         seconds = admission.retry_after_s(
-            self.queue_depth(lane.name), self.in_flight, self.capacity,
+            self.queue_depth(lane.name),
+            self.in_flight,
+            self.capacity,
             self._service_s.get(lane.name),
-        )  # fmt: skip
+        )
         return RateLimited(
             f"lane {lane.name!r} queue {what} ({self.queue_depth(lane.name)} waiting, "
             f"{self.by_lane.get(lane.name, 0)}/{lane.max_concurrency} in flight); "

@@ -71,10 +71,21 @@ class Exchange:
     """
 
     __slots__ = (
-        "active", "clock", "first_byte_at", "first_byte_s", "headers_sent", "idle_s",
-        "last_activity", "loop", "reason", "received_at", "request_id", "task", "timer",
+        "active",
+        "clock",
+        "first_byte_at",
+        "first_byte_s",
+        "headers_sent",
+        "idle_s",
+        "last_activity",
+        "loop",
+        "reason",
+        "received_at",
+        "request_id",
+        "task",
+        "timer",
         "watcher",
-    )  # fmt: skip
+    )
 
     def __init__(self, request_id: str, received_at: float, clock: Callable[[], float]) -> None:
         self.request_id = request_id

@@ -28,7 +28,6 @@ from gateway.classify import (
     LaneRefusal,
     classify,
     model_allowed,
-    prompt_chars,
     request_view,
     rewrite_model,
 )
@@ -98,17 +97,22 @@ class RequestFlow:
             model = facts.model
             exchange.watch(receive)
             if route.inference:
-                lane, raw, model = self._lane(runtime.policy, route, scope, facts, client, raw)
+                lane, raw, model, chars = self._lane(runtime.policy, scope, facts, client, raw)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
-                admitted = await self._admit(runtime, lane, client, facts, model)
+                admitted = await self._admit(runtime, lane, client, facts, chars)
                 extra += self._admission_headers(admitted)
             spec = default_upstream(runtime.policy)
             upstream_name = spec.name
             record = await self.relay.forward(
-                route, scope, send, raw=raw, client=self.clients[spec.name], exchange=exchange,
+                route,
+                scope,
+                send,
+                raw=raw,
+                client=self.clients[spec.name],
+                exchange=exchange,
                 extra_headers=extra,
-            )  # fmt: skip
+            )
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -125,14 +129,21 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
-        labels = RequestLabels(request_id, route.method, scope["path"], lane_name, upstream_name,
-                               model)  # fmt: skip
+        labels = RequestLabels(
+            request_id, route.method, scope["path"], lane_name, upstream_name, model
+        )
         self.recorder.record(labels, record, self.clock())
 
     def _lane(
-        self, policy: Policy, route: Route, scope: Scope, facts: RequestFacts,
-        client: ClientSpec | None, raw: bytes,
-    ) -> tuple[LaneSpec, bytes, str | None]:  # fmt: skip
+        self,
+        policy: Policy,
+        scope: Scope,
+        facts: RequestFacts,
+        client: ClientSpec | None,
+        raw: bytes,
+    ) -> tuple[LaneSpec, bytes, str | None, int]:
+        """The lane, the body to send (model rewritten if the lane says so), the model, and
+        the prompt's size in characters (for the budget estimate)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         view = request_view(scope["path"], facts, client.name if client else None, headers)
         decision = classify(policy, view, headers.get("x-lane"))
@@ -144,17 +155,22 @@ class RequestFlow:
             raise Forbidden(
                 f"model {model!r} is not allowed in lane {lane.name!r}; "
                 "ask the operator, or use a model the lane allows",
-                code="model_not_allowed", param="model",
-            )  # fmt: skip
+                code="model_not_allowed",
+                param="model",
+            )
         if model != facts.model and facts.body is not None:
             raw = json.dumps({**facts.body, "model": model}, separators=(",", ":")).encode()
-        return lane, raw, model
+        return lane, raw, model, view.prompt_chars
 
     async def _admit(
-        self, runtime: Runtime, lane: LaneSpec, client: ClientSpec | None, facts: RequestFacts,
-        model: str | None,
-    ) -> Admitted:  # fmt: skip
-        prompt = math.ceil(prompt_chars(facts.body or {}) / CHARS_PER_TOKEN)
+        self,
+        runtime: Runtime,
+        lane: LaneSpec,
+        client: ClientSpec | None,
+        facts: RequestFacts,
+        chars: int,
+    ) -> Admitted:
+        prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
         reservation = self.budgets.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
@@ -177,8 +193,9 @@ def _over_budget(refusal: Refusal) -> GatewayError:
         return BadRequest(
             f"this request may use up to {refusal.requested} tokens, more than the "
             f"{refusal.limit} per {refusal.window} that {scope} allows; lower max_tokens",
-            code="token_budget", param="max_tokens",
-        )  # fmt: skip
+            code="token_budget",
+            param="max_tokens",
+        )
     seconds = max(1, math.ceil(refusal.retry_after_s))
     return RateLimited(
         f"{scope} has used its token budget for this {refusal.window} "
@@ -201,7 +218,14 @@ def _tokens_used(record: RequestRecord, admitted: Admitted) -> int:
 
 def _rejected(status: int, code: str, received_at: float, now: float) -> RequestRecord:
     return RequestRecord(
-        ttft_s=None, gap_max_s=None, gap_p95_s=None, duration_s=now - received_at,
-        prompt_tokens=None, completion_tokens=None, tokens_estimated=False, chunks=0,
-        status=status, error=code,
-    )  # fmt: skip
+        ttft_s=None,
+        gap_max_s=None,
+        gap_p95_s=None,
+        duration_s=now - received_at,
+        prompt_tokens=None,
+        completion_tokens=None,
+        tokens_estimated=False,
+        chunks=0,
+        status=status,
+        error=code,
+    )

@@ -49,8 +49,9 @@ class AiohttpUpstream:
     def __init__(self, spec: UpstreamSpec) -> None:
         self.spec = spec
         total, _ = pool_size(spec)
-        connector = aiohttp.TCPConnector(limit=total, limit_per_host=total, ttl_dns_cache=300,
-                                         keepalive_timeout=30)  # fmt: skip
+        connector = aiohttp.TCPConnector(
+            limit=total, limit_per_host=total, ttl_dns_cache=300, keepalive_timeout=30
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=CIMultiDict(default_headers(spec)),

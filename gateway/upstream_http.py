@@ -97,11 +97,29 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying at most one request at a time."""
 
     __slots__ = (
-        "buffered", "busy", "closed", "complete", "content_type", "error",
-        "got_bytes", "head", "headers", "headers_done", "keep_alive", "loop", "needs_eof",
-        "owner", "parser", "paused", "pieces", "queue", "reparse", "status", "transport",
+        "buffered",
+        "busy",
+        "closed",
+        "complete",
+        "content_type",
+        "error",
+        "got_bytes",
+        "head",
+        "headers",
+        "headers_done",
+        "keep_alive",
+        "loop",
+        "needs_eof",
+        "owner",
+        "parser",
+        "paused",
+        "pieces",
+        "queue",
+        "reparse",
+        "status",
+        "transport",
         "waiter",
-    )  # fmt: skip
+    )
     transport: asyncio.Transport  # set by connection_made, before anything else runs
 
     def __init__(self, owner: LeanUpstream, loop: asyncio.AbstractEventLoop) -> None:

@@ -214,9 +214,12 @@ class _HostBase:
         self._next_key += 1
         self._next_seq += 1
         gen = Generation(
-            req, key=self._next_key, seq_no=self._next_seq, profile=self.profile,
+            req,
+            key=self._next_key,
+            seq_no=self._next_seq,
+            profile=self.profile,
             on_cancel=self._cancelled,
-        )  # fmt: skip
+        )
         self._gens[gen.key] = gen
         return gen
 

@@ -172,8 +172,9 @@ class GenerationResponse(Response):
             last = gen.done and not gen.cancelled
             if last:
                 pieces.append(fmt.tail(gen))
-            await send({"type": "http.response.body", "body": b"".join(pieces),
-                        "more_body": not last})  # fmt: skip
+            await send(
+                {"type": "http.response.body", "body": b"".join(pieces), "more_body": not last}
+            )
             if last:
                 return
         if started and not gen.cancelled:  # finished with nothing left to drain
@@ -322,8 +323,13 @@ async def api_embed(request: Request) -> Response:
     started = time.monotonic()
     name, vectors, tokens = await _embed(request, await _body(request), "input")
     total = int((time.monotonic() - started) * 1e9)
-    payload = {"model": name, "embeddings": vectors, "total_duration": total,
-               "load_duration": 0, "prompt_eval_count": tokens}  # fmt: skip
+    payload = {
+        "model": name,
+        "embeddings": vectors,
+        "total_duration": total,
+        "load_duration": 0,
+        "prompt_eval_count": tokens,
+    }
     return Response(wire.dumps(payload), media_type=_JSON)
 
 

@@ -105,8 +105,13 @@ class ChatCompletions:
     media_type = "text/event-stream"
 
     def __init__(self, gen_id: str, model: str, created: int, include_usage: bool) -> None:
-        self._base = {"id": gen_id, "object": "chat.completion.chunk", "created": created,
-                      "model": model, "system_fingerprint": "fp_ollama"}  # fmt: skip
+        self._base = {
+            "id": gen_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_ollama",
+        }
         self._include_usage = include_usage
         prefix = dumps(self._base)[:-1]
         self._pre = b"data: " + prefix + b',"choices":[{"index":0,"delta":{"content":'
@@ -130,8 +135,12 @@ class ChatCompletions:
 
     def body(self, gen: Generation, text: str) -> bytes:
         message = {"role": "assistant", "content": text}
-        choice = {"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": gen.finish_reason}  # fmt: skip
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": gen.finish_reason,
+        }
         base = {**self._base, "object": "chat.completion"}
         return dumps({**base, "choices": [choice], "usage": openai_usage(gen)})
 
@@ -142,8 +151,13 @@ class TextCompletions:
     media_type = "text/event-stream"
 
     def __init__(self, gen_id: str, model: str, created: int, include_usage: bool) -> None:
-        self._base = {"id": gen_id, "object": "text_completion", "created": created,
-                      "model": model, "system_fingerprint": "fp_ollama"}  # fmt: skip
+        self._base = {
+            "id": gen_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_ollama",
+        }
         self._include_usage = include_usage
         self._pre = b"data: " + dumps(self._base)[:-1] + b',"choices":[{"index":0,"text":'
         self._post = b',"logprobs":null,"finish_reason":null}]}\n\n'
@@ -190,8 +204,13 @@ class Responses:
 
     def _message(self, status: str, text: str | None) -> dict[str, Any]:
         content = [] if text is None else [_output_text(text)]
-        return {"id": self._item_id, "type": "message", "status": status,
-                "role": "assistant", "content": content}  # fmt: skip
+        return {
+            "id": self._item_id,
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
 
     def response(self, gen: Generation | None, text: str | None) -> dict[str, Any]:
         status, incomplete, usage = "in_progress", None, None
@@ -201,23 +220,44 @@ class Responses:
                 incomplete = {"reason": "max_output_tokens"}
             usage = responses_usage(gen)
         output = [] if text is None else [self._message("completed", text)]
-        return {"id": self._id, "object": "response", "created_at": self._created,
-                "status": status, "model": self._model, "output": output, "error": None,
-                "incomplete_details": incomplete, "instructions": None,
-                "max_output_tokens": self._max, "parallel_tool_calls": True,
-                "temperature": None, "top_p": None, "tool_choice": "auto", "tools": [],
-                "text": {"format": {"type": "text"}}, "usage": usage}  # fmt: skip
+        return {
+            "id": self._id,
+            "object": "response",
+            "created_at": self._created,
+            "status": status,
+            "model": self._model,
+            "output": output,
+            "error": None,
+            "incomplete_details": incomplete,
+            "instructions": None,
+            "max_output_tokens": self._max,
+            "parallel_tool_calls": True,
+            "temperature": None,
+            "top_p": None,
+            "tool_choice": "auto",
+            "tools": [],
+            "text": {"format": {"type": "text"}},
+            "usage": usage,
+        }
 
     def head(self) -> bytes:
         started = self.response(None, None)
         return (
             self._event("response.created", response=started)
             + self._event("response.in_progress", response=started)
-            + self._event("response.output_item.added", output_index=0,
-                          item=self._message("in_progress", None))
-            + self._event("response.content_part.added", item_id=self._item_id,
-                          output_index=0, content_index=0, part=_output_text(""))
-        )  # fmt: skip
+            + self._event(
+                "response.output_item.added",
+                output_index=0,
+                item=self._message("in_progress", None),
+            )
+            + self._event(
+                "response.content_part.added",
+                item_id=self._item_id,
+                output_index=0,
+                content_index=0,
+                part=_output_text(""),
+            )
+        )
 
     def token(self, text: str) -> bytes:
         self._parts.append(text)
@@ -231,10 +271,11 @@ class Responses:
         return (
             self._event("response.output_text.done", **where, text=text, logprobs=[])
             + self._event("response.content_part.done", **where, part=_output_text(text))
-            + self._event("response.output_item.done", output_index=0,
-                          item=self._message("completed", text))
+            + self._event(
+                "response.output_item.done", output_index=0, item=self._message("completed", text)
+            )
             + self._event("response.completed", response=self.response(gen, text))
-        )  # fmt: skip
+        )
 
     def body(self, gen: Generation, text: str) -> bytes:
         return dumps(self.response(gen, text))
@@ -312,20 +353,34 @@ def digest(model: ModelSpec) -> str:
 
 
 def model_details(model: ModelSpec) -> dict[str, Any]:
-    return {"parent_model": "", "format": "gguf", "family": model.family,
-            "families": [model.family], "parameter_size": model.parameter_size,
-            "quantization_level": model.quantization_level}  # fmt: skip
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": model.family,
+        "families": [model.family],
+        "parameter_size": model.parameter_size,
+        "quantization_level": model.quantization_level,
+    }
 
 
 def ollama_tag(model: ModelSpec) -> dict[str, Any]:
-    return {"name": model.name, "model": model.name, "modified_at": "2025-01-01T00:00:00Z",
-            "size": model.size_bytes, "digest": digest(model),
-            "details": model_details(model)}  # fmt: skip
+    return {
+        "name": model.name,
+        "model": model.name,
+        "modified_at": "2025-01-01T00:00:00Z",
+        "size": model.size_bytes,
+        "digest": digest(model),
+        "details": model_details(model),
+    }
 
 
 def ollama_ps_entry(model: ModelSpec, expires_at: str) -> dict[str, Any]:
-    return {**ollama_tag(model), "expires_at": expires_at, "size_vram": model.size_bytes,
-            "context_length": model.context_length}  # fmt: skip
+    return {
+        **ollama_tag(model),
+        "expires_at": expires_at,
+        "size_vram": model.size_bytes,
+        "context_length": model.context_length,
+    }
 
 
 def ollama_show(model: ModelSpec) -> dict[str, Any]:

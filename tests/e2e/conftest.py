@@ -94,9 +94,14 @@ class Engine:
         self.starts += 1
         log = self.log_dir / f"llama-server-{self.size}-{self.port}-{self.starts}.log"
         server = LlamaServer(
-            self.binary, self.model, port=self.port, parallel=SLOTS, ctx=self.ctx,
-            threads=THREADS, log_path=log,
-        )  # fmt: skip
+            self.binary,
+            self.model,
+            port=self.port,
+            parallel=SLOTS,
+            ctx=self.ctx,
+            threads=THREADS,
+            log_path=log,
+        )
         self.server = server.start()
         return self
 

@@ -81,8 +81,11 @@ def test_cli_defaults_and_overrides() -> None:
     assert (args.host, args.port, args.profile) == ("127.0.0.1", 11500, "m2-mini-16gb")
     profile = simulate.resolve_profile(_parse("--profile", "fast", "--ttft-ms", "3", "--seed", "9"))
     assert (profile.name, profile.ttft_ms, profile.seed, profile.chunk_interval_ms) == (
-        "fast", 3.0, 9, 5.0,
-    )  # fmt: skip
+        "fast",
+        3.0,
+        9,
+        5.0,
+    )
     assert simulate.resolve_profile(_parse("--slots", "8")).slots == 8
 
 

@@ -79,9 +79,12 @@ def test_async_chat_stream_and_completions(sim: SimServer) -> None:
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         comp = await client.completions.create(model="llama3:8b", prompt="Once", max_tokens=3)
         cstream = await client.completions.create(
-            model="llama3:8b", prompt="Once", max_tokens=3, stream=True,
+            model="llama3:8b",
+            prompt="Once",
+            max_tokens=3,
+            stream=True,
             stream_options={"include_usage": True},
-        )  # fmt: skip
+        )
         parts = [c async for c in cstream]
         assert parts[-1].usage is not None and parts[-1].usage.completion_tokens == 3
         streamed = "".join(c.choices[0].text for c in parts if c.choices)
@@ -193,9 +196,14 @@ def test_plain_endpoints(sim: SimServer) -> None:
     assert httpx.get(sim.url + "/api/version").json()["version"]
     signals = httpx.get(sim.url + "/sim/signals").json()
     assert set(signals) == {
-        "swap_used_bytes", "swap_total_bytes", "pressure_level", "memory_used_bytes",
-        "memory_total_bytes", "active", "queued",
-    }  # fmt: skip
+        "swap_used_bytes",
+        "swap_total_bytes",
+        "pressure_level",
+        "memory_used_bytes",
+        "memory_total_bytes",
+        "active",
+        "queued",
+    }
     assert signals["pressure_level"] == 1 and signals["swap_used_bytes"] == 0
     bad = httpx.post(sim.url + "/v1/chat/completions", content=b"{nope")
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
@@ -226,8 +234,9 @@ def _stream_times(
     body = {"model": "llama3:8b", "messages": MSGS, "max_tokens": max_tokens, "stream": True}
     with httpx.Client(timeout=30) as client:
         out["sent"] = time.monotonic()
-        with client.stream("POST", url + "/v1/chat/completions", json=body,
-                           headers={"x-request-id": rid}) as resp:  # fmt: skip
+        with client.stream(
+            "POST", url + "/v1/chat/completions", json=body, headers={"x-request-id": rid}
+        ) as resp:
             for line in resp.iter_lines():
                 if '"content":"' in line and '"content":""' not in line:
                     out.setdefault("first", time.monotonic())
@@ -264,8 +273,9 @@ def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
         other = threading.Thread(target=_stream_times, args=(sim.url, "other", 400, {}, hang_up))
         other.start()
         _wait_for(lambda: sim.stats()["active"] == 1)
-        with client.stream("POST", sim.url + "/v1/chat/completions", json=body,
-                           headers={"x-request-id": "gone"}) as resp:  # fmt: skip
+        with client.stream(
+            "POST", sim.url + "/v1/chat/completions", json=body, headers={"x-request-id": "gone"}
+        ) as resp:
             lines = resp.iter_lines()
             for _ in range(4):
                 next(lines)
@@ -294,9 +304,15 @@ def _wait_for(condition: Any, timeout: float = 3.0) -> None:
 
 def test_queue_full_answers_503_in_each_shape() -> None:
     tight = Profile(
-        name="tight", models=(), accept_any_model=True, slots=1, max_queue=0,
-        decode_tps=100.0, prefill_tps=10_000.0, default_max_tokens=100,
-    )  # fmt: skip
+        name="tight",
+        models=(),
+        accept_any_model=True,
+        slots=1,
+        max_queue=0,
+        decode_tps=100.0,
+        prefill_tps=10_000.0,
+        default_max_tokens=100,
+    )
     with running(tight) as server:
         holder = threading.Thread(target=_stream_times, args=(server.url, "hold", 60, {}))
         holder.start()

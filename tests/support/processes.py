@@ -62,8 +62,12 @@ def start_lanegate(
     port = port or free_port()
     log_path = log_dir / f"{name}-{port}.log"
     state = log_dir / f"state-{name}-{port}"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "LANEGATE_STATE_DIR": str(state),
-                **(env or {})}  # fmt: skip
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "LANEGATE_STATE_DIR": str(state),
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", *args, "--port", str(port)],
