@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.policy.classify_rules import ClassifyModel
 from gateway.policy.clients import ClientModel, check_key_ref
 from gateway.policy.lanes import LaneModel, implicit_lane
+from gateway.policy.models import ModelsModel
 from gateway.policy.spec import Policy
 from gateway.policy.upstreams import UpstreamModel
 
@@ -56,6 +57,10 @@ class PolicyDocument(BaseModel):
         str | None,
         Field(description="Reference to the key every /admin/* call needs: sha256:… or env:VAR"),
     ] = None
+    models: Annotated[
+        ModelsModel,
+        Field(description="Logical model names and what each upstream calls them"),
+    ] = ModelsModel()
 
     @field_validator("upstreams")
     @classmethod
@@ -103,7 +108,18 @@ class PolicyDocument(BaseModel):
             *self._client_lanes(),
             *self._classify_lanes(),
             *self._rule_clients(),
+            *self._model_upstreams(),
         ]
+
+    def _model_upstreams(self) -> Iterator[Finding]:
+        known = {upstream.name for upstream in self.upstreams}
+        for model, ids in self.models.root.items():
+            for upstream in ids:
+                if upstream not in known:
+                    yield Finding(
+                        ("models", model, upstream),
+                        f"unknown upstream {upstream!r} (upstreams: {', '.join(sorted(known))})",
+                    )
 
     def _unique_names(self) -> Iterator[Finding]:
         sections: list[tuple[str, list[str | None]]] = [
@@ -269,6 +285,7 @@ class PolicyDocument(BaseModel):
             default_lane=self.default_lane() or names[0],
             anonymous_lanes=tuple(self.classify.anonymous_lanes),
             admin_key_ref=self.admin_key,
+            models=self.models.to_spec(),
         )
 
 

@@ -135,6 +135,20 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A logical model name and each upstream's id for it (upstreams not listed use `name`)."""
+
+    name: str
+    ids: tuple[tuple[str, str], ...]  # (upstream name, that upstream's model id)
+
+    def id_on(self, upstream: str) -> str:
+        for name, model_id in self.ids:
+            if name == upstream:
+                return model_id
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     # Waiting this long raises a request's priority by one level, so batch never starves.
     aging_s: float = 10.0
@@ -152,6 +166,7 @@ class Policy:
     anonymous_lanes: tuple[str, ...] = ()
     admin_key_ref: str | None = None
     admission: Admission = field(default_factory=Admission)
+    models: tuple[ModelSpec, ...] = ()
 
     def upstream(self, name: str) -> UpstreamSpec:
         for spec in self.upstreams:
@@ -161,6 +176,13 @@ class Policy:
 
     def pool(self, pool: str) -> tuple[UpstreamSpec, ...]:
         return tuple(spec for spec in self.upstreams if spec.pool == pool)
+
+    def model_id(self, model: str, upstream: str) -> str:
+        """What `upstream` calls the logical `model` (the name itself when not mapped)."""
+        for spec in self.models:
+            if spec.name == model:
+                return spec.id_on(upstream)
+        return model
 
     def lane(self, name: str) -> LaneSpec:
         for lane in self.lanes:

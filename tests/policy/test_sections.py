@@ -408,6 +408,7 @@ def test_schema_names_every_section() -> None:
         "clients",
         "classify",
         "admin_key",
+        "models",
     }
     lane = schema["$defs"]["LaneModel"]["properties"]
     assert {"reserved", "queue_timeout", "tokens_per_day", "model_map", "offloadable"} <= set(lane)
