@@ -26,6 +26,4 @@ class ModelsModel(RootModel[dict[str, ModelIds]]):
     root: dict[str, ModelIds] = {}
 
     def to_spec(self) -> tuple[ModelSpec, ...]:
-        return tuple(
-            ModelSpec(name, tuple(sorted(ids.items()))) for name, ids in self.root.items()
-        )
+        return tuple(ModelSpec(name, tuple(sorted(ids.items()))) for name, ids in self.root.items())
