@@ -10,6 +10,7 @@ would add ~6 MB of resident memory for routes that need none of its validation.)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
+from gateway.discovery import Discovery
 from gateway.errors import (
     ErrorShape,
     GatewayError,
@@ -33,6 +35,7 @@ from gateway.errors import (
     shape_for_path,
 )
 from gateway.lane_gate import LaneGate
+from gateway.model_lists import Inventory, merged_openai_list
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
@@ -75,6 +78,7 @@ class Gateway:
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
         self.flow = RequestFlow(self.relay, self.budgets, self.recorder, self.clients, self.clock)
+        self.discovery = Discovery(self.clients, self.clock, settings.discovery_interval)
         self.runtime = self.build_runtime(policy)
         self.control = build_control_app(self)
 
@@ -90,8 +94,10 @@ class Gateway:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
+        self.discovery.start()
 
     async def shutdown(self) -> None:
+        await self.discovery.stop()
         clients = list(self.clients.values())
         self.clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients))
@@ -116,11 +122,40 @@ class Gateway:
         self, route: RelayRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
         try:
+            if route.name == "models" and self.discovered():
+                await self.serve_model_list(route, scope, send)
+                return
             await self.flow.handle(self.runtime, route, scope, receive, send)
         except Exception:  # the one outermost boundary: log with the request id, answer 500
             request_id = request_id_of(scope)
             log.exception("request %s: unexpected error", request_id)
             await _try_send_internal_error(send, route.shape, request_id)
+
+    def discovered(self) -> dict[str, Inventory]:
+        """The inventories read successfully at least once (stale ones are kept)."""
+        return {
+            name: found.inventory
+            for name, found in self.discovery.inventories.items()
+            if found.read_at is not None and (found.error is None or found.inventory.models)
+        }
+
+    async def serve_model_list(self, route: RelayRoute, scope: Scope, send: Send) -> None:
+        """`GET /v1/models`: every upstream's models merged, under their logical names."""
+        request_id = request_id_of(scope)
+        try:
+            self.runtime.auth.client_for(scope["headers"])
+        except GatewayError as error:
+            await send_error(send, error, route.shape, request_id)
+            return
+        logical = {
+            (upstream, model_id): spec.name
+            for spec in self.policy.models
+            for upstream, model_id in spec.ids
+        }
+        body = json.dumps(merged_openai_list(self.discovered(), logical)).encode()
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -74,3 +74,23 @@ def llamacpp_slots(obj: Any) -> int | None:
     if not isinstance(obj, list) or not obj:
         return None
     return sum(1 for slot in obj if isinstance(slot, Mapping) and "id" in slot) or None
+
+
+def merged_openai_list(
+    inventories: Mapping[str, Inventory], logical: Mapping[tuple[str, str], str]
+) -> dict[str, Any]:
+    """One OpenAI `/v1/models` list over every upstream, under the names clients use.
+
+    `logical` maps (upstream, upstream's model id) to the policy's logical name, so a model
+    LM Studio calls `meta-llama-3.1-8b-instruct` is listed once as `llama3.1:8b`. `owned_by`
+    names the upstreams that have it.
+    """
+    owners: dict[str, list[str]] = {}
+    for upstream, inventory in inventories.items():
+        for model in sorted(inventory.models):
+            owners.setdefault(logical.get((upstream, model), model), []).append(upstream)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": ",".join(sorted(hosts))}
+        for name, hosts in sorted(owners.items())
+    ]
+    return {"object": "list", "data": data}

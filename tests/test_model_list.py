@@ -1,0 +1,55 @@
+"""`GET /v1/models` on the gateway: every upstream's models, merged under logical names."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+
+from tests.support.processes import start_lanegate
+
+
+def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> None:
+    mini = start_lanegate(
+        "sim-ml-mini",
+        ["simulate", "--profile", "m2-mini-16gb"],
+        ready_path="/health",
+        log_dir=output_dir,
+    )
+    m4 = start_lanegate(
+        "sim-ml-m4",
+        ["simulate", "--profile", "m4-max-64gb"],
+        ready_path="/health",
+        log_dir=output_dir,
+    )
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "upstreams:\n"
+        f"  - {{name: mini, kind: ollama, base_url: '{mini.url}'}}\n"
+        f"  - {{name: m4, kind: ollama, pool: remote, base_url: '{m4.url}'}}\n"
+        "models:\n"
+        "  llama-8b: {mini: 'llama3.1:8b', m4: 'llama3.1:8b'}\n"
+    )
+    gateway = start_lanegate(
+        "gw-models",
+        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env={"LANEGATE_DISCOVERY_INTERVAL": "0.2"},
+    )
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+        deadline = time.monotonic() + 5
+        owners: dict[str, str] = {}
+        while time.monotonic() < deadline and "llama-8b" not in owners:
+            owners = {m.id: m.owned_by for m in client.models.list()}
+            time.sleep(0.1)
+        assert owners["llama-8b"] == "m4,mini"  # one model, two hosts, the logical name
+        assert "llama3.1:8b" not in owners
+        assert owners["llama3.2:3b"] == "m4,mini"
+        assert "nomic-embed-text:latest" in owners
+    finally:
+        gateway.stop()
+        m4.stop()
+        mini.stop()
