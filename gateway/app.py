@@ -46,6 +46,7 @@ from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
+from gateway.upstream_router import UpstreamRouter
 
 log = logging.getLogger("lanegate")
 
@@ -77,8 +78,11 @@ class Gateway:
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
-        self.flow = RequestFlow(self.relay, self.budgets, self.recorder, self.clients, self.clock)
         self.discovery = Discovery(self.clients, self.clock, settings.discovery_interval)
+        self.router = UpstreamRouter(self.discovered, self.clock)
+        self.flow = RequestFlow(
+            self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
+        )
         self.runtime = self.build_runtime(policy)
         self.control = build_control_app(self)
 

@@ -63,6 +63,19 @@ FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
 
 
+class RetryElsewhere(Exception):
+    """The upstream failed before anything reached the client: another upstream may serve it.
+
+    Raised only when the caller said a retry is possible; `busy` marks a 503 (a full queue),
+    which the circuit breaker counts apart from failures.
+    """
+
+    def __init__(self, detail: str, *, busy: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.busy = busy
+
+
 class Exchange:
     """The state of one relayed request; the only mutable thing the relay shares per request.
 
@@ -109,6 +122,7 @@ class Exchange:
     def arm(self, first_byte_s: float, idle_s: float) -> None:
         """Start the upstream timer: first byte within `first_byte_s`, then gaps < `idle_s`."""
         self.first_byte_s, self.idle_s = first_byte_s, idle_s
+        self.disarm()  # a retry on another upstream re-arms the same exchange
         self.timer = self.loop.call_later(first_byte_s, self._check_deadline)
 
     def disarm(self) -> None:
@@ -221,7 +235,10 @@ class Relay:
         client: UpstreamClient,
         exchange: Exchange,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
+        retryable: bool = False,
     ) -> RequestRecord:
+        """Relay one request; with `retryable`, a failure before any byte reached the client
+        (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead."""
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
         timeouts = client.spec.timeouts
@@ -235,6 +252,8 @@ class Relay:
             forwarded = upstream_headers(scope, exchange.request_id)
             response = await client.open(route.method, path, body, forwarded)
             status = response.status
+            if retryable and status in (502, 503):
+                raise RetryElsewhere(f"answered {status}", busy=status == 503)
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
@@ -254,6 +273,8 @@ class Relay:
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
         except UPSTREAM_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
+            if retryable and response is None:
+                raise RetryElsewhere(error) from exc
             if framer is not None:
                 framer.discard()
             failure = UpstreamUnavailable(

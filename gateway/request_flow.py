@@ -34,13 +34,14 @@ from gateway.classify import (
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited
 from gateway.lane_gate import LaneGate, Ticket
 from gateway.measurement import RequestRecord
-from gateway.policy.spec import ClientSpec, LaneSpec, Policy
+from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
 from gateway.relay import CLIENT_LEFT, Exchange, Relay, request_id_of, send_error
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
 from gateway.upstream_client import UpstreamClient
+from gateway.upstream_router import UpstreamRouter
 
 log = logging.getLogger("lanegate")
 
@@ -74,8 +75,10 @@ class RequestFlow:
         budgets: Budgets,
         recorder: Recorder,
         clients: dict[str, UpstreamClient],
+        router: UpstreamRouter,
         clock: Callable[[], float],
     ) -> None:
+        self.router = router
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -102,17 +105,36 @@ class RequestFlow:
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 admitted = await self._admit(runtime, lane, client, facts, chars)
                 extra += self._admission_headers(admitted)
-            spec = default_upstream(runtime.policy)
-            upstream_name = spec.name
-            record = await self.relay.forward(
-                route,
-                scope,
-                send,
-                raw=raw,
-                client=self.clients[spec.name],
-                exchange=exchange,
-                extra_headers=extra,
-            )
+            if route.inference:
+
+                async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
+                    nonlocal upstream_name
+                    upstream_name = spec.name
+                    body = _body_for(runtime.policy, facts, raw, model, spec)
+                    return await self.relay.forward(
+                        route,
+                        scope,
+                        send,
+                        raw=body,
+                        client=self.clients[spec.name],
+                        exchange=exchange,
+                        extra_headers=extra,
+                        retryable=retryable,
+                    )
+
+                record = await self.router.run(runtime.policy, model, attempt)
+            else:
+                spec = default_upstream(runtime.policy)
+                upstream_name = spec.name
+                record = await self.relay.forward(
+                    route,
+                    scope,
+                    send,
+                    raw=raw,
+                    client=self.clients[spec.name],
+                    exchange=exchange,
+                    extra_headers=extra,
+                )
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -185,6 +207,18 @@ class RequestFlow:
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
         return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+
+
+def _body_for(
+    policy: Policy, facts: RequestFacts, raw: bytes, model: str | None, spec: UpstreamSpec
+) -> bytes:
+    """The body for this upstream: the model under the name that upstream uses for it."""
+    if model is None or facts.body is None:
+        return raw
+    upstream_id = policy.model_id(model, spec.name)
+    if upstream_id == model:
+        return raw
+    return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
 
 
 def _over_budget(refusal: Refusal) -> GatewayError:
