@@ -105,36 +105,25 @@ class RequestFlow:
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 admitted = await self._admit(runtime, lane, client, facts, chars)
                 extra += self._admission_headers(admitted)
-            if route.inference:
 
-                async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-                    nonlocal upstream_name
-                    upstream_name = spec.name
-                    body = _body_for(runtime.policy, facts, raw, model, spec)
-                    return await self.relay.forward(
-                        route,
-                        scope,
-                        send,
-                        raw=body,
-                        client=self.clients[spec.name],
-                        exchange=exchange,
-                        extra_headers=extra,
-                        retryable=retryable,
-                    )
-
-                record = await self.router.run(runtime.policy, model, attempt)
-            else:
-                spec = default_upstream(runtime.policy)
+            async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
+                nonlocal upstream_name
                 upstream_name = spec.name
-                record = await self.relay.forward(
+                return await self.relay.forward(
                     route,
                     scope,
                     send,
-                    raw=raw,
+                    raw=_body_for(runtime.policy, facts, raw, model, spec),
                     client=self.clients[spec.name],
                     exchange=exchange,
                     extra_headers=extra,
+                    retryable=retryable,
                 )
+
+            if route.inference:
+                record = await self.router.run(runtime.policy, model, attempt)
+            else:  # metadata: the default upstream answers, no slot is taken
+                record = await attempt(default_upstream(runtime.policy), False)
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
