@@ -41,6 +41,7 @@ class UpstreamRouter:
         self.breaker_config = breaker_config or BreakerConfig()
         self.breakers: dict[str, CircuitBreaker] = {}
         self.in_flight: dict[str, int] = {}
+        self._pool: tuple[Policy, tuple[UpstreamSpec, ...]] | None = None
 
     def breaker(self, upstream: str) -> CircuitBreaker:
         breaker = self.breakers.get(upstream)
@@ -49,7 +50,10 @@ class UpstreamRouter:
         return breaker
 
     def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
-        return policy.pool(DEFAULT_POOL) or policy.pool(policy.upstreams[0].pool)
+        if self._pool is None or self._pool[0] is not policy:  # computed once per policy
+            pool = policy.pool(DEFAULT_POOL) or policy.pool(policy.upstreams[0].pool)
+            self._pool = (policy, pool)
+        return self._pool[1]
 
     def pick(
         self, policy: Policy, pool: tuple[UpstreamSpec, ...], model: str | None, exclude: set[str]
@@ -90,9 +94,14 @@ class UpstreamRouter:
         """Try upstreams of the pool until one answers; the last try handles its own errors."""
         pool = self.pool_of(policy)
         tried: set[str] = set()
+        try:  # the common case, kept off tenacity's machinery: the first upstream answers
+            return await self._once(policy, pool, model, attempt, tried)
+        except RetryElsewhere as first:
+            if not any(s.name not in tried for s in pool):
+                raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryElsewhere),
-            stop=stop_after_attempt(len(pool) + 1),
+            stop=stop_after_attempt(len(pool)),
             reraise=True,
         )
         try:
@@ -100,7 +109,7 @@ class UpstreamRouter:
                 with try_:
                     return await self._once(policy, pool, model, attempt, tried)
         except RetryElsewhere as exc:  # every upstream failed before any byte was sent
-            raise UpstreamUnavailable(f"no upstream could take the request: {exc.detail}") from exc
+            raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     async def _once(
