@@ -59,6 +59,9 @@ class UpstreamRouter:
         self, policy: Policy, pool: tuple[UpstreamSpec, ...], model: str | None, exclude: set[str]
     ) -> UpstreamSpec | None:
         now = self.clock()
+        if len(pool) == 1 and not exclude:  # one local server, the common case: no ranking
+            only = pool[0]
+            return only if self.breaker(only.name).allow(now) else None
         inventories = self.inventories()
         skipped = set(exclude)
         while True:
