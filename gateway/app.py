@@ -27,6 +27,7 @@ from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
 from gateway.discovery import Discovery
 from gateway.errors import (
+    BadRequest,
     ErrorShape,
     GatewayError,
     MethodNotAllowed,
@@ -34,8 +35,11 @@ from gateway.errors import (
     error_body,
     shape_for_path,
 )
+from gateway.host_signal_reader import HttpSource, SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
 from gateway.model_lists import Inventory, merged_openai_list
+from gateway.offload import Mode
+from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
@@ -84,6 +88,12 @@ class Gateway:
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
         self.runtime = self.build_runtime(policy)
+        self.sampler: SignalSampler | None = None
+        if policy.offload is not None:
+            self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
+            self.flow.offload = OffloadLoop(
+                policy, self.sampler, self.rolling, self.router, self.clock
+            )
         self.control = build_control_app(self)
 
     @property
@@ -99,8 +109,14 @@ class Gateway:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
         self.discovery.start()
+        if self.sampler is not None and self.flow.offload is not None:
+            await self.sampler.start()
+            self.flow.offload.start()
 
     async def shutdown(self) -> None:
+        if self.sampler is not None and self.flow.offload is not None:
+            await self.flow.offload.stop()
+            await self.sampler.stop()
         await self.discovery.stop()
         clients = list(self.clients.values())
         self.clients.clear()
@@ -173,6 +189,23 @@ class Gateway:
                 return
 
 
+def _signal_source(policy: Policy) -> SignalSource:
+    """The local host's signals: a `signals_url` on a local upstream (the simulator in the
+    demo, or an agent), else this machine's own (sysctl on macOS, /proc on Linux)."""
+    for upstream in policy.pool(default_upstream(policy).pool):
+        if upstream.signals_url:
+            return HttpSource(upstream.signals_url)
+    return default_source()
+
+
+def _offload_mode(body: bytes) -> Mode:
+    try:
+        return Mode(json.loads(body)["mode"])
+    except (ValueError, KeyError, TypeError) as exc:
+        modes = ", ".join(m.value for m in Mode)
+        raise BadRequest(f'send {{"mode": "..."}} with one of: {modes}', param="mode") from exc
+
+
 def _method_not_allowed(scope: Scope) -> GatewayError:
     return MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
 
@@ -210,9 +243,31 @@ def build_control_app(gateway: Gateway) -> Starlette:
         body = error_body(shape, str(exc.detail), "invalid_request_error", "http_error")
         return Response(body, exc.status_code, media_type="application/json")
 
+    async def offload(request: Request) -> Response:
+        """GET: the offload state and its last reason; POST {"mode": ...}: operator override."""
+        shape = shape_for_path(request.url.path)
+        try:
+            gateway.runtime.auth.check_admin(request.headers.raw)
+            loop = gateway.flow.offload
+            if loop is None:
+                raise NotFound("offload is not configured in the policy", code="no_offload")
+            if request.method == "POST":
+                loop.set_mode(_offload_mode(await request.body()))
+        except GatewayError as error:
+            return Response(error.body(shape), error.status, media_type="application/json")
+        controller = loop.controller
+        return JSONResponse(
+            {
+                "state": controller.state.value,
+                "mode": controller.mode.value,
+                "reason": controller.last_reason,
+            }
+        )
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/admin/offload", offload, methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

@@ -31,9 +31,10 @@ from gateway.classify import (
     request_view,
     rewrite_model,
 )
-from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited
+from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
 from gateway.lane_gate import LaneGate, Ticket
 from gateway.measurement import RequestRecord
+from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
 from gateway.relay import CLIENT_LEFT, Exchange, Relay, request_id_of, send_error
@@ -79,6 +80,7 @@ class RequestFlow:
         clock: Callable[[], float],
     ) -> None:
         self.router = router
+        self.offload: OffloadLoop | None = None  # set by the app when the policy offloads
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -121,7 +123,8 @@ class RequestFlow:
                 )
 
             if route.inference:
-                record = await self.router.run(runtime.policy, model, attempt)
+                pool = self._offload_pool(admitted.lane) if admitted else None
+                record = await self.router.run(runtime.policy, model, attempt, pool)
             else:  # metadata: the default upstream answers, no slot is taken
                 record = await attempt(default_upstream(runtime.policy), False)
         except GatewayError as error:
@@ -192,6 +195,20 @@ class RequestFlow:
             self.budgets.release(reservation)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
+
+    def _offload_pool(self, lane: LaneSpec) -> tuple[UpstreamSpec, ...] | None:
+        """The remote pool while offloading (offloadable lanes only); None: the local pool."""
+        if self.offload is None:
+            return None
+        where = self.offload.route(lane)
+        if where == "shed":
+            raise ServiceUnavailable(
+                f"lane {lane.name!r} is shed: the local Mac is overloaded and the remote pool "
+                f"is unavailable ({self.offload.controller.last_reason}); retry later",
+                code="offload_shed",
+                headers={"retry-after": "30"},
+            )
+        return self.offload.remote if where == "remote" else None
 
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]

@@ -93,9 +93,16 @@ class UpstreamRouter:
         healthy = self.breaker(spec.name).state(now) is not BreakerState.OPEN
         return Candidate(spec, healthy, has, resident, self.in_flight.get(spec.name, 0))
 
-    async def run(self, policy: Policy, model: str | None, attempt: Attempt) -> RequestRecord:
-        """Try upstreams of the pool until one answers; the last try handles its own errors."""
-        pool = self.pool_of(policy)
+    async def run(
+        self,
+        policy: Policy,
+        model: str | None,
+        attempt: Attempt,
+        pool: tuple[UpstreamSpec, ...] | None = None,
+    ) -> RequestRecord:
+        """Try upstreams of the pool (default: the local one) until one answers; the last try
+        handles its own errors."""
+        pool = pool or self.pool_of(policy)
         tried: set[str] = set()
         try:  # the common case, kept off tenacity's machinery: the first upstream answers
             return await self._once(policy, pool, model, attempt, tried)

@@ -19,6 +19,7 @@ from gateway.policy.classify_rules import ClassifyModel
 from gateway.policy.clients import ClientModel, check_key_ref
 from gateway.policy.lanes import LaneModel, implicit_lane
 from gateway.policy.models import ModelsModel
+from gateway.policy.offload_section import OffloadModel
 from gateway.policy.spec import Policy
 from gateway.policy.upstreams import UpstreamModel
 
@@ -61,6 +62,10 @@ class PolicyDocument(BaseModel):
         ModelsModel,
         Field(description="Logical model names and what each upstream calls them"),
     ] = ModelsModel()
+    offload: Annotated[
+        OffloadModel | None,
+        Field(description="When offloadable lanes move to the remote pool (unset: never)"),
+    ] = None
 
     @field_validator("upstreams")
     @classmethod
@@ -109,7 +114,17 @@ class PolicyDocument(BaseModel):
             *self._classify_lanes(),
             *self._rule_clients(),
             *self._model_upstreams(),
+            *self._offload_pool(),
         ]
+
+    def _offload_pool(self) -> Iterator[Finding]:
+        if self.offload is not None and not any(
+            u.pool != self.local_pool() for u in self.upstreams
+        ):
+            yield Finding(
+                ("offload",),
+                "offload needs a second pool to move to: give a remote upstream `pool: remote`",
+            )
 
     def _model_upstreams(self) -> Iterator[Finding]:
         known = {upstream.name for upstream in self.upstreams}
@@ -286,6 +301,8 @@ class PolicyDocument(BaseModel):
             anonymous_lanes=tuple(self.classify.anonymous_lanes),
             admin_key_ref=self.admin_key,
             models=self.models.to_spec(),
+            offload=self.offload.to_spec() if self.offload else None,
+            offload_sample_s=self.offload.sample_interval if self.offload else 5.0,
         )
 
 

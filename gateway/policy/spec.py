@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from gateway.offload import OffloadConfig
+
 
 class UpstreamKind(Enum):
     OLLAMA = "ollama"
@@ -167,6 +169,8 @@ class Policy:
     admin_key_ref: str | None = None
     admission: Admission = field(default_factory=Admission)
     models: tuple[ModelSpec, ...] = ()
+    offload: OffloadConfig | None = None  # None: offloadable lanes stay on the local pool
+    offload_sample_s: float = 5.0
 
     def upstream(self, name: str) -> UpstreamSpec:
         for spec in self.upstreams:

@@ -409,6 +409,7 @@ def test_schema_names_every_section() -> None:
         "classify",
         "admin_key",
         "models",
+        "offload",
     }
     lane = schema["$defs"]["LaneModel"]["properties"]
     assert {"reserved", "queue_timeout", "tokens_per_day", "model_map", "offloadable"} <= set(lane)

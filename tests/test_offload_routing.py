@@ -1,0 +1,137 @@
+"""Offload end to end: a simulated mini is pushed past its memory knee by batch load; new
+batch requests move to the remote simulator within sustain + a sampling interval, interactive
+stays local, and batch returns after `recover` once the load is gone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.processes import start_lanegate
+
+# A mini whose KV cache overflows its RAM budget after ~100 tokens in flight: the knee.
+PROFILES = """
+profiles:
+  tight-mini:
+    mode: batching
+    seed: 1
+    slots: 8
+    max_queue: 100
+    decode_tps: 300
+    prefill_tps: 20000
+    batch_alpha: 0.6
+    default_max_tokens: 16
+    memory_total_bytes: 16GiB
+    base_memory_bytes: 4GiB
+    weights_bytes: 4GiB
+    kv_bytes_per_token: 1048576
+    ram_budget_bytes: 8.1GiB
+    swap_floor_bytes: 1GiB
+    swap_slowdown_per_gib: 0.05
+    critical_swap_bytes: 100GiB
+    warn_fraction: 0.999
+    models:
+      - name: llama3.1:8b
+"""
+PROMPT = "Summarise this report. " * 100  # ~2,300 characters, ~600 tokens of KV each
+
+
+def test_batch_moves_to_remote_and_back(output_dir: Path, tmp_path: Path) -> None:
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(PROFILES)
+    mini = start_lanegate(
+        "sim-tight",
+        ["simulate", "--profiles", str(profiles), "--profile", "tight-mini"],
+        ready_path="/health",
+        log_dir=output_dir,
+    )
+    remote = start_lanegate(
+        "sim-remote", ["simulate", "--profile", "fast"], ready_path="/health", log_dir=output_dir
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+upstreams:
+  - {{name: mini, kind: ollama, base_url: '{mini.url}', max_concurrency: 8,
+      signals_url: '{mini.url}/sim/signals'}}
+  - {{name: m4, kind: ollama, pool: remote, base_url: '{remote.url}', max_concurrency: 8}}
+admin_key: env:T_ADMIN_KEY
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: 8, reserved: 2}}
+  - {{name: batch, priority: 10, max_concurrency: 6, offloadable: true, queue_timeout: 60}}
+classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
+offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 2,
+           sample_interval: 0.25, min_samples: 100000}}
+""")
+    gateway = start_lanegate(
+        "gw-offload",
+        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env={"T_ADMIN_KEY": "admin-secret"},
+    )
+    batch_body = {"model": "llama3.1:8b", "max_tokens": 48, "prompt": PROMPT, "stream": False}
+    seen: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def batch_worker() -> None:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            while not stop.is_set():
+                response = http.post(
+                    "/v1/completions", json=batch_body, headers={"x-lane": "batch"}
+                )
+                assert response.status_code == 200, response.text
+                seen.append((time.monotonic(), response.headers["x-lanegate-upstream"]))
+
+    admin = {"authorization": "Bearer admin-secret"}
+    workers = [threading.Thread(target=batch_worker) for _ in range(6)]
+    try:
+        assert httpx.get(f"{gateway.url}/admin/offload", headers=admin).json()["state"] == "local"
+        started = time.monotonic()
+        for worker in workers:
+            worker.start()
+        while time.monotonic() - started < 8 and not any(u == "m4" for _, u in seen):
+            time.sleep(0.1)
+        moved = [t for t, u in seen if u == "m4"]
+        assert moved, "batch never moved to the remote pool"
+        assert moved[0] - started < 1 + 0.25 + 3  # sustain + one interval + the knee building
+        chat = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            timeout=30,
+            json={
+                "model": "llama3.1:8b",
+                "max_tokens": 2,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+        assert chat.headers["x-lanegate-upstream"] == "mini"  # interactive never moves
+        status = httpx.get(f"{gateway.url}/admin/offload", headers=admin).json()
+        assert status["mode"] == "auto" and status["reason"]
+        moved_line = next(line for line in gateway.log().splitlines() if "now offloading" in line)
+        assert "swap" in moved_line  # the log says which metric, how much, for how long
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    # Load gone: the mini's swap drains, and after `recover` batch comes home.
+    deadline = time.monotonic() + 10
+    upstream = "m4"
+    while time.monotonic() < deadline and upstream != "mini":
+        time.sleep(0.5)
+        response = httpx.post(
+            f"{gateway.url}/v1/completions",
+            timeout=30,
+            headers={"x-lane": "batch"},
+            json={**batch_body, "prompt": "hi", "max_tokens": 2},
+        )
+        upstream = response.headers["x-lanegate-upstream"]
+    try:
+        assert upstream == "mini"
+        assert "offload: now offloading" in gateway.log()
+        assert "offload: now local" in gateway.log()
+    finally:
+        gateway.stop()
+        remote.stop()
+        mini.stop()
