@@ -127,16 +127,40 @@ def _count(load: MixedLoad, sample: loadgen.Sample, on_ok: Any) -> None:
         load.errors += 1
 
 
-def demo_lanes_policy(path: Path, upstream_url: str, slots: int, kind: str) -> Path:
-    """The shipped demo policy's lanes and rules, in front of one upstream of `slots` slots."""
+def demo_lanes() -> str:
+    """The shipped demo policy's `lanes` and `classify` sections, as YAML text."""
     text = DEMO_POLICY.read_text()
-    lanes = text[text.index("\nlanes:") :]
-    path.write_text(
-        "version: 1\nupstreams:\n"
+    end = text.find("\noffload:")
+    return text[text.index("\nlanes:") : end if end >= 0 else len(text)]
+
+
+def demo_lanes_policy(
+    path: Path, upstream_url: str, slots: int, kind: str, extra: str = ""
+) -> Path:
+    """The shipped demo policy's lanes and rules, in front of one upstream of `slots` slots
+    (plus `extra` YAML: more upstreams, an offload section)."""
+    signals = f", signals_url: '{upstream_url}/sim/signals'" if extra else ""
+    upstream = (
         f"  - {{name: bench, pool: local, kind: {kind}, base_url: '{upstream_url}', "
-        f"max_concurrency: {slots}}}\n" + lanes
+        f"max_concurrency: {slots}{signals}}}\n"
     )
+    path.write_text("version: 1\nupstreams:\n" + upstream + extra + demo_lanes())
     return path
+
+
+def fresh(load: MixedLoad) -> MixedLoad:
+    """The same load, with empty counters."""
+    names = (
+        "model",
+        "interactive_users",
+        "interactive_tokens",
+        "pause_s",
+        "batch_in_flight",
+        "batch_tokens",
+        "heartbeat_interval_s",
+        "duration_s",
+    )
+    return MixedLoad(**{name: getattr(load, name) for name in names})
 
 
 def start_gateway(policy: Path, workdir: Path) -> Service:
@@ -157,22 +181,7 @@ async def compare(
         "baseline_ttft_p95_ms": base_p95 * 1000,
     }
     for side, url in (("direct", upstream_url), ("gateway", gateway_url)):
-        fresh = MixedLoad(
-            **{
-                k: getattr(load, k)
-                for k in (
-                    "model",
-                    "interactive_users",
-                    "interactive_tokens",
-                    "pause_s",
-                    "batch_in_flight",
-                    "batch_tokens",
-                    "heartbeat_interval_s",
-                    "duration_s",
-                )
-            }
-        )
-        data = await run_mixed(url, fresh)
+        data = await run_mixed(url, fresh(load))
         data["interactive_p95_ratio"] = data["interactive_ttft_p95_ms"] / (base_p95 * 1000)
         data["interactive_p50_ratio"] = data["interactive_ttft_p50_ms"] / (base_p95 * 1000)
         result[side] = data

@@ -55,7 +55,26 @@ def markdown(results: dict[str, Any]) -> str:
     for name, data in scenarios.items():
         if "rounds" in data:
             lines.append(_row(name, data))
-    mixed = [(name, data) for name, data in scenarios.items() if "baseline_ttft_p95_ms" in data]
+    if "S7" in scenarios:
+        s7 = scenarios["S7"]
+        lines += [
+            "",
+            "| S7 (M2 mini + M4 Max remote) | interactive TTFT p50 / p95 | p95 ÷ baseline p95 "
+            "| batch req/s |",
+            "|---|---|---|---|",
+        ]
+        for side in ("lanes_only", "offload"):
+            d = s7[side]
+            lines.append(
+                f"| {side} | {d['interactive_ttft_p50_ms']:.0f} / "
+                f"{d['interactive_ttft_p95_ms']:.0f} ms | ×{d['interactive_p95_ratio']:.2f} "
+                f"| {d['batch_per_s']:.2f} |"
+            )
+    mixed = [
+        (name, data)
+        for name, data in scenarios.items()
+        if "baseline_ttft_p95_ms" in data and "direct" in data
+    ]
     if mixed:
         lines += [
             "",

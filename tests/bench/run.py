@@ -4,8 +4,9 @@ S1 one stream at a time (added TTFT); S2 32 concurrent streams (upstream TTFT 20
 chunks 5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), with the lean
 (default), aiohttp and httpx upstream clients; S4 gateway RSS idle and after load; S5/S6
 lane isolation under mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile
-and on llama.cpp's server. Writes bench-results/<time>.json and .md, and prints the
-markdown. Goals are reported, never asserted.
+and on llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload.
+Writes bench-results/<time>.json and .md, and prints the markdown. Goals are reported,
+never asserted.
 
     python -m tests.bench.run [--quick] [--rounds N] [--only S1,S3]
 """
@@ -143,6 +144,52 @@ class Bench:
             gateway.stop()
             sim.stop()
 
+    async def s7_offload(self) -> dict[str, Any]:
+        """S5's mixed load with a remote simulator (M4 Max): lanes alone vs lanes + offload."""
+        local = start_lanegate(
+            "sim-m2-local",
+            ["simulate", "--profile", "m2-mini-16gb"],
+            ready_path="/health",
+            log_dir=self.workdir,
+        )
+        remote = start_lanegate(
+            "sim-m4-remote",
+            ["simulate", "--profile", "m4-max-64gb"],
+            ready_path="/health",
+            log_dir=self.workdir,
+        )
+        load = mixed.MixedLoad(model="llama3.1:8b", duration_s=self._mixed_seconds() * 2)
+        result: dict[str, Any] = {}
+        try:
+            base = await mixed.baseline(local.url, load, 20)
+            base_p50, base_p95 = harness.percentile(base, 0.5), harness.percentile(base, 0.95)
+            result["baseline_ttft_p95_ms"] = base_p95 * 1000
+            remote_yaml = (
+                f"  - {{name: m4, pool: remote, kind: ollama, base_url: '{remote.url}', "
+                "max_concurrency: 8}\n"
+            )
+            offload_yaml = (
+                f"\noffload: {{baseline_ttft: {base_p50:.4f}, p95_ratio: 3, sustain: 3, "
+                "recover: 30, sample_interval: 1, min_samples: 3}\n"
+            )
+            for name, offload in (("lanes_only", ""), ("offload", offload_yaml)):
+                policy = mixed.demo_lanes_policy(
+                    self.workdir / f"s7-{name}.yaml", local.url, 4, "ollama", remote_yaml
+                )
+                policy.write_text(policy.read_text() + offload)
+                gateway = mixed.start_gateway(policy, self.workdir)
+                try:
+                    data = await mixed.run_mixed(gateway.url, mixed.fresh(load))
+                finally:
+                    gateway.stop()
+                data["interactive_p95_ratio"] = data["interactive_ttft_p95_ms"] / (base_p95 * 1000)
+                result[name] = data
+                await asyncio.sleep(2)
+        finally:
+            remote.stop()
+            local.stop()
+        return result
+
     async def s6_mixed_llama_server(self) -> dict[str, Any]:
         from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
 
@@ -183,6 +230,8 @@ class Bench:
             scenarios["S5"] = await self.s5_mixed_simulator()
         if wanted("S6"):
             scenarios["S6"] = await self.s6_mixed_llama_server()
+        if wanted("S7"):
+            scenarios["S7"] = await self.s7_offload()
         return self.results
 
 
