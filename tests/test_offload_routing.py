@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import start_lanegate
+from tests.support.processes import Service, start_lanegate
 
 # A mini whose KV cache overflows its RAM budget after ~100 tokens in flight: the knee.
 PROFILES = """
@@ -88,6 +88,24 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
     admin = {"authorization": "Bearer admin-secret"}
     workers = [threading.Thread(target=batch_worker) for _ in range(6)]
     try:
+        _drive(gateway, workers, seen, stop, admin, batch_body)
+    finally:
+        stop.set()
+        gateway.stop()
+        remote.stop()
+        mini.stop()
+
+
+def _drive(
+    gateway: Service,
+    workers: list[threading.Thread],
+    seen: list[tuple[float, str]],
+    stop: threading.Event,
+    admin: dict[str, str],
+    batch_body: dict[str, object],
+) -> None:
+    """Load until batch moves, check interactive stays, unload until batch comes home."""
+    try:
         assert httpx.get(f"{gateway.url}/admin/offload", headers=admin).json()["state"] == "local"
         started = time.monotonic()
         for worker in workers:
@@ -127,11 +145,6 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
             json={**batch_body, "prompt": "hi", "max_tokens": 2},
         )
         upstream = response.headers["x-lanegate-upstream"]
-    try:
-        assert upstream == "mini"
-        assert "offload: now offloading" in gateway.log()
-        assert "offload: now local" in gateway.log()
-    finally:
-        gateway.stop()
-        remote.stop()
-        mini.stop()
+    assert upstream == "mini"
+    assert "offload: now offloading" in gateway.log()
+    assert "offload: now local" in gateway.log()
