@@ -11,7 +11,6 @@ interface a shared backend (Redis) implements too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from gateway.budgets import (
     ScopeKey,
     SpendRow,
 )
+from gateway.periodic import Periodic
 from gateway.policy.spec import Budget, ClientSpec, LaneSpec
 
 log = logging.getLogger("lanegate.budgets")
@@ -90,7 +90,7 @@ class Budgets:
         self.ledger = BudgetLedger()
         self.store = store
         self.wall_clock = wall_clock
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic(self._flush_logged, FLUSH_INTERVAL_S)
 
     async def start(self) -> None:
         if self.store is None:
@@ -103,13 +103,10 @@ class Budgets:
             ),
             self.wall_clock(),
         )
-        self._flusher = asyncio.create_task(self._flush_loop())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await self._flusher.stop()
         if self.store is not None:
             await self.flush()
             self.store.close()
@@ -120,13 +117,11 @@ class Budgets:
             tuples = [(r.scope[0], r.scope[1], r.window, r.index, r.tokens) for r in rows]
             await asyncio.to_thread(self.store.write, tuples)
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            try:
-                await self.flush()
-            except sqlite3.Error:
-                log.exception("could not write budget spend; will retry in %s s", FLUSH_INTERVAL_S)
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except sqlite3.Error:
+            log.exception("could not write budget spend; will retry in %s s", FLUSH_INTERVAL_S)
 
     # -- the request path --------------------------------------------------------------------
     def reserve(

@@ -10,7 +10,6 @@ error; discovery never raises into the gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 from gateway import model_lists
 from gateway.model_lists import Inventory
+from gateway.periodic import Periodic
 from gateway.policy.spec import UpstreamKind, UpstreamSpec
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient
 
@@ -92,7 +92,7 @@ class Discovery:
         self.clock = clock
         self.interval_s = interval_s
         self.inventories: dict[str, UpstreamInventory] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.refresh, interval_s)
 
     async def refresh(self) -> None:
         results = await asyncio.gather(
@@ -131,15 +131,7 @@ class Discovery:
             )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._periodic.start(now=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval_s)
+        await self._periodic.stop()

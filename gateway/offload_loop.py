@@ -8,14 +8,13 @@ request of a lane goes. In-flight requests are never moved.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from gateway.circuit_breaker import BreakerState
 from gateway.host_signal_reader import SignalSampler
 from gateway.offload import Mode, OffloadController, Route, Signals, State, route_for
+from gateway.periodic import Periodic
 from gateway.policy.spec import LaneSpec, Policy, UpstreamSpec
 from gateway.rolling import RollingRegistry
 from gateway.upstream_router import UpstreamRouter
@@ -45,7 +44,7 @@ class OffloadLoop:
         self.local = router.pool_of(policy)
         self.remote = tuple(u for u in policy.upstreams if u not in self.local)
         self.interactive = _interactive_lane(policy)
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._step, policy.offload_sample_s)
 
     @property
     def state(self) -> State:
@@ -106,18 +105,13 @@ class OffloadLoop:
             log.warning("offload: now %s — %s", self.controller.state.value, reason)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.policy.offload_sample_s)
-            self.tick()
+    async def _step(self) -> None:
+        self.tick()
 
 
 def _interactive_lane(policy: Policy) -> str:
