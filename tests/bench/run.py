@@ -158,7 +158,7 @@ class Bench:
             ready_path="/health",
             log_dir=self.workdir,
         )
-        load = mixed.MixedLoad(model="llama3.1:8b", duration_s=self._mixed_seconds() * 2)
+        load = mixed.MixedLoad(model="llama3.1:8b", duration_s=self._mixed_seconds())
         result: dict[str, Any] = {}
         try:
             base = await mixed.baseline(local.url, load, 20)
