@@ -99,39 +99,54 @@ def openai_usage(gen: Generation) -> dict[str, int]:
     }
 
 
-class ChatCompletions:
-    """`chat.completion.chunk` SSE as llama.cpp and Ollama send it; `[DONE]` ends the stream."""
+class _OpenAIStream:
+    """The framing chat and text completions share: one prebuilt prefix per token, a finish
+    chunk, the `include_usage` chunk, then `[DONE]`."""
 
     media_type = "text/event-stream"
+    object_name = ""
+    token_key = b""  # what precedes a token's JSON inside `choices[0]`
+    token_end = b""  # what closes it
 
     def __init__(self, gen_id: str, model: str, created: int, include_usage: bool) -> None:
         self._base = {
             "id": gen_id,
-            "object": "chat.completion.chunk",
+            "object": self.object_name,
             "created": created,
             "model": model,
             "system_fingerprint": "fp_ollama",
         }
         self._include_usage = include_usage
         prefix = dumps(self._base)[:-1]
-        self._pre = b"data: " + prefix + b',"choices":[{"index":0,"delta":{"content":'
-        self._post = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+        self._pre = b"data: " + prefix + b',"choices":[{"index":0,' + self.token_key
+        self._post = self.token_end + b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def token(self, text: str) -> bytes:
+        return self._pre + token_json(text) + self._post
+
+    def _tail(self, gen: Generation, choice: dict[str, Any]) -> bytes:
+        choice = {"index": 0, **choice, "logprobs": None, "finish_reason": gen.finish_reason}
+        out = b"data: " + dumps({**self._base, "choices": [choice]}) + b"\n\n"
+        if self._include_usage:
+            usage = {**self._base, "choices": [], "usage": openai_usage(gen)}
+            out += b"data: " + dumps(usage) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+
+class ChatCompletions(_OpenAIStream):
+    """`chat.completion.chunk` SSE as llama.cpp and Ollama send it; `[DONE]` ends the stream."""
+
+    object_name = "chat.completion.chunk"
+    token_key = b'"delta":{"content":'
+    token_end = b"}"
 
     def head(self) -> bytes:
         delta = {"role": "assistant", "content": ""}
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         return b"data: " + dumps({**self._base, "choices": [choice]}) + b"\n\n"
 
-    def token(self, text: str) -> bytes:
-        return self._pre + token_json(text) + self._post
-
     def tail(self, gen: Generation) -> bytes:
-        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": gen.finish_reason}
-        out = b"data: " + dumps({**self._base, "choices": [choice]}) + b"\n\n"
-        if self._include_usage:
-            usage = {**self._base, "choices": [], "usage": openai_usage(gen)}
-            out += b"data: " + dumps(usage) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
+        return self._tail(gen, {"delta": {}})
 
     def body(self, gen: Generation, text: str) -> bytes:
         message = {"role": "assistant", "content": text}
@@ -145,36 +160,17 @@ class ChatCompletions:
         return dumps({**base, "choices": [choice], "usage": openai_usage(gen)})
 
 
-class TextCompletions:
+class TextCompletions(_OpenAIStream):
     """`text_completion` SSE for /v1/completions; same framing as chat, text in `choices[].text`."""
 
-    media_type = "text/event-stream"
-
-    def __init__(self, gen_id: str, model: str, created: int, include_usage: bool) -> None:
-        self._base = {
-            "id": gen_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_ollama",
-        }
-        self._include_usage = include_usage
-        self._pre = b"data: " + dumps(self._base)[:-1] + b',"choices":[{"index":0,"text":'
-        self._post = b',"logprobs":null,"finish_reason":null}]}\n\n'
+    object_name = "text_completion"
+    token_key = b'"text":'
 
     def head(self) -> bytes:
         return b""
 
-    def token(self, text: str) -> bytes:
-        return self._pre + token_json(text) + self._post
-
     def tail(self, gen: Generation) -> bytes:
-        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": gen.finish_reason}
-        out = b"data: " + dumps({**self._base, "choices": [choice]}) + b"\n\n"
-        if self._include_usage:
-            usage = {**self._base, "choices": [], "usage": openai_usage(gen)}
-            out += b"data: " + dumps(usage) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
+        return self._tail(gen, {"text": ""})
 
     def body(self, gen: Generation, text: str) -> bytes:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": gen.finish_reason}
