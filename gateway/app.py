@@ -88,6 +88,11 @@ class Gateway:
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
         self.runtime = self.build_runtime(policy)
+        # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
+        # version on success and keeps the last refusal here, with file, line and field.
+        self.policy_version = 1
+        self.policy_loaded_at = (wall_clock or time.time)()
+        self.reload_error: str | None = None
         self.sampler: SignalSampler | None = None
         if policy.offload is not None:
             self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
