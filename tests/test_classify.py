@@ -398,6 +398,12 @@ CORE = (
     "request_body",
     "errors",
     "simulator/engine",
+    "ladder/stats",
+    "ladder/knee",
+    "ladder/gates",
+    "ladder/prompts",
+    "ladder/compare",
+    "ladder/mix",
 )
 
 

@@ -20,6 +20,7 @@ from gateway.policy.clients import ClientModel, check_key_ref
 from gateway.policy.lanes import LaneModel, implicit_lane
 from gateway.policy.models import ModelsModel
 from gateway.policy.offload_section import OffloadModel
+from gateway.policy.slo_section import SloModel
 from gateway.policy.spec import Policy
 from gateway.policy.upstreams import UpstreamModel
 
@@ -65,6 +66,10 @@ class PolicyDocument(BaseModel):
     offload: Annotated[
         OffloadModel | None,
         Field(description="When offloadable lanes move to the remote pool (unset: never)"),
+    ] = None
+    slo: Annotated[
+        SloModel | None,
+        Field(description="Gate thresholds `lanegate ladder --policy` checks a run against"),
     ] = None
 
     @field_validator("upstreams")
@@ -303,6 +308,7 @@ class PolicyDocument(BaseModel):
             models=self.models.to_spec(),
             offload=self.offload.to_spec() if self.offload else None,
             offload_sample_s=self.offload.sample_interval if self.offload else 5.0,
+            slo=self.slo.to_spec() if self.slo else None,
         )
 
 

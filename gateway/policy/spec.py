@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from gateway.ladder.gates import SloThresholds
 from gateway.offload import OffloadConfig
 
 
@@ -171,6 +172,7 @@ class Policy:
     models: tuple[ModelSpec, ...] = ()
     offload: OffloadConfig | None = None  # None: offloadable lanes stay on the local pool
     offload_sample_s: float = 5.0
+    slo: SloThresholds | None = None  # the ladder's gate thresholds; the gateway ignores them
 
     def upstream(self, name: str) -> UpstreamSpec:
         for spec in self.upstreams:

@@ -410,6 +410,7 @@ def test_schema_names_every_section() -> None:
         "admin_key",
         "models",
         "offload",
+        "slo",
     }
     lane = schema["$defs"]["LaneModel"]["properties"]
     assert {"reserved", "queue_timeout", "tokens_per_day", "model_map", "offloadable"} <= set(lane)
