@@ -75,7 +75,13 @@ def _gate_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", help="policy file whose `slo` section holds the gates")
     g.add_argument("--knee-ratio", type=float, default=3.0, help="p95 TTFT x rung 1")
     g.add_argument("--knee-error-rate", type=float, default=0.01)
-    g.add_argument("--knee-min-gain", type=float, default=0.10, help="throughput gain")
+    g.add_argument(
+        "--knee-min-gain",
+        type=float,
+        default=0.10,
+        help="least throughput gain on the previous rung (default %(default)s; negative: "
+        "tolerate that drop)",
+    )
     g.add_argument("--gate-p95-ttft-ms", type=float, help="interactive p95 TTFT limit, ms")
     g.add_argument("--gate-p95-ratio", type=float, help="p95 TTFT limit x rung 1 (default 3)")
     g.add_argument("--gate-error-rate", type=float, help="default 0.01")

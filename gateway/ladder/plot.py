@@ -36,10 +36,11 @@ def draw(report: Mapping[str, Any], path: Path) -> None:
         ttft_ax.axvline(knee["concurrency"], color="red", linestyle=":", linewidth=1.5)
         ttft_ax.annotate(
             f"knee: {knee['rule']}",
-            xy=(knee["concurrency"], 0.95),
+            xy=(knee["concurrency"], 0.55),
             xycoords=("data", "axes fraction"),
             color="red",
             ha="right",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
     handles = ttft_ax.get_legend_handles_labels()
     extra = rps_ax.get_legend_handles_labels()

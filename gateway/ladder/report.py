@@ -198,7 +198,7 @@ def _contract(report: Mapping[str, Any]) -> list[str]:
 
 
 _HEADER = (
-    "| concurrency | requests | errors | TTFT ms p50/p95/p99 | gap ms p50/p95/p99 | "
+    "| concurrency | requests | errors | TTFT ms p50/p95/p99 | max gap ms p50/p95/p99 | "
     "e2e ms p50/p95/p99 | req/s | tokens/s |"
 )
 

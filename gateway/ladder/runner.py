@@ -29,6 +29,19 @@ from gateway.stream_parser import Api
 
 Clock = Callable[[], float]
 _ERROR_TEXT = 300  # characters of an error body kept in the CSV
+# A server may close an idle keep-alive connection just as we reuse it (llama.cpp's
+# cpp-httplib closes after every stream): the request was never answered, so it is sent once
+# more, as the gateway's own upstream client does (see upstream_http), and only when the
+# close came this soon after sending, so a request a server died on is never sent twice.
+STALE_WINDOW_S = 1.0
+_STALE_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class _Unanswered(Exception):
+    def __init__(self, text: str, sent_at: float) -> None:
+        super().__init__(text)
+        self.text = text
+        self.sent_at = sent_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +174,24 @@ class LoadRunner:
     async def _send(
         self, rung: int, load: LaneLoad, prompt: str, start: float, m: RequestMeasurement
     ) -> RequestRow:
+        for attempt in (1, 2):
+            try:
+                return await self._attempt(rung, load, prompt, start, m)
+            except _Unanswered as exc:
+                if attempt == 2 or self.now() - exc.sent_at > STALE_WINDOW_S:
+                    return self._failed(rung, load, start, 0, exc.text)
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self, rung: int, load: LaneLoad, prompt: str, start: float, m: RequestMeasurement
+    ) -> RequestRow:
+        sent_at = self.now()
+        answered = False
         try:
             async with self.client.stream(
                 "POST", self.url, json=self._body(prompt), headers=dict(load.headers)
             ) as response:
+                answered = True
                 if response.status_code >= 400:
                     body = await response.aread()
                     return self._failed(rung, load, start, response.status_code, _error(body))
@@ -175,7 +202,10 @@ class LoadRunner:
                     m.on_body(await response.aread(), self.now())
                 status = response.status_code
         except httpx.HTTPError as exc:
-            return self._failed(rung, load, start, 0, f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT])
+            text = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT]
+            if not answered and isinstance(exc, _STALE_ERRORS):
+                raise _Unanswered(text, sent_at) from exc
+            return self._failed(rung, load, start, 0, text)
         return self._row(rung, load, start, m, status)
 
     def _row(

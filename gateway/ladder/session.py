@@ -7,7 +7,8 @@ ran (the interrupted one marked partial), so Ctrl-C loses nothing that was measu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.ladder.knee import Knee, KneeRules, RungPoint, knee_at
@@ -44,6 +45,7 @@ class LadderState:
     rungs: list[RungResult] = field(default_factory=list)
     knee: Knee | None = None
     current: tuple[int, float] | None = None  # (concurrency, started_s) of the running rung
+    in_flight: dict[str, int] = field(default_factory=dict)  # lane → closed-loop workers
     interrupted: bool = False
 
 
@@ -79,6 +81,7 @@ class Ladder:
                 self.on_rung(concurrency, started)
             ramp = self._ramp_s(concurrency)
             loads = self.loads_for(concurrency)
+            self.state.in_flight = {load.name: load.concurrency for load in loads}
             await self.runner.run_step(concurrency, loads, self.rung_seconds, ramp)
             self.state.current = None
             self._close_rung(concurrency, started, partial=False)
@@ -105,7 +108,9 @@ class Ladder:
 
     def _close_rung(self, concurrency: int, started: float, *, partial: bool) -> None:
         rows = [row for row in self.runner.rows if row.rung == concurrency]
-        result = summarise(concurrency, started, rows, self.recorder.rows, partial=partial)
+        result = summarise(
+            concurrency, started, rows, self.recorder.rows, self.state.in_flight, partial=partial
+        )
         self.state.rungs.append(result)
         if partial or self.state.knee is not None:
             return
@@ -118,9 +123,12 @@ def summarise(
     started: float,
     rows: Sequence[RequestRow],
     signals: Sequence[SignalRow],
+    in_flight: Mapping[str, int],
     *,
     partial: bool,
 ) -> RungResult:
+    """One rung's figures; `in_flight` maps each lane to its closed-loop workers (0: open
+    loop), so each lane's throughput follows its own loop (see `stats.summarise_rung`)."""
     span = rung_span(rows, started)
     ended = started + span
     lanes = {
@@ -129,17 +137,32 @@ def summarise(
             [row for row in rows if row.lane == lane],
             span,
             lane=lane,
+            in_flight=in_flight.get(lane) or None,
             partial=partial,
         )
         for lane in sorted({row.lane for row in rows})
     }
+    closed_only = all(in_flight.get(lane) for lane in lanes)
+    overall = summarise_rung(
+        concurrency,
+        rows,
+        span,
+        in_flight=concurrency if len(lanes) == 1 and closed_only else None,
+        partial=partial,
+    )
+    if len(lanes) > 1:  # a mix: the whole is the sum of its lanes
+        overall = dataclasses.replace(
+            overall,
+            throughput_rps=sum(s.throughput_rps for s in lanes.values()),
+            tokens_per_s=sum(s.tokens_per_s for s in lanes.values()),
+        )
     samples = window(signals, started, ended) or _nearest(signals, ended)
     baseline = next((s.swap_used_bytes for s in signals if s.swap_used_bytes is not None), None)
     return RungResult(
         concurrency=concurrency,
         started_s=started,
         ended_s=ended,
-        overall=summarise_rung(concurrency, rows, span, partial=partial),
+        overall=overall,
         lanes=lanes,
         peak_rss_bytes=peak_rss(samples),
         swap_growth_bytes=swap_growth(samples, baseline),

@@ -63,7 +63,7 @@ class RungStats:
     ttft: Percentiles
     gap: Percentiles  # over each request's worst inter-chunk gap
     e2e: Percentiles
-    throughput_rps: float  # completed requests per second of `duration_s`
+    throughput_rps: float  # completed requests per second (see `summarise_rung`)
     tokens_per_s: float  # completion tokens of completed requests per second
     partial: bool = False  # cut short by Ctrl-C
 
@@ -93,13 +93,21 @@ def summarise_rung(
     duration_s: float,
     *,
     lane: str = "",
+    in_flight: int | None = None,
     partial: bool = False,
 ) -> RungStats:
-    """Summarise the requests of one rung (all of them one lane's, or the whole rung's)."""
+    """Summarise the requests of one rung (all of them one lane's, or the whole rung's).
+
+    Throughput of a closed loop of `in_flight` workers is `in_flight / mean e2e` scaled by
+    the share completed: Little's law, exact for a closed loop without think time, and free
+    of the edge effects a short window has (the ramp at the start, the drain at the end, and
+    whole requests falling either side of the deadline). Without `in_flight` (an open loop,
+    or a mix of lanes) it is completed requests over `duration_s`.
+    """
     counted = [row for row in rows if not row.interrupted]
     done = [row for row in counted if row.ok]
-    span = max(duration_s, 1e-9)
     tokens = sum(row.completion_tokens or 0 for row in done)
+    rps = _throughput(counted, len(done), duration_s, in_flight)
     return RungStats(
         concurrency=concurrency,
         lane=lane,
@@ -110,10 +118,21 @@ def summarise_rung(
         ttft=percentiles([row.ttft_s for row in done if row.ttft_s is not None]),
         gap=percentiles([row.gap_max_s for row in done if row.gap_max_s is not None]),
         e2e=percentiles([row.e2e_s for row in done]),
-        throughput_rps=len(done) / span,
-        tokens_per_s=tokens / span,
+        throughput_rps=rps,
+        tokens_per_s=rps * tokens / len(done) if done else 0.0,
         partial=partial,
     )
+
+
+def _throughput(
+    counted: Sequence[RequestRow], completed: int, duration_s: float, in_flight: int | None
+) -> float:
+    if not counted or not completed:
+        return 0.0
+    if in_flight:
+        mean_e2e = sum(row.e2e_s for row in counted) / len(counted)
+        return in_flight / max(mean_e2e, 1e-9) * completed / len(counted)
+    return completed / max(duration_s, 1e-9)
 
 
 def rung_span(rows: Sequence[RequestRow], started_s: float) -> float:

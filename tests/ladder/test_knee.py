@@ -118,11 +118,19 @@ def test_configurable_rules() -> None:
         {"max_error_rate": -0.1},
         {"max_error_rate": 1.0},
         {"min_throughput_gain": -1},
+        {"min_throughput_gain": -2},
     ],
 )
 def test_invalid_rules_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         KneeRules(**kwargs)
+
+
+def test_a_negative_gain_tolerates_a_small_drop() -> None:
+    rungs = ladder((1, 0.1, 0, 1.0), (2, 0.11, 0, 0.9), (4, 0.12, 0, 0.7))
+    tolerant = KneeRules(min_throughput_gain=-0.2)
+    knee = find_knee(rungs, tolerant)
+    assert knee is not None and (knee.concurrency, knee.rule) == (4, THROUGHPUT)
 
 
 def test_knee_at_judges_one_rung_for_an_early_stop() -> None:

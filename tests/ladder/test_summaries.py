@@ -49,6 +49,17 @@ def test_rung_summary_counts_errors_and_leaves_interrupted_requests_out() -> Non
     assert stats.tokens_per_s == pytest.approx(5.0)
 
 
+def test_closed_loop_throughput_follows_littles_law() -> None:
+    # 4 workers, each request 2 s: 2 requests/s whatever the window's edges did.
+    rows = [row(e2e=2.0) for _ in range(6)]
+    stats = summarise_rung(4, rows, duration_s=5.3, in_flight=4)
+    assert stats.throughput_rps == pytest.approx(2.0)
+    assert stats.tokens_per_s == pytest.approx(20.0)
+    # A quarter of the requests failed: only completed ones count.
+    rows += [row(e2e=2.0, status=500, error="boom", tokens=None) for _ in range(2)]
+    assert summarise_rung(4, rows, 5.3, in_flight=4).throughput_rps == pytest.approx(1.5)
+
+
 def test_a_200_with_an_in_stream_error_is_not_completed() -> None:
     stats = summarise_rung(1, [row(error="model crashed")], 1.0)
     assert (stats.completed, stats.errors) == (0, 1)

@@ -1,0 +1,72 @@
+"""`lanegate ladder` against llama.cpp's own `llama-server` with `--parallel 4`.
+
+The large tiny model decodes about 60 tokens/s on one thread, so one request of 32 tokens
+takes about 0.6 s: long enough that, past 4 requests in flight, the fifth waits a whole
+request for a slot. The knee must then land on 8, the first rung above the slot count.
+
+The engine's compute thread must get a whole core for its numbers to mean anything (see
+`calibration.MIN_CPU`): a ladder during which it got less is run again, up to
+`calibration.ATTEMPTS` times (with fresh prompts: the server caches prompts per slot), and
+the best-fed run is judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.calibration import best_fed
+from tests.e2e.conftest import SLOTS, Engine
+from tests.support.processes import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300, func_only=True)]
+
+
+def ladder(engine: Engine, out: Path, seed: int) -> subprocess.CompletedProcess[str]:
+    assert engine.server is not None and engine.server.proc is not None
+    return subprocess.run(
+        [
+            sys.executable, "-m", "gateway", "ladder",
+            "--base-url", engine.base_url + "/v1", "--model", engine.alias,
+            "--rungs", "1,2,4,8", "--rung-seconds", "3", "--max-tokens", "32",
+            "--prompt-tokens", "48", "--out", str(out), "--no-plot",
+            "--watch-pid", str(engine.server.proc.pid), "--seed", str(seed),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def test_the_knee_lands_on_the_first_rung_above_the_slots(
+    large_engine: Engine, tmp_path: Path
+) -> None:
+    assert large_engine.server is not None and large_engine.server.proc is not None
+
+    async def attempt(index: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+        out = tmp_path / f"run-{index}"
+        # A new prompt set each time: llama-server keeps each slot's last prompt cached.
+        return await asyncio.to_thread(ladder, large_engine, out, 100 + index), out
+
+    (result, out), share = asyncio.run(best_fed(attempt, large_engine.server.proc.pid))
+    assert result.returncode in (0, 1), result.stderr
+    report: dict[str, Any] = json.loads((out / "report.json").read_text())
+    rungs = {rung["concurrency"]: rung for rung in report["rungs"]}
+    context = f"engine got {share:.0%} of a core; rungs: {report['rungs']}"
+    assert rungs[1]["e2e_ms"]["p50"] >= 300, "one request must take at least 0.3 s"
+    assert all(rung["errors"] == 0 for rung in rungs.values()), context
+    knee = report["knee"]
+    assert knee is not None, context
+    assert knee["concurrency"] == 8 == 2 * SLOTS, (knee, context)
+    assert "ttft_ratio" in knee["rules"]
+    assert report["target"]["digest"] == "unknown"  # llama.cpp publishes none
+    with (out / "requests.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == sum(rung["requests"] for rung in rungs.values())
+    assert all(int(row["completion_tokens"]) == 32 for row in rows)
+    assert all(rung["peak_rss_bytes"] > 100 << 20 for rung in rungs.values())  # 200 MB model
