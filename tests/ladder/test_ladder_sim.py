@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,11 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
+    # Progress while it ran (piped: a line every 5 s), then the verdict.
+    assert re.search(
+        r"rung \d/5 concurrency \d+: .* \d+ done, p95 TTFT \d+ ms, 0 errors", result.stderr
+    )
+    assert "knee at 8 (ttft_ratio); gates pass" in result.stderr
 
     knee = report["knee"]
     assert knee["concurrency"] == 8, report["rungs"]
