@@ -7,8 +7,7 @@ ran (the interrupted one marked partial), so Ctrl-C loses nothing that was measu
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.ladder.knee import Knee, KneeRules, RungPoint, knee_at
@@ -45,7 +44,7 @@ class LadderState:
     rungs: list[RungResult] = field(default_factory=list)
     knee: Knee | None = None
     current: tuple[int, float] | None = None  # (concurrency, started_s) of the running rung
-    in_flight: dict[str, int] = field(default_factory=dict)  # lane → closed-loop workers
+    window: tuple[float, float] = (0.0, 0.0)  # the running rung's steady part: ramp to deadline
     interrupted: bool = False
 
 
@@ -81,7 +80,7 @@ class Ladder:
                 self.on_rung(concurrency, started)
             ramp = self._ramp_s(concurrency)
             loads = self.loads_for(concurrency)
-            self.state.in_flight = {load.name: load.concurrency for load in loads}
+            self.state.window = (started + ramp, started + self.rung_seconds)
             await self.runner.run_step(concurrency, loads, self.rung_seconds, ramp)
             self.state.current = None
             self._close_rung(concurrency, started, partial=False)
@@ -108,8 +107,11 @@ class Ladder:
 
     def _close_rung(self, concurrency: int, started: float, *, partial: bool) -> None:
         rows = [row for row in self.runner.rows if row.rung == concurrency]
+        start, end = self.state.window
+        if partial:  # cut short: the steady part ended when the last request did
+            end = min(end, max((r.start_s + r.e2e_s for r in rows), default=start))
         result = summarise(
-            concurrency, started, rows, self.recorder.rows, self.state.in_flight, partial=partial
+            concurrency, started, rows, self.recorder.rows, (start, end), partial=partial
         )
         self.state.rungs.append(result)
         if partial or self.state.knee is not None:
@@ -123,12 +125,11 @@ def summarise(
     started: float,
     rows: Sequence[RequestRow],
     signals: Sequence[SignalRow],
-    in_flight: Mapping[str, int],
+    steady: tuple[float, float],
     *,
     partial: bool,
 ) -> RungResult:
-    """One rung's figures; `in_flight` maps each lane to its closed-loop workers (0: open
-    loop), so each lane's throughput follows its own loop (see `stats.summarise_rung`)."""
+    """One rung's figures; throughput over the `steady` window (see `stats.summarise_rung`)."""
     span = rung_span(rows, started)
     ended = started + span
     lanes = {
@@ -137,25 +138,12 @@ def summarise(
             [row for row in rows if row.lane == lane],
             span,
             lane=lane,
-            in_flight=in_flight.get(lane) or None,
+            window=steady,
             partial=partial,
         )
         for lane in sorted({row.lane for row in rows})
     }
-    closed_only = all(in_flight.get(lane) for lane in lanes)
-    overall = summarise_rung(
-        concurrency,
-        rows,
-        span,
-        in_flight=concurrency if len(lanes) == 1 and closed_only else None,
-        partial=partial,
-    )
-    if len(lanes) > 1:  # a mix: the whole is the sum of its lanes
-        overall = dataclasses.replace(
-            overall,
-            throughput_rps=sum(s.throughput_rps for s in lanes.values()),
-            tokens_per_s=sum(s.tokens_per_s for s in lanes.values()),
-        )
+    overall = summarise_rung(concurrency, rows, span, window=steady, partial=partial)
     samples = window(signals, started, ended) or _nearest(signals, ended)
     baseline = next((s.swap_used_bytes for s in signals if s.swap_used_bytes is not None), None)
     return RungResult(

@@ -93,21 +93,21 @@ def summarise_rung(
     duration_s: float,
     *,
     lane: str = "",
-    in_flight: int | None = None,
+    window: tuple[float, float] | None = None,
     partial: bool = False,
 ) -> RungStats:
     """Summarise the requests of one rung (all of them one lane's, or the whole rung's).
 
-    Throughput of a closed loop of `in_flight` workers is `in_flight / mean e2e` scaled by
-    the share completed: Little's law, exact for a closed loop without think time, and free
-    of the edge effects a short window has (the ramp at the start, the drain at the end, and
-    whole requests falling either side of the deadline). Without `in_flight` (an open loop,
-    or a mix of lanes) it is completed requests over `duration_s`.
+    Throughput counts completed requests per second of the steady `window` (the rung after
+    its ramp, up to its deadline), each request weighted by the share of its time inside
+    the window: a short rung has few requests, and counting whole ones by when they end
+    swings by one request's worth either way. In steady state this is the completion rate
+    exactly. Without a window it is completed requests over `duration_s`.
     """
     counted = [row for row in rows if not row.interrupted]
     done = [row for row in counted if row.ok]
     tokens = sum(row.completion_tokens or 0 for row in done)
-    rps = _throughput(counted, len(done), duration_s, in_flight)
+    rps = _throughput(done, duration_s, window)
     return RungStats(
         concurrency=concurrency,
         lane=lane,
@@ -125,14 +125,23 @@ def summarise_rung(
 
 
 def _throughput(
-    counted: Sequence[RequestRow], completed: int, duration_s: float, in_flight: int | None
+    done: Sequence[RequestRow], duration_s: float, window: tuple[float, float] | None
 ) -> float:
-    if not counted or not completed:
+    if not done:
         return 0.0
-    if in_flight:
-        mean_e2e = sum(row.e2e_s for row in counted) / len(counted)
-        return in_flight / max(mean_e2e, 1e-9) * completed / len(counted)
-    return completed / max(duration_s, 1e-9)
+    if window is None or window[1] <= window[0]:
+        return len(done) / max(duration_s, 1e-9)
+    start, end = window
+    share = sum(_inside(row, start, end) for row in done)
+    return share / (end - start)
+
+
+def _inside(row: RequestRow, start: float, end: float) -> float:
+    """The share of a request's time that fell inside [start, end]."""
+    if row.e2e_s <= 0:
+        return 1.0 if start <= row.start_s <= end else 0.0
+    overlap = min(end, row.start_s + row.e2e_s) - max(start, row.start_s)
+    return max(0.0, overlap) / row.e2e_s
 
 
 def rung_span(rows: Sequence[RequestRow], started_s: float) -> float:

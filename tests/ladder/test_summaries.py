@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.ladder.compare import compare_reports
@@ -49,15 +51,23 @@ def test_rung_summary_counts_errors_and_leaves_interrupted_requests_out() -> Non
     assert stats.tokens_per_s == pytest.approx(5.0)
 
 
-def test_closed_loop_throughput_follows_littles_law() -> None:
-    # 4 workers, each request 2 s: 2 requests/s whatever the window's edges did.
-    rows = [row(e2e=2.0) for _ in range(6)]
-    stats = summarise_rung(4, rows, duration_s=5.3, in_flight=4)
-    assert stats.throughput_rps == pytest.approx(2.0)
-    assert stats.tokens_per_s == pytest.approx(20.0)
-    # A quarter of the requests failed: only completed ones count.
-    rows += [row(e2e=2.0, status=500, error="boom", tokens=None) for _ in range(2)]
-    assert summarise_rung(4, rows, 5.3, in_flight=4).throughput_rps == pytest.approx(1.5)
+def at(start: float, e2e: float, **kwargs: object) -> RequestRow:
+    return dataclasses.replace(row(e2e=e2e, **kwargs), start_s=start)  # type: ignore[arg-type]
+
+
+def test_throughput_counts_requests_by_their_share_of_the_steady_window() -> None:
+    # Two workers, each request 2 s, window [1, 5]: one worker ran 0-2, 2-4, 4-6 (shares
+    # 0.5, 1, 0.5), the other 1-3, 3-5, 5-7 (1, 1, 0): 4 requests in 4 s, 1 per second,
+    # where counting whole requests by their end would say 3 (or 5).
+    rows = [at(t, 2.0) for t in (0, 2, 4, 1, 3, 5)]
+    stats = summarise_rung(2, rows, duration_s=7.0, window=(1.0, 5.0))
+    assert stats.throughput_rps == pytest.approx(1.0)
+    assert stats.tokens_per_s == pytest.approx(10.0)
+    # Failed requests do no useful work: they count for nothing.
+    rows += [at(2.0, 2.0, status=500, error="boom", tokens=None)]
+    assert summarise_rung(2, rows, 7.0, window=(1.0, 5.0)).throughput_rps == pytest.approx(1.0)
+    # Without a window: completed over the span.
+    assert summarise_rung(2, rows, 6.0).throughput_rps == pytest.approx(1.0)
 
 
 def test_a_200_with_an_in_stream_error_is_not_completed() -> None:
