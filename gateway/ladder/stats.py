@@ -98,11 +98,12 @@ def summarise_rung(
 ) -> RungStats:
     """Summarise the requests of one rung (all of them one lane's, or the whole rung's).
 
-    Throughput counts completed requests per second of the steady `window` (the rung after
-    its ramp, up to its deadline), each request weighted by the share of its time inside
-    the window: a short rung has few requests, and counting whole ones by when they end
-    swings by one request's worth either way. In steady state this is the completion rate
-    exactly. Without a window it is completed requests over `duration_s`.
+    Throughput is the completion rate once the rung is under way: with the completions
+    after the ramp (`window[0]`; those of the drain included) at times e1..en, it is
+    (n - 1) / (en - e1). Measured from one completion to another, it has no window edge
+    to fall on either side of: counting whole requests in a fixed window swings by one
+    request's worth, a lot for a short rung. Without a window, or with fewer than two such
+    completions, it is completed requests over `duration_s`.
     """
     counted = [row for row in rows if not row.interrupted]
     done = [row for row in counted if row.ok]
@@ -129,19 +130,11 @@ def _throughput(
 ) -> float:
     if not done:
         return 0.0
-    if window is None or window[1] <= window[0]:
-        return len(done) / max(duration_s, 1e-9)
-    start, end = window
-    share = sum(_inside(row, start, end) for row in done)
-    return share / (end - start)
-
-
-def _inside(row: RequestRow, start: float, end: float) -> float:
-    """The share of a request's time that fell inside [start, end]."""
-    if row.e2e_s <= 0:
-        return 1.0 if start <= row.start_s <= end else 0.0
-    overlap = min(end, row.start_s + row.e2e_s) - max(start, row.start_s)
-    return max(0.0, overlap) / row.e2e_s
+    if window is not None:
+        ends = sorted(e for row in done if (e := row.start_s + row.e2e_s) >= window[0])
+        if len(ends) >= 2 and ends[-1] > ends[0]:
+            return (len(ends) - 1) / (ends[-1] - ends[0])
+    return len(done) / max(duration_s, 1e-9)
 
 
 def rung_span(rows: Sequence[RequestRow], started_s: float) -> float:

@@ -55,19 +55,21 @@ def at(start: float, e2e: float, **kwargs: object) -> RequestRow:
     return dataclasses.replace(row(e2e=e2e, **kwargs), start_s=start)  # type: ignore[arg-type]
 
 
-def test_throughput_counts_requests_by_their_share_of_the_steady_window() -> None:
-    # Two workers, each request 2 s, window [1, 5]: one worker ran 0-2, 2-4, 4-6 (shares
-    # 0.5, 1, 0.5), the other 1-3, 3-5, 5-7 (1, 1, 0): 4 requests in 4 s, 1 per second,
-    # where counting whole requests by their end would say 3 (or 5).
+def test_throughput_is_the_completion_rate_after_the_ramp() -> None:
+    # Two workers, requests of 2 s, the second worker ramped in 1 s late: completions at
+    # 2, 3, 4, 5, 6, 7, one a second. The ramp's window starts at 1 s.
     rows = [at(t, 2.0) for t in (0, 2, 4, 1, 3, 5)]
     stats = summarise_rung(2, rows, duration_s=7.0, window=(1.0, 5.0))
     assert stats.throughput_rps == pytest.approx(1.0)
     assert stats.tokens_per_s == pytest.approx(10.0)
     # Failed requests do no useful work: they count for nothing.
-    rows += [at(2.0, 2.0, status=500, error="boom", tokens=None)]
+    rows += [at(2.0, 0.5, status=500, error="boom", tokens=None)]
     assert summarise_rung(2, rows, 7.0, window=(1.0, 5.0)).throughput_rps == pytest.approx(1.0)
-    # Without a window: completed over the span.
-    assert summarise_rung(2, rows, 6.0).throughput_rps == pytest.approx(1.0)
+    # Completions before the window (the ramp) are left out: 3, 4 ... 7 → 4 in 4 s.
+    rows += [at(0.0, 0.5)]
+    assert summarise_rung(2, rows, 7.0, window=(2.5, 5.0)).throughput_rps == pytest.approx(1.0)
+    # Without a window, or too few completions: completed over the span.
+    assert summarise_rung(2, rows[:1], 6.0).throughput_rps == pytest.approx(1 / 6)
 
 
 def test_a_200_with_an_in_stream_error_is_not_completed() -> None:
