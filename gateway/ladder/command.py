@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.ladder.compare import compare_reports
-from gateway.ladder.endpoint import model_info
+from gateway.ladder.endpoint import ModelInfo, Unreachable, model_info
 from gateway.ladder.gates import GateRung, SloThresholds, evaluate
 from gateway.ladder.knee import KneeRules
 from gateway.ladder.meta import host_info, tool_info
 from gateway.ladder.mix import LaneShare, parse_assignments, parse_mix, parse_rungs
 from gateway.ladder.progress import Progress
-from gateway.ladder.prompts import make_prompts
+from gateway.ladder.prompts import PromptSet, make_prompts
 from gateway.ladder.report import build_report, write_outputs
 from gateway.ladder.runner import Contract, LaneLoad, LoadRunner
 from gateway.ladder.session import Ladder, LadderState, RungResult
@@ -125,43 +125,15 @@ def run_ladder(args: argparse.Namespace) -> int:
     plan = plan_from(args)
     prompts = make_prompts(args.seed, args.prompt_tokens)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    state, ladder_meta = asyncio.run(_climb(plan, args, prompts))
-    runner, recorder, info = ladder_meta
+    try:
+        state, (runner, recorder, info) = asyncio.run(_climb(plan, args, prompts))
+    except Unreachable as exc:
+        raise LadderUsageError(f"{exc} (is the server running, and --base-url right?)") from None
+    except KeyboardInterrupt:  # before the first rung: nothing was measured
+        print("lanegate ladder: interrupted before the first request", file=sys.stderr)
+        return EXIT_INTERRUPTED
     report = build_report(
-        meta={
-            "started_at": started_at,
-            "interrupted": state.interrupted,
-            "tool": tool_info(),
-            "target": {
-                "base_url": plan.base_url,
-                "model": plan.model,
-                "lane": args.lane,
-                "digest": info.digest,
-                "digest_source": info.digest_source,
-                "server_version": info.server_version,
-            },
-            "host": host_info(),
-            "contract": {
-                **dataclasses.asdict(plan.contract),
-                "prompt_tokens": prompts.tokens,
-                "prompt_seed": prompts.seed,
-                "prompt_count": len(prompts.prompts),
-                "prompt_set_sha256": prompts.sha256,
-            },
-            "ladder": {
-                "rungs": list(plan.rungs),
-                "rung_seconds": args.rung_seconds,
-                "stop_at_knee": args.stop_at_knee,
-                "mix": args.mix,
-                "knee_rules": dataclasses.asdict(plan.rules),
-            },
-            "signals": {
-                "samples": len(recorder.rows),
-                "interval_s": args.sample_interval,
-                "watch": _watch_text(args),
-                "error": recorder.error,
-            },
-        },
+        meta=_meta(plan, args, prompts, started_at, state, recorder, info),
         rungs=state.rungs,
         knee=state.knee,
         thresholds=dataclasses.asdict(plan.thresholds),
@@ -178,7 +150,55 @@ def run_ladder(args: argparse.Namespace) -> int:
     return 0 if report["gates"]["passed"] else EXIT_GATE_FAILED
 
 
-async def _climb(plan: Plan, args: argparse.Namespace, prompts: Any) -> tuple[LadderState, Any]:
+def _meta(
+    plan: Plan,
+    args: argparse.Namespace,
+    prompts: PromptSet,
+    started_at: str,
+    state: LadderState,
+    recorder: SignalRecorder,
+    info: ModelInfo,
+) -> dict[str, Any]:
+    """Everything about the run but its measurements: who, what, where, and how."""
+    return {
+        "started_at": started_at,
+        "interrupted": state.interrupted,
+        "tool": tool_info(),
+        "target": {
+            "base_url": plan.base_url,
+            "model": plan.model,
+            "lane": args.lane,
+            "digest": info.digest,
+            "digest_source": info.digest_source,
+            "server_version": info.server_version,
+        },
+        "host": host_info(),
+        "contract": {
+            **dataclasses.asdict(plan.contract),
+            "prompt_tokens": prompts.tokens,
+            "prompt_seed": prompts.seed,
+            "prompt_count": len(prompts.prompts),
+            "prompt_set_sha256": prompts.sha256,
+        },
+        "ladder": {
+            "rungs": list(plan.rungs),
+            "rung_seconds": args.rung_seconds,
+            "stop_at_knee": args.stop_at_knee,
+            "mix": args.mix,
+            "knee_rules": dataclasses.asdict(plan.rules),
+        },
+        "signals": {
+            "samples": len(recorder.rows),
+            "interval_s": args.sample_interval,
+            "watch": _watch_text(args),
+            "error": recorder.error,
+        },
+    }
+
+
+async def _climb(
+    plan: Plan, args: argparse.Namespace, prompts: PromptSet
+) -> tuple[LadderState, tuple[LoadRunner, SignalRecorder, ModelInfo]]:
     info = await model_info(plan.base_url, plan.model, api_key=plan.api_key)
     runner = LoadRunner(
         plan.base_url,

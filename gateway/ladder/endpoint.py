@@ -34,6 +34,8 @@ def host_of(base_url: str) -> str:
 async def model_info(
     base_url: str, model: str, *, api_key: str | None = None, timeout_s: float = 5.0
 ) -> ModelInfo:
+    """The model's digest and the server's version; raises `Unreachable` when the host
+    does not answer at all (an HTTP error status is an answer: the digest is then unknown)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(timeout=timeout_s, headers=headers) as client:
         tags_url = host_of(base_url) + "/api/tags"
@@ -50,9 +52,16 @@ async def model_info(
     return ModelInfo(digest, source, _text(server_version))
 
 
+class Unreachable(Exception):
+    """Nothing answers at the base URL: no point in starting the ladder."""
+
+
 async def _get_json(client: httpx.AsyncClient, url: str) -> Any:
-    with contextlib.suppress(httpx.HTTPError, ValueError):
+    try:
         response = await client.get(url)
+    except httpx.TransportError as exc:
+        raise Unreachable(f"nothing answers at {url}: {type(exc).__name__}: {exc}") from None
+    with contextlib.suppress(ValueError):
         if response.status_code == 200:
             return response.json()
     return None

@@ -34,6 +34,7 @@ _ERROR_TEXT = 300  # characters of an error body kept in the CSV
 # more, as the gateway's own upstream client does (see upstream_http), and only when the
 # close came this soon after sending, so a request a server died on is never sent twice.
 STALE_WINDOW_S = 1.0
+NO_ANSWER_PAUSE_S = 0.1  # after a request that got no HTTP answer, before the next
 _STALE_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
@@ -138,7 +139,9 @@ class LoadRunner:
     async def _closed(self, rung: int, load: LaneLoad, deadline: float, delay: float) -> None:
         await asyncio.sleep(delay)
         while self.now() < deadline:
-            await self.request(rung, load)
+            row = await self.request(rung, load)
+            if row.status == 0:  # no answer at all: do not spin on a dead server
+                await asyncio.sleep(NO_ANSWER_PAUSE_S)
 
     async def _open(self, rung: int, load: LaneLoad, deadline: float) -> None:
         interval = 1.0 / load.rate_per_s

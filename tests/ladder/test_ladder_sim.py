@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from gateway.ladder.stats import percentile
-from tests.support.processes import REPO, Service, start_lanegate, write_policy
+from tests.support.processes import REPO, Service, free_port, start_lanegate, write_policy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -236,3 +236,11 @@ classify:
 
 def _json_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if '"request_id"' in line and "{" in line]
+
+
+def test_a_server_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens on it
+    result = run_ladder(f"http://127.0.0.1:{port}/v1", tmp_path / "run", "--rungs", "1")
+    assert result.returncode == 2
+    assert f"nothing answers at http://127.0.0.1:{port}/api/tags" in result.stderr
+    assert not (tmp_path / "run").exists()
