@@ -9,6 +9,7 @@ So the knee must land on 8, the first rung above the slot count.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import signal
@@ -244,3 +245,35 @@ def test_a_server_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"nothing answers at http://127.0.0.1:{port}/api/tags" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_mix_with_per_lane_api_keys(knee_sim: Service, tmp_path: Path) -> None:
+    # Named clients only: a request without one of these keys is refused (401), so every
+    # request succeeding proves each lane sent its own key.
+    keys = {"interactive": "lg-ui-key-for-the-ladder", "batch": "lg-batch-key-for-the-ladder"}
+    clients = "clients:\n" + "".join(
+        f"  - {{name: {lane}-app, key: 'sha256:{hashlib.sha256(key.encode()).hexdigest()}', "
+        f"lanes: [{lane}], default_lane: {lane}}}\n"
+        for lane, key in keys.items()
+    )
+    policy = write_policy(
+        tmp_path / "policy.yaml",
+        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
+        MIX_LANES.replace("  anonymous_lanes: [interactive, batch, heartbeat]\n", "") + clients,
+    )
+    gateway = start_lanegate(
+        "gateway-keys", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+        ready_path="/healthz", log_dir=tmp_path,
+    )  # fmt: skip
+    try:
+        out = tmp_path / "run"
+        result = run_ladder(
+            gateway.url + "/v1", out, "--mix", "interactive=1,batch=2", "--rung-seconds", "2",
+            "--no-plot", *(f"--lane-key={lane}={key}" for lane, key in keys.items()),
+        )  # fmt: skip
+    finally:
+        gateway.stop()
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out / "requests.csv")
+    assert {row["lane"] for row in rows} == {"interactive", "batch"}
+    assert all(row["status"] == "200" for row in rows), rows
