@@ -35,11 +35,11 @@ from gateway.errors import (
     error_body,
     shape_for_path,
 )
-from gateway.host_signal_reader import HttpSource, SignalSampler, SignalSource, default_source
+from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
-from gateway.offload_loop import OffloadLoop
+from gateway.offload_loop import OffloadLoop, upstream_signal_source
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
@@ -83,7 +83,7 @@ class Gateway:
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
         self.discovery = Discovery(self.clients, self.clock, settings.discovery_interval)
-        self.router = UpstreamRouter(self.discovered, self.clock)
+        self.router = UpstreamRouter(self.discovered, self.clock, solo=self.rolling)
         self.flow = RequestFlow(
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
@@ -116,7 +116,7 @@ class Gateway:
         self.discovery.start()
         if self.sampler is not None and self.flow.offload is not None:
             await self.sampler.start()
-            self.flow.offload.start()
+            await self.flow.offload.start()
 
     async def shutdown(self) -> None:
         if self.sampler is not None and self.flow.offload is not None:
@@ -199,7 +199,7 @@ def _signal_source(policy: Policy) -> SignalSource:
     demo, or an agent), else this machine's own (sysctl on macOS, /proc on Linux)."""
     for upstream in policy.pool(default_upstream(policy).pool):
         if upstream.signals_url:
-            return HttpSource(upstream.signals_url)
+            return upstream_signal_source(upstream)
     return default_source()
 
 

@@ -124,7 +124,8 @@ class RequestFlow:
 
             if route.inference:
                 pool = self._offload_pool(admitted.lane) if admitted else None
-                record = await self.router.run(runtime.policy, model, attempt, pool)
+                lane_of = admitted.lane.name if admitted else None
+                record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
             else:  # metadata: the default upstream answers, no slot is taken
                 record = await attempt(default_upstream(runtime.policy), False)
         except GatewayError as error:
