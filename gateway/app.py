@@ -106,8 +106,17 @@ class Gateway:
         return self.runtime.policy
 
     def build_runtime(self, policy: Policy) -> Runtime:
-        capacity = sum(u.max_concurrency for u in policy.pool(default_upstream(policy).pool))
-        return Runtime(policy, Authenticator(policy), LaneGate(policy, capacity, self.clock))
+        """One lane gate per capacity domain: the local pool, and the remote pool that
+        offloaded lanes use (so offloaded requests never hold the local Mac's slots)."""
+        local_pool = policy.pool(default_upstream(policy).pool)
+        capacity = sum(u.max_concurrency for u in local_pool)
+        remote = [u for u in policy.upstreams if u not in local_pool]
+        remote_gate = None
+        if policy.offload is not None and remote:
+            remote_capacity = sum(u.max_concurrency for u in remote)
+            remote_gate = LaneGate(policy, remote_capacity, self.clock)
+        gate = LaneGate(policy, capacity, self.clock)
+        return Runtime(policy, Authenticator(policy), gate, remote_gate)
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:

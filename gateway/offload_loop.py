@@ -104,7 +104,7 @@ class OffloadLoop:
         ]
         if not levels:
             return Pressure.UNKNOWN.value
-        return min(levels, key=_PRESSURE_RANK.__getitem__).value
+        return str(min(levels, key=_PRESSURE_RANK.__getitem__).value)
 
     def tick(self) -> None:
         decision = self.controller.observe(self.signals())

@@ -56,7 +56,8 @@ class Runtime:
 
     policy: Policy
     auth: Authenticator
-    gate: LaneGate
+    gate: LaneGate  # the local pool's slots
+    remote_gate: LaneGate | None = None  # the remote pool's, for offloaded lanes
 
 
 @dataclass
@@ -105,7 +106,9 @@ class RequestFlow:
                 lane, raw, model, chars = self._lane(runtime.policy, scope, facts, client, raw)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
-                admitted = await self._admit(runtime, lane, client, facts, chars)
+                pool = self._offload_pool(lane)
+                admitted = await self._admit(runtime, lane, client, facts, chars, pool)
+                pool = await self._hop_if_offloaded(runtime, admitted, pool)
                 extra += self._admission_headers(admitted)
 
             async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
@@ -123,7 +126,6 @@ class RequestFlow:
                 )
 
             if route.inference:
-                pool = self._offload_pool(admitted.lane) if admitted else None
                 lane_of = admitted.lane.name if admitted else None
                 record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
             else:  # metadata: the default upstream answers, no slot is taken
@@ -184,18 +186,33 @@ class RequestFlow:
         client: ClientSpec | None,
         facts: RequestFacts,
         chars: int,
+        pool: tuple[UpstreamSpec, ...] | None,
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
         reservation = self.budgets.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
             raise _over_budget(reservation)
+        gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
-            ticket = await runtime.gate.acquire(lane, client)
+            ticket = await gate.acquire(lane, client)
         except BaseException:
             self.budgets.release(reservation)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
+
+    async def _hop_if_offloaded(
+        self, runtime: Runtime, admitted: Admitted, pool: tuple[UpstreamSpec, ...] | None
+    ) -> tuple[UpstreamSpec, ...] | None:
+        """A request queued locally before its lane was offloaded: it goes remote now, and
+        trades its local slot for one of the remote pool's (the local one frees at once)."""
+        if pool is not None or admitted.ticket.gate is not runtime.gate:
+            return pool
+        pool = self._offload_pool(admitted.lane)
+        if pool is not None and runtime.remote_gate is not None:
+            admitted.ticket.release()
+            admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
+        return pool
 
     def _offload_pool(self, lane: LaneSpec) -> tuple[UpstreamSpec, ...] | None:
         """The remote pool while offloading (offloadable lanes only); None: the local pool."""
