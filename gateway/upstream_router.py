@@ -56,6 +56,19 @@ class UpstreamRouter:
             breaker = self.breakers[upstream] = CircuitBreaker(self.breaker_config)
         return breaker
 
+    def probed(self, upstream: str, reachable: bool, detail: str) -> None:
+        """An active probe's result (discovery's periodic read): an unreachable upstream counts
+        a failure even when no request goes there, and a half-open breaker may close on a
+        probe instead of risking a user's request. Probes that reach a closed upstream say
+        nothing new: passive results from real traffic decide."""
+        breaker, now = self.breaker(upstream), self.clock()
+        state = breaker.state(now)
+        if state is BreakerState.CLOSED and not reachable:
+            breaker.record(Outcome.FAILURE, now, f"probe: {detail}")
+        elif state is BreakerState.HALF_OPEN and breaker.allow(now):
+            outcome = Outcome.SUCCESS if reachable else Outcome.FAILURE
+            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe")
+
     def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
         if self._pool is None or self._pool[0] is not policy:  # computed once per policy
             pool = policy.pool(DEFAULT_POOL) or policy.pool(policy.upstreams[0].pool)
