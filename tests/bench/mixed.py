@@ -126,7 +126,8 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
         "wall_s": wall,
     }
     if load.first_remote_s is not None:  # offload moved batch: chat from that moment on
-        after = [t for t, at in zip(load.ttft, load.ttft_started) if at >= load.first_remote_s]
+        pairs = zip(load.ttft, load.ttft_started, strict=True)
+        after = [ttft for ttft, began in pairs if began >= load.first_remote_s]
         result["moved_after_s"] = load.first_remote_s - started
         result["after_move_samples"] = len(after)
         if after:
