@@ -41,8 +41,9 @@
     return value.toFixed(unit ? 1 : 0) + " " + units[unit];
   }
 
-  // An inline SVG polyline of the values (nulls break the line), scaled to its own max.
-  function sparkline(values, testid) {
+  // An inline SVG polyline of the values (nulls break the line), scaled from 0 to its max;
+  // hovering shows the range, written with `format`.
+  function sparkline(values, testid, label, format) {
     const width = 120;
     const height = 28;
     const svg = document.createElementNS(SVG, "svg");
@@ -68,7 +69,11 @@
     const path = document.createElementNS(SVG, "path");
     path.setAttribute("d", d.trim());
     svg.setAttribute("data-points", String(known.length));
-    svg.append(path);
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = known.length
+      ? `${label}: ${format(Math.min(...known))} to ${format(Math.max(...known))}, ${known.length} points`
+      : `${label}: no data yet`;
+    svg.append(title, path);
     return svg;
   }
 
@@ -107,7 +112,7 @@
       el("td", { "data-testid": id("ttft-p50") }, fmtMs(lane.ttft["1m"].p50_ms)),
       el("td", { "data-testid": id("ttft-p95") }, fmtMs(lane.ttft["1m"].p95_ms)),
       el("td", { "data-testid": id("gap-p95") }, fmtMs(lane.gap_p95["1m"].p95_ms)),
-      el("td", {}, sparkline(points, id("spark"))),
+      el("td", {}, sparkline(points, id("spark"), "TTFT p95", fmtMs)),
       el("td", { "data-testid": id("tokens") }, tokens(lane)),
     );
   }
@@ -157,7 +162,7 @@
       el("span", {}, "swap ", el("b", { "data-testid": "host-swap" },
         `${fmtBytes(host.swap_used_bytes)} / ${fmtBytes(host.swap_total_bytes)}`)),
       el("span", {}, "swap trend ", el("b", { "data-testid": "host-swap-trend" }, trend)),
-      sparkline(host.swap_history.map((p) => p[1]), "host-swap-spark"),
+      sparkline(host.swap_history.map((p) => p[1]), "host-swap-spark", "swap used", fmtBytes),
       el("span", { class: "muted" }, `source ${host.source}`),
       host.error ? el("span", { class: "error" }, host.error) : "",
     );
