@@ -3,6 +3,7 @@ simulator, and the status table rendered from a sample document."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from gateway.rolling import RollingRegistry
 from gateway.status_table import render_status
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.processes import REPO, Service, free_port, start_lanegate
 
 ADMIN_KEY = "status-admin-key"
 CLIENT_KEY = "status-client-key"
@@ -217,8 +218,6 @@ def test_cli_prints_tables_and_json(gateway: Service) -> None:
 
     as_json = run_cli("--url", gateway.url, "--admin-key", ADMIN_KEY, "--json")
     assert as_json.returncode == 0, as_json.stderr
-    import json
-
     document = json.loads(as_json.stdout)
     assert [item["name"] for item in document["lanes"]] == ["interactive", "batch"]
 
@@ -230,8 +229,8 @@ def test_cli_says_why_it_failed(gateway: Service) -> None:
     no_key = run_cli("--url", gateway.url)
     assert no_key.returncode == 1
     assert "LANEGATE_ADMIN_KEY" in no_key.stderr
-    port = gateway.port + 1 if gateway.port < 65535 else gateway.port - 1
-    unreachable = run_cli("--url", f"http://127.0.0.1:{port}", "--admin-key", ADMIN_KEY)
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port just freed: nothing listens there
+    unreachable = run_cli("--url", nobody, "--admin-key", ADMIN_KEY)
     assert unreachable.returncode == 1
     assert "cannot reach the gateway" in unreachable.stderr
 

@@ -101,7 +101,7 @@ lanegate demo is running (policy: {here / "policies/demo.yaml"})
   API key         : any key (the demo policy defines no clients yet)
   upstreams       : sim-mini (local, :11501), sim-m4max (remote, :11502)
   dashboard       : http://127.0.0.1:{port}/dashboard (admin key: {admin_key})
-  status          : LANEGATE_ADMIN_KEY={admin_key} lanegate status
+  status          : LANEGATE_ADMIN_KEY={admin_key} lanegate status --url http://127.0.0.1:{port}
 
 Try it (Python, openai SDK):
   from openai import OpenAI
