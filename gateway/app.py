@@ -49,6 +49,7 @@ from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
+from gateway.status import status_routes
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
 
@@ -95,9 +96,9 @@ class Gateway:
         self.policy_version = 1
         self.policy_loaded_at = (wall_clock or time.time)()
         self.reload_error: str | None = None
-        self.sampler: SignalSampler | None = None
+        # Sampled always (status and metrics show host signals); only offload acts on them.
+        self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
         if policy.offload is not None:
-            self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
             self.flow.offload = OffloadLoop(
                 policy, self.sampler, self.rolling, self.router, self.clock
             )
@@ -125,14 +126,14 @@ class Gateway:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
         self.discovery.start()
-        if self.sampler is not None and self.flow.offload is not None:
-            await self.sampler.start()
+        await self.sampler.start()
+        if self.flow.offload is not None:
             await self.flow.offload.start()
 
     async def shutdown(self) -> None:
-        if self.sampler is not None and self.flow.offload is not None:
+        if self.flow.offload is not None:
             await self.flow.offload.stop()
-            await self.sampler.stop()
+        await self.sampler.stop()
         await self.discovery.stop()
         clients = list(self.clients.values())
         self.clients.clear()
@@ -284,6 +285,7 @@ def build_control_app(gateway: Gateway) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
+        *status_routes(gateway),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

@@ -392,6 +392,7 @@ CORE = (
     "model_lists",
     "stream_parser",
     "rolling",
+    "status_table",
     "measurement",
     "event_framing",
     "routes",
