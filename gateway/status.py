@@ -66,17 +66,21 @@ def _series_keys(
 
 
 def lane_status(gateway: Gateway, lane: LaneSpec, now: float) -> Doc:
-    gate, rolling = gateway.runtime.gate, gateway.rolling
+    gate, remote, rolling = gateway.runtime.gate, gateway.runtime.remote_gate, gateway.rolling
     budget = gateway.budgets
+    remote_in_flight = remote.by_lane.get(lane.name, 0) if remote else 0
+    remote_queued = remote.queue_depth(lane.name) if remote else 0
     durations = _windows(rolling, _series_keys(rolling, "duration", lane.name, None), now)
     return {
         "name": lane.name,
         "priority": lane.priority,
         "offloadable": lane.offloadable,
-        "in_flight": gate.by_lane.get(lane.name, 0),
+        "in_flight": gate.by_lane.get(lane.name, 0) + remote_in_flight,
+        "remote_in_flight": remote_in_flight,  # of those, holding the remote pool's slots
         "max_concurrency": lane.max_concurrency,
         "reserved": lane.reserved,
-        "queued": gate.queue_depth(lane.name),
+        "queued": gate.queue_depth(lane.name) + remote_queued,
+        "remote_queued": remote_queued,
         "max_queue": lane.max_queue,
         "requests": {name: window["count"] for name, window in durations.items()},
         "ttft": _windows(rolling, _series_keys(rolling, "ttft", lane.name, None), now),
