@@ -1,11 +1,13 @@
 """The request ledger: one SQLite row per finished request, written in batches off the path.
 
 `RequestLedger.append` (called from `Recorder.record`, on the event loop) only appends a tuple
-to a bounded in-memory buffer. Once a second, and on shutdown, the buffer is swapped out and
-written in one transaction from a worker thread; once an hour (and at start) rows older than
-the retention are deleted in the same worker call, so one connection is never used by two
-threads at once. A disk that stops answering cannot grow memory without limit: past
-`max_buffered` rows the oldest are dropped and counted, and the count is logged as a warning.
+(the request's frozen labels and record, and the wall-clock time) to a bounded in-memory
+buffer. Once a second, and on shutdown, the buffer is swapped out, turned into rows
+and written in one transaction from a worker thread; once an hour (and at start) rows older than
+the retention are deleted in the same worker call. A lock keeps the store to one call at a
+time (a write cancelled on shutdown still finishes in its thread before the final flush).
+A disk that stops answering cannot grow memory without limit: past `max_buffered` rows the
+oldest are dropped and counted, and the count is logged as a warning.
 
 What a row holds is listed in `ledger_report.COLUMNS`: names, numbers and codes. A row is
 built from `RequestLabels` and `RequestRecord`, which never carry bodies, prompts,
@@ -53,6 +55,8 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
+# What the request path appends: the row is built from it at flush time, off the event loop.
+Pending = tuple["RequestLabels", "RequestRecord", float]
 _INSERT = f"INSERT INTO requests VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -113,6 +117,10 @@ class SqliteLedgerStore:
                 return 0
             return self._db.execute("DELETE FROM requests WHERE ts < ?", (prune_before,)).rowcount
 
+    def write_pending(self, pending: Sequence[Pending], prune_before: float | None) -> int:
+        """`write`, building the rows here (in the worker thread) rather than per request."""
+        return self.write([ledger_row(*item) for item in pending], prune_before)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -144,7 +152,8 @@ class RequestLedger:
         self.store = store
         self.retention_days = retention_days
         self.wall_clock = wall_clock
-        self._buffer: deque[LedgerRow] = deque(maxlen=max_buffered)
+        # (labels, record, finished at): frozen objects, turned into rows in the worker thread.
+        self._buffer: deque[Pending] = deque(maxlen=max_buffered)
         self.dropped = 0  # rows lost to a full buffer since start; logged as they happen
         self._dropped_logged = 0
         self._next_prune = 0.0
@@ -154,7 +163,7 @@ class RequestLedger:
     def append(self, labels: RequestLabels, record: RequestRecord) -> None:
         if len(self._buffer) == self._buffer.maxlen:
             self.dropped += 1  # deque drops the oldest itself
-        self._buffer.append(ledger_row(labels, record, self.wall_clock()))
+        self._buffer.append((labels, record, self.wall_clock()))
 
     # -- off the request path ----------------------------------------------------------------
     async def start(self) -> None:
@@ -175,7 +184,7 @@ class RequestLedger:
         now = self.wall_clock()
         prune = retention_cutoff(now, self.retention_days) if now >= self._next_prune else None
         try:
-            pruned = await asyncio.to_thread(self.store.write, rows, prune)
+            pruned = await asyncio.to_thread(self.store.write_pending, rows, prune)
         except sqlite3.Error:
             self._requeue(rows)  # the transaction rolled back: nothing of it was written
             raise
@@ -184,7 +193,7 @@ class RequestLedger:
             if pruned:
                 log.info("ledger: deleted %d rows older than %g days", pruned, self.retention_days)
 
-    def _requeue(self, rows: Iterable[LedgerRow]) -> None:
+    def _requeue(self, rows: Iterable[Pending]) -> None:
         """Put unwritten rows back in front of newer ones; the oldest go if they don't fit."""
         newer = list(self._buffer)
         self._buffer.clear()

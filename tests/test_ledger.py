@@ -194,7 +194,7 @@ def test_recorder_feeds_the_ledger_and_logs_client_and_queue(
     recorder = Recorder(RollingRegistry(), access_log_enabled=True, ledger=service)
     with caplog.at_level(logging.INFO, "lanegate.access"):
         recorder.record(labels(), record(), now=5.0)
-    assert service._buffer[0][1] == "r1"
+    assert service._buffer[0][0] == labels()
     line = json.loads(caplog.records[-1].getMessage())
     assert line["client"] == "alice" and line["queue_ms"] == 12.5
     assert line["status"] == 200 and line["ttft_ms"] == 250.0
