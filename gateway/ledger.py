@@ -39,7 +39,8 @@ log = logging.getLogger("lanegate.ledger")
 LEDGER_FILE = "ledger.sqlite"
 FLUSH_INTERVAL_S = 1.0
 PRUNE_INTERVAL_S = 3600.0
-# ~0.5 KB a row in memory: 50 000 rows is ~25 MB, a minute of a very busy gateway.
+# ~0.5 KB a row in memory: 50 000 rows is ~25 MB, over ten seconds of the benchmark's peak
+# rate, which is far more than a healthy disk needs between two flushes.
 MAX_BUFFERED = 50_000
 # Error codes are identifiers; anything else (an upstream's free-text message) is stored as
 # this, so that no text an upstream echoed from a prompt can land in the file.
@@ -128,7 +129,7 @@ class SqliteLedgerStore:
 
 def read_rows(path: Path, since: float) -> list[LedgerRow]:
     """Rows that finished at or after `since`, oldest first; safe while a gateway writes (WAL)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         cursor = db.execute(
             f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? ORDER BY ts", (since,)
@@ -183,6 +184,8 @@ class RequestLedger:
         self._buffer.clear()
         now = self.wall_clock()
         prune = retention_cutoff(now, self.retention_days) if now >= self._next_prune else None
+        if not rows and prune is None:
+            return
         try:
             pruned = await asyncio.to_thread(self.store.write_pending, rows, prune)
         except sqlite3.Error:
