@@ -37,6 +37,7 @@ from gateway.errors import (
 )
 from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
+from gateway.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop, upstream_signal_source
@@ -79,7 +80,14 @@ class Gateway:
         )
         self.clients: dict[str, UpstreamClient] = {}
         self.rolling = RollingRegistry()
-        self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
+        self.ledger = RequestLedger(
+            SqliteLedgerStore(settings.state_dir / LEDGER_FILE),
+            retention_days=settings.ledger_retention_days,
+            wall_clock=wall_clock or time.time,
+        )
+        self.recorder = Recorder(
+            self.rolling, access_log_enabled=settings.access_log, ledger=self.ledger
+        )
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
@@ -125,6 +133,7 @@ class Gateway:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
+        await self.ledger.start()
         self.discovery.start()
         await self.sampler.start()
         if self.flow.offload is not None:
@@ -139,6 +148,7 @@ class Gateway:
         self.clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients))
         await self.budgets.stop()
+        await self.ledger.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

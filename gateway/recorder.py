@@ -1,4 +1,4 @@
-"""Where each finished request goes: rolling percentiles and the access log.
+"""Where each finished request goes: rolling percentiles, the access log and the ledger.
 
 Called once per request after the response is complete, off the per-chunk path. Bodies,
 prompts, completions and Authorization are never passed here, so they cannot be logged.
@@ -10,6 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from gateway.ledger import RequestLedger, error_code
 from gateway.measurement import RequestRecord
 from gateway.rolling import RollingRegistry
 
@@ -24,12 +25,21 @@ class RequestLabels:
     lane: str
     upstream: str
     model: str | None
+    client: str | None = None  # the policy's client name (None: no clients, or refused first)
+    queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
 
 
 class Recorder:
-    def __init__(self, rolling: RollingRegistry, *, access_log_enabled: bool) -> None:
+    def __init__(
+        self,
+        rolling: RollingRegistry,
+        *,
+        access_log_enabled: bool,
+        ledger: RequestLedger | None = None,
+    ) -> None:
         self.rolling = rolling
         self.access_log_enabled = access_log_enabled
+        self.ledger = ledger
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -40,6 +50,8 @@ class Recorder:
         self.rolling.add(("duration", *series), record.duration_s, now)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+        if self.ledger is not None:
+            self.ledger.append(labels, record)
 
 
 def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, object]:
@@ -48,12 +60,14 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
 
     return {
         "request_id": labels.request_id,
+        "client": labels.client,
         "method": labels.method,
         "path": labels.path,
         "lane": labels.lane,
         "upstream": labels.upstream,
         "model": labels.model,
         "status": record.status,
+        "queue_ms": ms(labels.queue_s),
         "ttft_ms": ms(record.ttft_s),
         "gap_max_ms": ms(record.gap_max_s),
         "gap_p95_ms": ms(record.gap_p95_s),
@@ -61,5 +75,5 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "tokens_estimated": record.tokens_estimated,
-        "error": record.error,
+        "error": error_code(record.error),  # a code only: upstream text may echo a prompt
     }

@@ -96,6 +96,7 @@ class RequestFlow:
         exchange = Exchange(request_id, received_at, self.clock)
         admitted: Admitted | None = None
         lane_name, upstream_name, model = "-", "-", None
+        client: ClientSpec | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
@@ -147,7 +148,14 @@ class RequestFlow:
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
         labels = RequestLabels(
-            request_id, route.method, scope["path"], lane_name, upstream_name, model
+            request_id,
+            route.method,
+            scope["path"],
+            lane_name,
+            upstream_name,
+            model,
+            client=client.name if client is not None else None,
+            queue_s=admitted.ticket.queue_s if admitted is not None else None,
         )
         self.recorder.record(labels, record, self.clock())
 

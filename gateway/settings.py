@@ -32,3 +32,5 @@ class Settings(BaseSettings):
     # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.
     upstream_client: Literal["lean", "aiohttp", "httpx"] = "lean"
     access_log: bool = True
+    # How long the request ledger (state_dir/ledger.sqlite) keeps its rows, days.
+    ledger_retention_days: Annotated[float, Field(gt=0)] = 14.0

@@ -399,6 +399,7 @@ CORE = (
     "request_body",
     "errors",
     "simulator/engine",
+    "ledger_report",
 )
 
 
