@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
 from gateway.discovery import Discovery
+from gateway.drain import Drain
 from gateway.errors import (
     BadRequest,
     ErrorShape,
@@ -43,6 +44,7 @@ from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
+from gateway.reload import PolicyReloader
 from gateway.request_flow import RequestFlow, Runtime
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
@@ -88,26 +90,35 @@ class Gateway:
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
         self.runtime = self.build_runtime(policy)
+        self.drain = Drain(settings.drain_timeout)
+        self.reloader = PolicyReloader(self, settings.policy)
         # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
         # version on success and keeps the last refusal here, with file, line and field.
         self.policy_version = 1
         self.policy_loaded_at = (wall_clock or time.time)()
         self.reload_error: str | None = None
-        self.sampler: SignalSampler | None = None
-        if policy.offload is not None:
-            self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
-            self.flow.offload = OffloadLoop(
-                policy, self.sampler, self.rolling, self.router, self.clock
-            )
+        self.sampler, self.flow.offload = self.build_offload(policy)
         self.control = build_control_app(self)
 
     @property
     def policy(self) -> Policy:
         return self.runtime.policy
 
-    def build_runtime(self, policy: Policy) -> Runtime:
+    def build_runtime(self, policy: Policy, gate: LaneGate | None = None) -> Runtime:
+        """The runtime of `policy`; a reload passes the gate in use, reconfigured in place so
+        that the slots held by requests in flight keep counting (see LaneGate)."""
         capacity = sum(u.max_concurrency for u in policy.pool(default_upstream(policy).pool))
-        return Runtime(policy, Authenticator(policy), LaneGate(policy, capacity, self.clock))
+        if gate is None:
+            gate = LaneGate(policy, capacity, self.clock)
+        else:
+            gate.reconfigure(policy, capacity)
+        return Runtime(policy, Authenticator(policy), gate)
+
+    def build_offload(self, policy: Policy) -> tuple[SignalSampler | None, OffloadLoop | None]:
+        if policy.offload is None:
+            return None, None
+        sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
+        return sampler, OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
@@ -117,8 +128,10 @@ class Gateway:
         if self.sampler is not None and self.flow.offload is not None:
             await self.sampler.start()
             self.flow.offload.start()
+        self.reloader.start()
 
     async def shutdown(self) -> None:
+        await self.reloader.stop()
         if self.sampler is not None and self.flow.offload is not None:
             await self.flow.offload.stop()
             await self.sampler.stop()
@@ -147,6 +160,10 @@ class Gateway:
         self, route: RelayRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
         try:
+            if self.drain.refusing:  # shutting down: send the client elsewhere, at once
+                error = self.drain.refusal(self.clock())
+                await send_error(send, error, route.shape, request_id_of(scope))
+                return
             if route.name == "models" and self.discovered():
                 await self.serve_model_list(route, scope, send)
                 return
@@ -230,6 +247,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if gateway.drain.refusing:
+            return JSONResponse({"status": "draining"}, status_code=503)
         reachable = await probe_upstreams(gateway)
         ready = any(reachable.values())
         body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
@@ -273,6 +292,7 @@ def build_control_app(gateway: Gateway) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
+        Route("/admin/reload", gateway.reloader.endpoint, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

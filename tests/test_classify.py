@@ -398,6 +398,8 @@ CORE = (
     "request_body",
     "errors",
     "simulator/engine",
+    "drain",
+    "policy_change",
 )
 
 
