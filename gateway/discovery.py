@@ -99,7 +99,8 @@ class Discovery:
             *(read_inventory(client, self.clock()) for client in self.clients.values())
         )
         for result in results:
-            self._keep(result)
+            if result.upstream in self.clients:  # not removed by a policy reload meanwhile
+                self._keep(result)
 
     def _keep(self, result: UpstreamInventory) -> None:
         previous = self.inventories.get(result.upstream)

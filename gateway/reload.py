@@ -79,9 +79,9 @@ class PolicyReloader:
         if gateway.drain.refusing:
             raise gateway.drain.refusal(gateway.clock())
         async with self._lock:
-            raw = await asyncio.to_thread(_read_bytes, self.path)
-            self.watch.loaded = _digest(raw)  # the watch need not load this content again
             try:
+                raw = await asyncio.to_thread(_read_bytes, self.path)
+                self.watch.loaded = _digest(raw)  # the watch need not load this content again
                 policy = await asyncio.to_thread(_validate, raw, str(self.path))
             except PolicyError as exc:
                 gateway.reload_error = str(exc)
@@ -89,7 +89,7 @@ class PolicyReloader:
                 raise
             change = self._swap(policy)
         version, summary = gateway.policy_version, change.summary()
-        log.warning("policy reloaded (%s): version %d; %s", trigger, version, summary)
+        log.info("policy reloaded (%s): version %d; %s", trigger, version, summary)
         return change
 
     def request(self, trigger: str) -> None:
@@ -133,13 +133,15 @@ class PolicyReloader:
         removed = [(name, gateway.clients[name]) for name in change.upstreams.removed]
         gateway.runtime = gateway.build_runtime(policy, gateway.runtime.gate)
         gateway.policy_version += 1
-        gateway.policy_loaded_at = gateway.budgets.wall_clock()
+        gateway.policy_loaded_at = gateway.budgets.wall_clock()  # the gateway's wall clock
         gateway.reload_error = None
         if replaced or removed:
             self._retiring.update(replaced + [client for _, client in removed])
             self._spawn(self._retire(replaced, removed, set(gateway.flow.active)))
         if change.offload:
             self._spawn(self._rebuild_offload(policy))
+        if change.upstreams.added or change.upstreams.changed:
+            self._spawn(gateway.discovery.refresh())  # their models now, not in 30 s
         return change
 
     async def _retire(

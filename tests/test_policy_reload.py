@@ -264,3 +264,35 @@ async def test_reload_error_set_and_cleared(tmp_path: Path) -> None:
         assert gateway.runtime.gate.lanes["chat"].max_concurrency == 1
     finally:
         await gateway.shutdown()
+
+
+async def test_reload_adds_a_remote_pool_and_rebuilds_offload(tmp_path: Path) -> None:
+    """In process: the offload loop follows the policy; removed upstreams' clients go."""
+    path = tmp_path / "policy.yaml"
+    local = _policy("http://127.0.0.1:9", V1_LANES, "chat, batch")
+    remote = "  - {name: studio, kind: openai, pool: remote, base_url: 'http://127.0.0.1:7', "
+    offloading = local.replace("admin_key:", remote + "max_concurrency: 2}\nadmin_key:")
+    offloading += "offload: {sample_interval: 0.25}\n"
+    path.write_text(local)
+    gateway = create_app(load_policy(path), Settings(policy=path, state_dir=tmp_path))
+    await gateway.startup()
+    try:
+        assert gateway.flow.offload is None
+        path.write_text(offloading)
+        change = await gateway.reloader.reload("test")
+        assert change.offload and change.upstreams.added == ("studio",)
+        assert gateway.clients["studio"].spec.pool == "remote"
+        async with asyncio.timeout(5):
+            while gateway.flow.offload is None:  # rebuilt in the background  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert [u.name for u in gateway.flow.offload.remote] == ["studio"]
+
+        path.write_text(local)
+        change = await gateway.reloader.reload("test")
+        assert change.upstreams.removed == ("studio",)
+        async with asyncio.timeout(5):
+            while gateway.flow.offload is not None or "studio" in gateway.clients:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert gateway.sampler is None and gateway.policy_version == 3
+    finally:
+        await gateway.shutdown()
