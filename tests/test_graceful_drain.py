@@ -1,7 +1,7 @@
 """SIGTERM on a real `lanegate serve` with live streams: drain, refuse, cut, flush, exit 0.
 
 The upstream is the scripted one, sending a recorded llama-server stream slowly: "short"
-streams take ~2 s, "long" ones ~10 s, against a 3 s LANEGATE_DRAIN_TIMEOUT.
+streams take ~1.5 s, "long" ones ~10 s, against a 4 s LANEGATE_DRAIN_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tests.support.processes import Service, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
-DRAIN_S = 3.0
-SHORT_CHUNKS, LONG_CHUNKS, CHUNK_DELAY_S = 20, 100, 0.1
+DRAIN_S = 4.0
+SHORT_CHUNKS, LONG_CHUNKS, CHUNK_DELAY_S = 15, 100, 0.1
 
 POLICY = """version: 1
 upstreams:
@@ -110,6 +110,7 @@ async def test_sigterm_drains_live_streams_then_exits_0(
             status, headers, body = await queued
             assert status == 503 and _error_of(body)["code"] == "gateway_draining"
             assert int(headers["retry-after"]) >= 1 and headers["x-lanegate-lane"] == "batch"
+            assert headers["connection"] == "close"
 
             # A new connection during the drain is answered (not refused) and sent elsewhere.
             async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as late:

@@ -58,8 +58,8 @@ def _split(body: bytes, parts: int) -> list[bytes]:
 def _script(request: SeenRequest) -> Script:
     if request.method == "GET":  # discovery
         return Script(chunks=[b'{"object":"list","data":[]}'], content_type="application/json")
-    slow = json.loads(request.body)["model"] == "slow"
-    return Script(chunks=_split(RECORDED, 15), delay_s=0.1 if slow else 0.01)
+    delay = {"slow": 0.2, "medium": 0.05}.get(json.loads(request.body)["model"], 0.01)
+    return Script(chunks=_split(RECORDED, 15), delay_s=delay)
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ async def _peak_of(upstream: ScriptedUpstream, gateway: Service, *, lane: str, c
     """The most requests of `lane` the upstream saw at once, out of `count` sent together."""
     upstream.max_active = 0
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-        results = await asyncio.gather(*(_stream(http, lane) for _ in range(count)))
+        results = await asyncio.gather(*(_stream(http, lane, "medium") for _ in range(count)))
     assert all(status == 200 for status, _, _ in results)
     return upstream.max_active
 
