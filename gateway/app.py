@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
 from gateway.discovery import Discovery
+from gateway.drain import Drain
 from gateway.errors import (
     BadRequest,
     ErrorShape,
@@ -44,6 +45,7 @@ from gateway.offload_loop import OffloadLoop, upstream_signal_source
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
+from gateway.reload import PolicyReloader
 from gateway.request_flow import RequestFlow, Runtime
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
@@ -99,35 +101,53 @@ class Gateway:
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
         self.runtime = self.build_runtime(policy)
+        self.drain = Drain(settings.drain_timeout)
+        self.reloader = PolicyReloader(self, settings.policy)
         # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
         # version on success and keeps the last refusal here, with file, line and field.
         self.policy_version = 1
         self.policy_loaded_at = (wall_clock or time.time)()
         self.reload_error: str | None = None
-        # Sampled always (status and metrics show host signals); only offload acts on them.
-        self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
-        if policy.offload is not None:
-            self.flow.offload = OffloadLoop(
-                policy, self.sampler, self.rolling, self.router, self.clock
-            )
+        self.sampler, self.flow.offload = self.build_offload(policy)
         self.control = build_control_app(self)
 
     @property
     def policy(self) -> Policy:
         return self.runtime.policy
 
-    def build_runtime(self, policy: Policy) -> Runtime:
-        """One lane gate per capacity domain: the local pool, and the remote pool that
-        offloaded lanes use (so offloaded requests never hold the local Mac's slots)."""
+    def build_runtime(
+        self,
+        policy: Policy,
+        gate: LaneGate | None = None,
+        remote_gate: LaneGate | None = None,
+    ) -> Runtime:
+        """The runtime of `policy`: one lane gate per capacity domain, the local pool and the
+        remote pool that offloaded lanes use (so offloaded requests never hold the local Mac's
+        slots). A reload passes the gates in use, reconfigured in place so that the slots held
+        by requests in flight keep counting (see LaneGate)."""
         local_pool = policy.pool(default_upstream(policy).pool)
-        capacity = sum(u.max_concurrency for u in local_pool)
         remote = [u for u in policy.upstreams if u not in local_pool]
-        remote_gate = None
+        gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate)
         if policy.offload is not None and remote:
             remote_capacity = sum(u.max_concurrency for u in remote)
-            remote_gate = LaneGate(policy, remote_capacity, self.clock)
-        gate = LaneGate(policy, capacity, self.clock)
+            remote_gate = self._gate(policy, remote_capacity, remote_gate)
+        else:
+            remote_gate = None  # requests still holding its slots release into it as before
         return Runtime(policy, Authenticator(policy), gate, remote_gate)
+
+    def _gate(self, policy: Policy, capacity: int, gate: LaneGate | None) -> LaneGate:
+        if gate is None:
+            return LaneGate(policy, capacity, self.clock)
+        gate.reconfigure(policy, capacity)
+        return gate
+
+    def build_offload(self, policy: Policy) -> tuple[SignalSampler, OffloadLoop | None]:
+        """The host-signal sampler (always: status and metrics show host signals) and, with an
+        `offload` section, the loop that acts on it."""
+        sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
+        if policy.offload is None:
+            return sampler, None
+        return sampler, OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
@@ -138,8 +158,10 @@ class Gateway:
         await self.sampler.start()
         if self.flow.offload is not None:
             await self.flow.offload.start()
+        self.reloader.start()
 
     async def shutdown(self) -> None:
+        await self.reloader.stop()
         if self.flow.offload is not None:
             await self.flow.offload.stop()
         await self.sampler.stop()
@@ -169,6 +191,10 @@ class Gateway:
         self, route: RelayRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
         try:
+            if self.drain.refusing:  # shutting down: send the client elsewhere, at once
+                error = self.drain.refusal(self.clock())
+                await send_error(send, error, route.shape, request_id_of(scope))
+                return
             if route.name == "models" and self.discovered():
                 await self.serve_model_list(route, scope, send)
                 return
@@ -252,6 +278,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if gateway.drain.refusing:
+            return JSONResponse({"status": "draining"}, status_code=503)
         reachable = await probe_upstreams(gateway)
         ready = any(reachable.values())
         body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
@@ -296,6 +324,7 @@ def build_control_app(gateway: Gateway) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
         *status_routes(gateway),
+        Route("/admin/reload", gateway.reloader.endpoint, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

@@ -111,6 +111,8 @@ class Discovery:
             *(read_inventory(client, self.clock()) for client in self.clients.values())
         )
         for result in results:
+            if result.upstream not in self.clients:  # removed by a policy reload meanwhile
+                continue
             self._keep(result)
             if self.on_probe is not None:
                 self.on_probe(result.upstream, not result.unreachable, result.error or "")

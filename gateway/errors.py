@@ -11,7 +11,8 @@ Exception tree (every gateway-made error is one of these)::
     ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
     ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
     ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
-    ├── ServiceUnavailable              503   service_unavailable / draining, no_upstream
+    ├── ServiceUnavailable              503   service_unavailable / gateway_draining, no_upstream,
+    │                                                             lane_removed
     └── UpstreamTimeout                 504   upstream_error / upstream_timeout
 
 On `/v1/*` (and the gateway's own paths) the body is OpenAI's shape

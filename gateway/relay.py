@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.drain import DRAINING_CODE, cut_error
 from gateway.errors import (
     ErrorShape,
     GatewayError,
@@ -61,6 +62,7 @@ _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 CLIENT_LEFT = "client_disconnected"
 FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
+DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
 
 
 class RetryElsewhere(Exception):
@@ -352,6 +354,8 @@ class Relay:
     ) -> int:
         if exchange.reason == CLIENT_LEFT:
             return 499  # nginx's code for "client closed request"
+        if exchange.reason == DRAINING:
+            return await self._fail(send, exchange, shape, cut_error(), status)
         waited = exchange.first_byte_s if exchange.reason == FIRST_BYTE else exchange.idle_s
         what = "first byte" if exchange.reason == FIRST_BYTE else "next chunk"
         failure = UpstreamTimeout(

@@ -31,13 +31,14 @@ from gateway.classify import (
     request_view,
     rewrite_model,
 )
+from gateway.drain import cut_error
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
 from gateway.lane_gate import LaneGate, Ticket
 from gateway.measurement import RequestRecord
 from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import CLIENT_LEFT, Exchange, Relay, request_id_of, send_error
+from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, request_id_of, send_error
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
@@ -87,6 +88,9 @@ class RequestFlow:
         self.recorder = recorder
         self.clients = clients
         self.clock = clock
+        # Requests being handled: the drain waits for them, then interrupts the rest; a reload
+        # retires removed upstream clients once those handled under the old policy are done.
+        self.active: set[Exchange] = set()
 
     async def handle(
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
@@ -94,6 +98,7 @@ class RequestFlow:
         received_at = self.clock()
         request_id = request_id_of(scope)
         exchange = Exchange(request_id, received_at, self.clock)
+        self.active.add(exchange)
         admitted: Admitted | None = None
         lane_name, upstream_name, model = "-", "-", None
         client: ClientSpec | None = None
@@ -136,12 +141,16 @@ class RequestFlow:
             await send_error(send, error, route.shape, request_id)
             record = _rejected(error.status, error.code, received_at, self.clock())
         except asyncio.CancelledError:
-            if exchange.reason != CLIENT_LEFT:
+            if exchange.reason not in (CLIENT_LEFT, DRAINING):
                 raise
             if exchange.task is not None:
                 exchange.task.uncancel()
-            record = _rejected(499, CLIENT_LEFT, received_at, self.clock())  # left while queued
+            if exchange.reason == DRAINING:  # cut before the relay started: a plain 503
+                await _try_send(send, cut_error(), route, request_id)
+            status = 499 if exchange.reason == CLIENT_LEFT else 503  # 499: left while queued
+            record = _rejected(status, exchange.reason, received_at, self.clock())
         finally:
+            self.active.discard(exchange)
             exchange.close()
             if admitted is not None:
                 admitted.ticket.release()
@@ -239,6 +248,13 @@ class RequestFlow:
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
         return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+
+
+async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:
+    try:
+        await send_error(send, error, route.shape, request_id)
+    except (OSError, RuntimeError):  # the client is gone, or the response had started
+        log.debug("request %s: could not send %s", request_id, error.code)
 
 
 def _body_for(

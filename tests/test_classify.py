@@ -400,6 +400,8 @@ CORE = (
     "errors",
     "simulator/engine",
     "ledger_report",
+    "drain",
+    "policy_change",
 )
 
 

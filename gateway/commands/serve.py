@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+SHUTDOWN_STRAGGLERS_S = 1
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("serve", help="run the gateway")
@@ -20,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.graceful_server import GracefulServer
     from gateway.listen import bind_sockets
     from gateway.policy import PolicyError, load_policy
     from gateway.settings import Settings
@@ -43,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* is not trusted unless a proxy setting says so
         log_config=None,
-        timeout_graceful_shutdown=round(settings.drain_timeout),
+        # The drain (GracefulServer) already waited for the requests in flight; uvicorn's own
+        # wait after it only covers stragglers such as a health probe.
+        timeout_graceful_shutdown=SHUTDOWN_STRAGGLERS_S,
     )
     addresses = ", ".join(_address(s.getsockname()) for s in sockets)
     logging.getLogger("lanegate").info("lanegate listening on %s", addresses)
-    uvicorn.Server(config).run(sockets=sockets)
-    return 0
+    server = GracefulServer(config, app)
+    server.run(sockets=sockets)
+    return 1 if server.forced else 0
 
 
 def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
