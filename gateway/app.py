@@ -37,6 +37,7 @@ from gateway.errors import (
 )
 from gateway.host_signal_reader import HttpSource, SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
+from gateway.metrics import CONTENT_TYPE_LATEST, build_registry, exposition
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop
@@ -44,6 +45,7 @@ from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
 from gateway.request_flow import RequestFlow, Runtime
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
@@ -78,7 +80,10 @@ class Gateway:
         )
         self.clients: dict[str, UpstreamClient] = {}
         self.rolling = RollingRegistry()
-        self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
+        self.tally = RequestTally()
+        self.recorder = Recorder(
+            self.rolling, access_log_enabled=settings.access_log, tally=self.tally
+        )
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
         self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
@@ -99,6 +104,7 @@ class Gateway:
             self.flow.offload = OffloadLoop(
                 policy, self.sampler, self.rolling, self.router, self.clock
             )
+        self.metrics = build_registry(self, self.tally)
         self.control = build_control_app(self)
 
     @property
@@ -269,8 +275,13 @@ def build_control_app(gateway: Gateway) -> Starlette:
             }
         )
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition; open like any exporter (see docs/operations.md, Metrics)."""
+        return Response(exposition(gateway.metrics), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
     ]

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from gateway.measurement import RequestRecord
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 
 access_log = logging.getLogger("lanegate.access")
@@ -24,12 +25,20 @@ class RequestLabels:
     lane: str
     upstream: str
     model: str | None
+    queue_s: float | None = None  # waited in the lane queue; None: not admitted through one
 
 
 class Recorder:
-    def __init__(self, rolling: RollingRegistry, *, access_log_enabled: bool) -> None:
+    def __init__(
+        self,
+        rolling: RollingRegistry,
+        *,
+        access_log_enabled: bool,
+        tally: RequestTally | None = None,
+    ) -> None:
         self.rolling = rolling
         self.access_log_enabled = access_log_enabled
+        self.tally = tally  # the /metrics counters and histograms
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -38,6 +47,8 @@ class Recorder:
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)
+        if self.tally is not None:
+            self.tally.observe(*series, labels.model, labels.queue_s, record)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
 

@@ -143,8 +143,9 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
-            request_id, route.method, scope["path"], lane_name, upstream_name, model
+            request_id, route.method, scope["path"], lane_name, upstream_name, model, queue_s
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -268,4 +269,5 @@ def _rejected(status: int, code: str, received_at: float, now: float) -> Request
         chunks=0,
         status=status,
         error=code,
+        rejected=True,
     )

@@ -116,6 +116,15 @@ class LogHistogram:
                 return min(max(self._value(key), self._min), self._max)
         return self._max  # unreachable: counts add up to self.count
 
+    def buckets(self) -> Iterator[tuple[float, int]]:
+        """(value, count) of each occupied bucket, the value clamped into [min, max] like the
+        quantiles; the zero bucket reports 0.0. For folding into fixed-bucket histograms."""
+        if self._zeros:
+            yield 0.0, self._zeros
+        low, high = self._min, self._max
+        for key, n in self._buckets.items():
+            yield min(max(self._value(key), low), high), n
+
     def summary(self) -> Summary:
         """p50/p95/p99/max of everything counted."""
         if not self.count:
