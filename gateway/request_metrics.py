@@ -24,6 +24,7 @@ exact (the gaps telescope to last chunk minus first gap start; `RequestRecord.ga
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_left
 from collections.abc import Sequence
@@ -60,9 +61,12 @@ _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 K = TypeVar("K", str, tuple[str, str])
 
 
+_CLASSES = (OTHER, "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
-    """ "2xx" .. "5xx" (499, a client that left, is "4xx"); anything else "other"."""
-    return f"{status // 100}xx" if 100 <= status <= 599 else OTHER
+    """The class label: 2xx .. 5xx (499, a client that left, is 4xx); anything else "other"."""
+    return _CLASSES[status // 100] if 100 <= status <= 599 else OTHER
 
 
 class FamilyMap:
@@ -111,12 +115,13 @@ def family_guess(model: str) -> str:
 class BucketCounts:
     """One histogram series: counts per bucket (not cumulative; the last is +Inf) and the sum."""
 
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("_fold_keys", "bounds", "counts", "total")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
+        self._fold_keys: tuple[float, tuple[int, ...]] | None = None
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bucket (Prometheus "le").
@@ -124,11 +129,25 @@ class BucketCounts:
         self.total += value
 
     def fold(self, histogram: LogHistogram, total: float) -> None:
-        """Add a request's gap histogram (see the module docstring for its accuracy)."""
-        bounds, counts = self.bounds, self.counts
-        for value, n in histogram.buckets():
-            counts[bisect_left(bounds, value)] += n
+        """Add a request's gap histogram, each log bucket by its representative value (see the
+        module docstring for the accuracy). Works on bucket keys: no float math per bucket."""
+        zeros, by_key = histogram.key_counts()
+        limits = self._key_limits(histogram.gamma)
+        counts = self.counts
+        counts[0] += zeros
+        for key, n in by_key.items():
+            counts[bisect_left(limits, key)] += n
         self.total += total
+
+    def _key_limits(self, gamma: float) -> tuple[int, ...]:
+        """Per bound b, the largest log-bucket key whose representative 2 g^k / (g + 1) <= b."""
+        if self._fold_keys is None or self._fold_keys[0] != gamma:
+            log_gamma = math.log(gamma)
+            limits = tuple(
+                math.floor(math.log(b * (gamma + 1) / 2) / log_gamma) for b in self.bounds
+            )
+            self._fold_keys = (gamma, limits)
+        return self._fold_keys[1]
 
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, cumulative count) pairs as Prometheus exposes them, +Inf last."""

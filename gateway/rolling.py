@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 MIN_TRACKED = 1e-9
@@ -116,14 +116,15 @@ class LogHistogram:
                 return min(max(self._value(key), self._min), self._max)
         return self._max  # unreachable: counts add up to self.count
 
-    def buckets(self) -> Iterator[tuple[float, int]]:
-        """(value, count) of each occupied bucket, the value clamped into [min, max] like the
-        quantiles; the zero bucket reports 0.0. For folding into fixed-bucket histograms."""
-        if self._zeros:
-            yield 0.0, self._zeros
-        low, high = self._min, self._max
-        for key, n in self._buckets.items():
-            yield min(max(self._value(key), low), high), n
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    def key_counts(self) -> tuple[int, Mapping[int, int]]:
+        """The zero bucket's count, and the count of each occupied bucket by key: key k holds
+        the values in ``(gamma**(k-1), gamma**k]``. For folding into fixed-bucket histograms;
+        read-only."""
+        return self._zeros, self._buckets
 
     def summary(self) -> Summary:
         """p50/p95/p99/max of everything counted."""
