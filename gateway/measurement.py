@@ -13,7 +13,9 @@ Definitions.
   chunk. A gap measures arrival of bytes, keep-alive comments included.
 - Gap storage: a ``LogHistogram`` (``rolling``), so ``gap_max_s`` is exact, ``gap_p95_s`` is the
   nearest-rank p95 within the histogram's relative error (1% by default), and memory is bounded
-  by occupied buckets (a few dozen in practice) rather than by the number of chunks.
+  by occupied buckets (a few dozen in practice) rather than by the number of chunks. The
+  record hands that histogram on (``gaps``), with the exact ``gap_sum_s``, so /metrics folds
+  all of a request's gaps once at record time instead of observing each chunk.
 """
 
 from __future__ import annotations
