@@ -39,6 +39,7 @@ from gateway.errors import (
 from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
 from gateway.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
+from gateway.metrics import CONTENT_TYPE_LATEST, build_registry, exposition
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop, upstream_signal_source
@@ -47,6 +48,7 @@ from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
 from gateway.reload import PolicyReloader
 from gateway.request_flow import RequestFlow, Runtime
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
@@ -87,8 +89,12 @@ class Gateway:
             retention_days=settings.ledger_retention_days,
             wall_clock=wall_clock or time.time,
         )
+        self.tally = RequestTally()
         self.recorder = Recorder(
-            self.rolling, access_log_enabled=settings.access_log, ledger=self.ledger
+            self.rolling,
+            access_log_enabled=settings.access_log,
+            ledger=self.ledger,
+            tally=self.tally,
         )
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
@@ -109,6 +115,7 @@ class Gateway:
         self.policy_loaded_at = (wall_clock or time.time)()
         self.reload_error: str | None = None
         self.sampler, self.flow.offload = self.build_offload(policy)
+        self.metrics = build_registry(self, self.tally)
         self.control = build_control_app(self)
 
     @property
@@ -319,8 +326,13 @@ def build_control_app(gateway: Gateway) -> Starlette:
             }
         )
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition; open like any exporter (see docs/operations.md, Metrics)."""
+        return Response(exposition(gateway.metrics), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
         *status_routes(gateway),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway.ledger import RequestLedger, error_code
 from gateway.measurement import RequestRecord
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 
 access_log = logging.getLogger("lanegate.access")
@@ -36,10 +37,12 @@ class Recorder:
         *,
         access_log_enabled: bool,
         ledger: RequestLedger | None = None,
+        tally: RequestTally | None = None,
     ) -> None:
         self.rolling = rolling
         self.access_log_enabled = access_log_enabled
         self.ledger = ledger
+        self.tally = tally  # the /metrics counters and histograms
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -48,6 +51,8 @@ class Recorder:
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)
+        if self.tally is not None:
+            self.tally.observe(*series, labels.model, labels.queue_s, record)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
         if self.ledger is not None:

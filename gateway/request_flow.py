@@ -156,6 +156,7 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
@@ -164,7 +165,7 @@ class RequestFlow:
             upstream_name,
             model,
             client=client.name if client is not None else None,
-            queue_s=admitted.ticket.queue_s if admitted is not None else None,
+            queue_s=queue_s,
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -310,4 +311,5 @@ def _rejected(status: int, code: str, received_at: float, now: float) -> Request
         chunks=0,
         status=status,
         error=code,
+        rejected=True,
     )

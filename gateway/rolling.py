@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 MIN_TRACKED = 1e-9
@@ -115,6 +115,16 @@ class LogHistogram:
                 # The exact sample lies in [min, max]; clamping can only move towards it.
                 return min(max(self._value(key), self._min), self._max)
         return self._max  # unreachable: counts add up to self.count
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    def key_counts(self) -> tuple[int, Mapping[int, int]]:
+        """The zero bucket's count, and the count of each occupied bucket by key: key k holds
+        the values in ``(gamma**(k-1), gamma**k]``. For folding into fixed-bucket histograms;
+        read-only."""
+        return self._zeros, self._buckets
 
     def summary(self) -> Summary:
         """p50/p95/p99/max of everything counted."""

@@ -402,6 +402,7 @@ CORE = (
     "ledger_report",
     "drain",
     "policy_change",
+    "request_metrics",
 )
 
 
