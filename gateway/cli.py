@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from gateway import __version__
 
 # Subcommand modules under gateway.commands, in the order `--help` lists them.
-COMMANDS = ("serve", "simulate", "demo", "policy", "keys", "agent")
+COMMANDS = ("serve", "simulate", "demo", "policy", "keys", "agent", "service")
 
 
 def build_parser() -> argparse.ArgumentParser:
