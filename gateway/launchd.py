@@ -60,14 +60,15 @@ class ServiceKind:
         return f"{self.label}.plist"
 
 
+_GATEWAY, _AGENT = "io.lanegate.gateway", "io.lanegate.agent"
 KINDS: dict[str, ServiceKind] = {
     kind.name: kind
     for kind in (
-        ServiceKind("gateway-agent", "io.lanegate.gateway", "gateway-agent.plist", False, "serve", True),
-        ServiceKind("gateway-daemon", "io.lanegate.gateway", "gateway-daemon.plist", True, "serve", True),
-        ServiceKind("host-agent", "io.lanegate.agent", "host-agent.plist", False, "agent", False),
+        ServiceKind("gateway-agent", _GATEWAY, "gateway-agent.plist", False, "serve", True),
+        ServiceKind("gateway-daemon", _GATEWAY, "gateway-daemon.plist", True, "serve", True),
+        ServiceKind("host-agent", _AGENT, "host-agent.plist", False, "agent", False),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,7 @@ def _install(args: argparse.Namespace, kind: ServiceKind, host: Host) -> int:
     if args.dry_run:
         return _dry_run(kind, host, path, data, restart=data == installed)
     if data == installed:  # same plist: launchd's copy is current, a restart is enough
-        code, output = host.run(launchd.restart_command(kind, host.uid))
+        code, _ = host.run(launchd.restart_command(kind, host.uid))
         if code == 0:
             print(f"{kind.label} restarted ({path} unchanged)", file=host.err)
             return 0
