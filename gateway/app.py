@@ -81,7 +81,11 @@ class Gateway:
         self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
-        self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
+        self.relay = Relay(
+            max_body_bytes=settings.max_body_bytes,
+            clock=self.clock,
+            body_timeout_s=settings.body_timeout,
+        )
         self.discovery = Discovery(self.clients, self.clock, settings.discovery_interval)
         self.router = UpstreamRouter(self.discovered, self.clock)
         self.flow = RequestFlow(

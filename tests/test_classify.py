@@ -399,6 +399,7 @@ CORE = (
     "errors",
     "simulator/engine",
     "launchd",
+    "cors",
 )
 
 
