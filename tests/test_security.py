@@ -502,3 +502,41 @@ def test_prompts_and_completions_are_written_nowhere(gateway: Service, output_di
         data = path.read_bytes()
         assert MARKER.encode() not in data, path
         assert CLIENT_KEY.encode() not in data, path
+
+
+# -- constant-time key checks ------------------------------------------------------------------
+
+
+class CountingEnv(dict[str, str]):
+    """An environment that records which variables were read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.append(key)
+        return super().get(key, default)
+
+
+def test_every_client_is_checked_whoever_matches() -> None:
+    from gateway.auth import Authenticator
+    from gateway.errors import Unauthorized
+    from gateway.policy.loader import load_policy_text
+
+    clients = "".join(f"  - {{name: c{i}, key: 'env:K{i}'}}\n" for i in range(4))
+    policy = load_policy_text(
+        "version: 1\nupstreams:\n  - {name: l, base_url: 'http://127.0.0.1:1'}\n"
+        f"clients:\n{clients}",
+        "inline",
+    )
+    env = CountingEnv({f"K{i}": f"key-{i}" for i in range(4)})
+    auth = Authenticator(policy, env)
+    for presented in ("key-0", "key-3", "nobody"):
+        env.read.clear()
+        try:
+            found = auth.client_for([(b"authorization", f"Bearer {presented}".encode())])
+        except Unauthorized:  # the unknown key
+            found = None
+        assert env.read == ["K0", "K1", "K2", "K3"], presented  # no early exit
+        assert (found.name if found else None) == {"key-0": "c0", "key-3": "c3"}.get(presented)
