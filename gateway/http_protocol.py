@@ -3,15 +3,17 @@
 With httptools, uvicorn bounds neither the number nor the size of request headers, nor the time
 a client may take to send them (its keep-alive timer starts only after a response, and a fresh
 connection has none): one client could hold connections open forever, or make the gateway
-buffer megabytes of headers. This subclass counts while llhttp parses, so nothing is kept
-beyond the limit: too many or too large → 431, request headers not complete within
-`header_timeout` → 408, both in OpenAI's error shape, then the connection closes. The ASGI
-app never sees such a request. Per request this costs one add and one compare per header;
-the header timer runs only while a request's headers are incomplete after a read.
+buffer megabytes of headers. This subclass counts the bytes of every read that leaves a
+request head incomplete, so at most one read (≤ 256 KiB) is kept beyond the limit: too many
+headers or too many bytes → 431, a head not complete within `header_timeout` (also a new
+connection's first) → 408, both in OpenAI's error shape, then the connection closes. The ASGI
+app never sees such a request. A head that arrives whole in one read (nearly all of them)
+costs three attribute writes and one length compare: nothing is done per header, and the
+header timer runs only while a head is incomplete after a read.
 
-Relies on uvicorn's protocol callbacks (`on_message_begin`, `on_url`, `on_header`,
-`on_headers_complete`, `send_400_response`), stable since uvicorn 0.12; the tests in
-tests/test_security.py fail if that changes.
+Relies on uvicorn's protocol methods (`data_received`, `on_message_begin`,
+`on_headers_complete`, `send_400_response`, `url`, `headers`), stable since uvicorn 0.12;
+tests/test_security.py fails if that changes.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._count = 0
-        self._bytes = 0
+        self._head_bytes = 0  # bytes read while the current head was incomplete (≥ its size)
+        self._chunk = 0  # size of the read being parsed
         self._in_head = True  # a fresh connection owes us a request head
         self._refusal: GatewayError | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -61,35 +63,41 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # answered and closing: the rest is not parsed
+        self._chunk = len(data)
         super().data_received(data)
-        if self._in_head and self._deadline is None and self._refusal is None:
-            self._arm()  # a head arrived in part: the client has `timeout_s` for the rest
+        if self._in_head and self._refusal is None:
+            # Counted per read, not per header: a head can only grow this way, and a
+            # complete one costs nothing here.
+            self._head_bytes += self._chunk
+            if self._head_bytes > self.limits.max_bytes:
+                self._refusal = self._too_large()
+                self._answer(self._refusal)
+            elif self._deadline is None:
+                self._arm()  # a head arrived in part: the client has `timeout_s` for the rest
 
     # -- parser callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._count = self._bytes = 0
+        self._head_bytes = 0
         self._in_head = True
-
-    def on_url(self, url: bytes) -> None:
-        self._add(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count += 1
-        if self._count > self.limits.max_count:
-            self._refuse(
-                HeadersTooLarge(
-                    f"the request has more than {self.limits.max_count} headers "
-                    "(LANEGATE_MAX_HEADER_COUNT)"
-                )
-            )
-        self._add(len(name) + len(value))
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._disarm()
+        if self._deadline is not None:
+            self._disarm()
+        limits = self.limits
+        if len(self.headers) > limits.max_count:
+            self._refuse(
+                HeadersTooLarge(
+                    f"the request has more than {limits.max_count} headers "
+                    "(LANEGATE_MAX_HEADER_COUNT)"
+                )
+            )
+        if (
+            self._head_bytes + self._chunk > limits.max_bytes
+            and self._head_size() > limits.max_bytes
+        ):
+            self._refuse(self._too_large())
         super().on_headers_complete()
 
     # -- refusing --------------------------------------------------------------------------
@@ -99,17 +107,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._answer(self._refusal)
 
-    def _add(self, size: int) -> None:
-        self._bytes += size
-        if self._bytes > self.limits.max_bytes:
-            self._refuse(
-                HeadersTooLarge(
-                    f"the request line and headers are over {self.limits.max_bytes} bytes "
-                    "(LANEGATE_MAX_HEADER_BYTES); send large data in the body"
-                )
-            )
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+
+    def _too_large(self) -> GatewayError:
+        return HeadersTooLarge(
+            f"the request line and headers are over {self.limits.max_bytes} bytes "
+            "(LANEGATE_MAX_HEADER_BYTES); send large data in the body"
+        )
 
     def _refuse(self, error: GatewayError) -> None:
+        """From a parser callback: llhttp stops, uvicorn calls send_400_response."""
         self._refusal = error
         raise _Refused(error.message)
 
@@ -133,6 +141,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._answer(self._refusal)
 
     def _answer(self, error: GatewayError) -> None:
+        if self.transport.is_closing():
+            return
         body = error.body(ErrorShape.OPENAI)
         reason = "Request Header Fields Too Large" if error.status == 431 else "Request Timeout"
         head = (

@@ -540,3 +540,13 @@ def test_every_client_is_checked_whoever_matches() -> None:
             found = None
         assert env.read == ["K0", "K1", "K2", "K3"], presented  # no early exit
         assert (found.name if found else None) == {"key-0": "c0", "key-3": "c3"}.get(presented)
+
+
+def test_dot_segments_are_not_relay_routes() -> None:
+    from gateway.routes import is_relay_path, match_route
+
+    for path in ("/v1/models/../x", "/v1/models/./x", "/v1/models/a/../../b", "/v1/models/.."):
+        assert match_route("GET", path) is None and not is_relay_path(path), path
+    for path in ("/v1/models/llama3.1:8b", "/v1/models/mlx-community/Llama-3.2-3B.4bit"):
+        route = match_route("GET", path)
+        assert route is not None and route.name == "model", path
