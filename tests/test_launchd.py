@@ -292,6 +292,13 @@ def test_a_daemon_install_needs_root_and_a_user(tmp_path: Path) -> None:
     assert "never runs as root" in root.err.getvalue()
 
 
+def test_a_launch_agent_is_not_installed_with_sudo(tmp_path: Path) -> None:
+    runner = Recorder()
+    host = _host(tmp_path, runner, euid=0)
+    assert service.main(_args("install", "gateway-agent"), host) == 2
+    assert "without sudo" in host.err.getvalue() and runner.calls == []
+
+
 def test_dry_run_prints_the_commands_even_off_a_mac(tmp_path: Path) -> None:
     runner = Recorder()
     host = _host(tmp_path, runner, platform="linux")

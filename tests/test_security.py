@@ -550,3 +550,26 @@ def test_dot_segments_are_not_relay_routes() -> None:
     for path in ("/v1/models/llama3.1:8b", "/v1/models/mlx-community/Llama-3.2-3B.4bit"):
         route = match_route("GET", path)
         assert route is not None and route.name == "model", path
+
+
+def test_the_log_file_rotates_in_process(upstream: ScriptedUpstream, tmp_path: Path) -> None:
+    spec = {"name": "local", "kind": "openai", "base_url": upstream.url}
+    policy = write_policy(tmp_path / "p.yaml", [spec])
+    log = tmp_path / "logs" / "lanegate.log"
+    env = {
+        "LANEGATE_LOG_FILE": str(log),
+        "LANEGATE_LOG_MAX_BYTES": "4096",
+        "LANEGATE_LOG_BACKUPS": "2",
+    }
+    process, port = _serve_process(policy, env=env)
+    try:
+        _wait_up(f"http://127.0.0.1:{port}/healthz", process)
+        for _ in range(40):  # ~400 bytes of access log each
+            httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=_chat(content=MARKER))
+    finally:
+        _stop(process)
+    files = sorted(log.parent.iterdir())
+    assert [p.name for p in files] == ["lanegate.log", "lanegate.log.1", "lanegate.log.2"]
+    assert all(p.stat().st_size <= 4096 for p in files)
+    assert b'"status":200' in b"".join(p.read_bytes() for p in files)
+    assert not any(MARKER.encode() in p.read_bytes() for p in files)

@@ -183,6 +183,13 @@ def _install(args: argparse.Namespace, kind: ServiceKind, host: Host) -> int:
             f"lanegate service: a LaunchDaemon needs root: sudo {_argv_hint(args)}", file=host.err
         )
         return 2
+    if not kind.system and host.euid == 0:
+        print(
+            f"lanegate service: {kind.name} is a LaunchAgent of the user who runs it: run it "
+            "without sudo, as that user (or install gateway-daemon for a boot-time service)",
+            file=host.err,
+        )
+        return 2
     path = launchd.plist_path(kind, host.home)
     installed = Path(path).read_bytes() if Path(path).exists() else None
     previous = launchd.parse(installed) if installed and args.service_action == "upgrade" else None
