@@ -41,11 +41,29 @@ class _Refused(Exception):
     """Raised inside a parser callback: llhttp stops, uvicorn calls send_400_response."""
 
 
+class _QuietOnRefusal(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's logger for one connection, minus its "Invalid HTTP request received." when
+    the "invalid" request is one this protocol refused on purpose (it logs its own line)."""
+
+    def __init__(self, logger: logging.Logger, protocol: LimitedHttpToolsProtocol) -> None:
+        super().__init__(logger, {})
+        self.protocol = protocol
+
+    @property
+    def level(self) -> int:  # uvicorn reads `logger.level` for its trace checks
+        return int(self.logger.level)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.protocol._refusal is None:
+            super().warning(msg, *args, **kwargs)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limits = HeaderLimits()  # set per server by `limited_protocol`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _QuietOnRefusal(self.logger, self)  # type: ignore[assignment]
         self._head_bytes = 0  # bytes read while the current head was incomplete (≥ its size)
         self._chunk = 0  # size of the read being parsed
         self._in_head = True  # a fresh connection owes us a request head
