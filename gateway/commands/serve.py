@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,7 +85,9 @@ def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def exposure_problem(settings: Any, has_clients: bool, allow_unauthenticated: bool) -> str | None:
+def exposure_problem(
+    settings: Settings, has_clients: bool, allow_unauthenticated: bool
+) -> str | None:
     """Why these settings must not start a gateway, or None. Refuses before binding anything."""
     from gateway.cors import parse_origins
     from gateway.listen import is_loopback
@@ -106,7 +111,7 @@ def exposure_problem(settings: Any, has_clients: bool, allow_unauthenticated: bo
     )
 
 
-def configure_logging(level: str, settings: Any = None) -> None:
+def configure_logging(level: str, settings: Settings | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if settings is not None and settings.log_file is not None:
         # Rotated here: launchd's StandardErrorPath keeps one file open forever.
