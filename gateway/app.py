@@ -98,7 +98,11 @@ class Gateway:
         )
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
-        self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
+        self.relay = Relay(
+            max_body_bytes=settings.max_body_bytes,
+            clock=self.clock,
+            body_timeout_s=settings.body_timeout,
+        )
         self.router = UpstreamRouter(self.discovered, self.clock, solo=self.rolling)
         self.discovery = Discovery(
             self.clients, self.clock, settings.discovery_interval, on_probe=self.router.probed

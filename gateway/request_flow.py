@@ -105,7 +105,7 @@ class RequestFlow:
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
-            raw, facts = await self.relay.read(route, receive)
+            raw, facts = await self.relay.read(route, receive, exchange)
             model = facts.model
             exchange.watch(receive)
             if route.inference:

@@ -403,6 +403,8 @@ CORE = (
     "drain",
     "policy_change",
     "request_metrics",
+    "launchd",
+    "cors",
 )
 
 
