@@ -9,7 +9,8 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-e2e test-load bench lint typecheck venv system-deps llama-server clean help
+.PHONY: run test test-e2e test-load bench lint typecheck venv system-deps llama-server clean help \
+        install-launchd uninstall-launchd
 
 help:
 	@echo "make run        start the demo: two simulated Macs + the gateway on :8400"
@@ -17,6 +18,8 @@ help:
 	@echo "make test-e2e   only the end-to-end tests against a real llama.cpp server"
 	@echo "make test-load  load and soak tests (long)"
 	@echo "make bench      benchmarks, JSON under bench-results/"
+	@echo "make install-launchd    run the gateway under launchd (macOS; SERVICE=gateway-daemon for boot)"
+	@echo "make uninstall-launchd  stop it and remove the plist"
 
 venv: $(STAMP)
 
@@ -62,6 +65,16 @@ test-load: $(STAMP) system-deps
 
 bench: $(STAMP) llama-server
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+# launchd (macOS): the CLI renders, lints and bootstraps; SERVICE_ARGS passes options,
+# e.g. SERVICE_ARGS="--host 0.0.0.0 --env LANEGATE_TLS_CERTFILE=/path/cert.pem".
+SERVICE ?= gateway-agent
+SERVICE_ARGS ?=
+install-launchd: $(STAMP)
+	$(BIN)/lanegate service install $(SERVICE) $(SERVICE_ARGS)
+
+uninstall-launchd: $(STAMP)
+	$(BIN)/lanegate service uninstall $(SERVICE)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results test-output

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
 from gateway.discovery import Discovery
+from gateway.drain import Drain
 from gateway.errors import (
     BadRequest,
     ErrorShape,
@@ -35,20 +36,25 @@ from gateway.errors import (
     error_body,
     shape_for_path,
 )
-from gateway.host_signal_reader import HttpSource, SignalSampler, SignalSource, default_source
+from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
+from gateway.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
+from gateway.metrics import CONTENT_TYPE_LATEST, build_registry, exposition
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
-from gateway.offload_loop import OffloadLoop
+from gateway.offload_loop import OffloadLoop, upstream_signal_source
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
+from gateway.reload import PolicyReloader
 from gateway.request_flow import RequestFlow, Runtime
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
+from gateway.status import status_routes
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
 
@@ -78,55 +84,104 @@ class Gateway:
         )
         self.clients: dict[str, UpstreamClient] = {}
         self.rolling = RollingRegistry()
-        self.recorder = Recorder(self.rolling, access_log_enabled=settings.access_log)
+        self.ledger = RequestLedger(
+            SqliteLedgerStore(settings.state_dir / LEDGER_FILE),
+            retention_days=settings.ledger_retention_days,
+            wall_clock=wall_clock or time.time,
+        )
+        self.tally = RequestTally()
+        self.recorder = Recorder(
+            self.rolling,
+            access_log_enabled=settings.access_log,
+            ledger=self.ledger,
+            tally=self.tally,
+        )
         store = SqliteSpendStore(settings.state_dir / "budgets.sqlite")
         self.budgets = Budgets(store, wall_clock=wall_clock or time.time)
-        self.relay = Relay(max_body_bytes=settings.max_body_bytes, clock=self.clock)
-        self.discovery = Discovery(self.clients, self.clock, settings.discovery_interval)
-        self.router = UpstreamRouter(self.discovered, self.clock)
+        self.relay = Relay(
+            max_body_bytes=settings.max_body_bytes,
+            clock=self.clock,
+            body_timeout_s=settings.body_timeout,
+        )
+        self.router = UpstreamRouter(self.discovered, self.clock, solo=self.rolling)
+        self.discovery = Discovery(
+            self.clients, self.clock, settings.discovery_interval, on_probe=self.router.probed
+        )
         self.flow = RequestFlow(
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
         self.runtime = self.build_runtime(policy)
+        self.drain = Drain(settings.drain_timeout)
+        self.reloader = PolicyReloader(self, settings.policy)
         # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
         # version on success and keeps the last refusal here, with file, line and field.
         self.policy_version = 1
         self.policy_loaded_at = (wall_clock or time.time)()
         self.reload_error: str | None = None
-        self.sampler: SignalSampler | None = None
-        if policy.offload is not None:
-            self.sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
-            self.flow.offload = OffloadLoop(
-                policy, self.sampler, self.rolling, self.router, self.clock
-            )
+        self.sampler, self.flow.offload = self.build_offload(policy)
+        self.metrics = build_registry(self, self.tally)
         self.control = build_control_app(self)
 
     @property
     def policy(self) -> Policy:
         return self.runtime.policy
 
-    def build_runtime(self, policy: Policy) -> Runtime:
-        capacity = sum(u.max_concurrency for u in policy.pool(default_upstream(policy).pool))
-        return Runtime(policy, Authenticator(policy), LaneGate(policy, capacity, self.clock))
+    def build_runtime(
+        self,
+        policy: Policy,
+        gate: LaneGate | None = None,
+        remote_gate: LaneGate | None = None,
+    ) -> Runtime:
+        """The runtime of `policy`: one lane gate per capacity domain, the local pool and the
+        remote pool that offloaded lanes use (so offloaded requests never hold the local Mac's
+        slots). A reload passes the gates in use, reconfigured in place so that the slots held
+        by requests in flight keep counting (see LaneGate)."""
+        local_pool = policy.pool(default_upstream(policy).pool)
+        remote = [u for u in policy.upstreams if u not in local_pool]
+        gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate)
+        if policy.offload is not None and remote:
+            remote_capacity = sum(u.max_concurrency for u in remote)
+            remote_gate = self._gate(policy, remote_capacity, remote_gate)
+        else:
+            remote_gate = None  # requests still holding its slots release into it as before
+        return Runtime(policy, Authenticator(policy), gate, remote_gate)
+
+    def _gate(self, policy: Policy, capacity: int, gate: LaneGate | None) -> LaneGate:
+        if gate is None:
+            return LaneGate(policy, capacity, self.clock)
+        gate.reconfigure(policy, capacity)
+        return gate
+
+    def build_offload(self, policy: Policy) -> tuple[SignalSampler, OffloadLoop | None]:
+        """The host-signal sampler (always: status and metrics show host signals) and, with an
+        `offload` section, the loop that acts on it."""
+        sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
+        if policy.offload is None:
+            return sampler, None
+        return sampler, OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
+        await self.ledger.start()
         self.discovery.start()
-        if self.sampler is not None and self.flow.offload is not None:
-            await self.sampler.start()
-            self.flow.offload.start()
+        await self.sampler.start()
+        if self.flow.offload is not None:
+            await self.flow.offload.start()
+        self.reloader.start()
 
     async def shutdown(self) -> None:
-        if self.sampler is not None and self.flow.offload is not None:
+        await self.reloader.stop()
+        if self.flow.offload is not None:
             await self.flow.offload.stop()
-            await self.sampler.stop()
+        await self.sampler.stop()
         await self.discovery.stop()
         clients = list(self.clients.values())
         self.clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients))
         await self.budgets.stop()
+        await self.ledger.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -147,6 +202,10 @@ class Gateway:
         self, route: RelayRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
         try:
+            if self.drain.refusing:  # shutting down: send the client elsewhere, at once
+                error = self.drain.refusal(self.clock())
+                await send_error(send, error, route.shape, request_id_of(scope))
+                return
             if route.name == "models" and self.discovered():
                 await self.serve_model_list(route, scope, send)
                 return
@@ -199,7 +258,7 @@ def _signal_source(policy: Policy) -> SignalSource:
     demo, or an agent), else this machine's own (sysctl on macOS, /proc on Linux)."""
     for upstream in policy.pool(default_upstream(policy).pool):
         if upstream.signals_url:
-            return HttpSource(upstream.signals_url)
+            return upstream_signal_source(upstream)
     return default_source()
 
 
@@ -230,6 +289,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if gateway.drain.refusing:
+            return JSONResponse({"status": "draining"}, status_code=503)
         reachable = await probe_upstreams(gateway)
         ready = any(reachable.values())
         body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
@@ -269,10 +330,17 @@ def build_control_app(gateway: Gateway) -> Starlette:
             }
         )
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition; open like any exporter (see docs/operations.md, Metrics)."""
+        return Response(exposition(gateway.metrics), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
+        *status_routes(gateway),
+        Route("/admin/reload", gateway.reloader.endpoint, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from gateway import __version__
 
 # Subcommand modules under gateway.commands, in the order `--help` lists them.
-COMMANDS = ("serve", "simulate", "demo", "policy", "keys", "agent", "ladder")
+COMMANDS = (
+    "serve",
+    "simulate",
+    "demo",
+    "policy",
+    "keys",
+    "agent",
+    "status",
+    "report",
+    "service",
+    "ladder",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,13 @@ READ_TIMEOUT_S = 5.0
 DISCOVERY_ERRORS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, ValueError)
 MAX_BODY = 4 * 1024 * 1024
 
+# (upstream name, reachable, detail): each refresh doubles as an active health probe.
+ProbeHook = Callable[[str, bool, str], None]
+
+
+class AnswerError(ValueError):
+    """The upstream answered, but not with the JSON it documents: reachable, not healthy data."""
+
 
 @dataclass(frozen=True)
 class UpstreamInventory:
@@ -37,6 +44,7 @@ class UpstreamInventory:
     slots: int | None = None  # real parallel slots, where the upstream reveals them
     read_at: float | None = None
     error: str | None = None
+    unreachable: bool = False  # the error was a connection failure or a timeout
 
 
 async def get_json(client: UpstreamClient, path: str) -> Any:
@@ -45,12 +53,12 @@ async def get_json(client: UpstreamClient, path: str) -> Any:
         response = await client.open("GET", path, None, {"accept": "application/json"})
         try:
             if response.status != 200:
-                raise ConnectionError(f"GET {path} answered {response.status}")
+                raise AnswerError(f"GET {path} answered {response.status}")
             body = bytearray()
             async for chunk in response.chunks():
                 body += chunk
                 if len(body) > MAX_BODY:
-                    raise ConnectionError(f"GET {path}: body over {MAX_BODY} bytes")
+                    raise AnswerError(f"GET {path}: body over {MAX_BODY} bytes")
             return json.loads(body)
         finally:
             await response.aclose()
@@ -61,7 +69,9 @@ async def read_inventory(client: UpstreamClient, now: float) -> UpstreamInventor
     try:
         inventory, slots = await _read(client, spec)
     except DISCOVERY_ERRORS as exc:
-        return UpstreamInventory(spec.name, read_at=now, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        unreachable = not isinstance(exc, ValueError)  # OSError or TimeoutError
+        return UpstreamInventory(spec.name, read_at=now, error=error, unreachable=unreachable)
     return UpstreamInventory(spec.name, inventory, slots, now)
 
 
@@ -87,8 +97,10 @@ class Discovery:
         clients: Mapping[str, UpstreamClient],
         clock: Callable[[], float],
         interval_s: float = 30.0,
+        on_probe: ProbeHook | None = None,
     ) -> None:
         self.clients = clients
+        self.on_probe = on_probe
         self.clock = clock
         self.interval_s = interval_s
         self.inventories: dict[str, UpstreamInventory] = {}
@@ -99,7 +111,11 @@ class Discovery:
             *(read_inventory(client, self.clock()) for client in self.clients.values())
         )
         for result in results:
+            if result.upstream not in self.clients:  # removed by a policy reload meanwhile
+                continue
             self._keep(result)
+            if self.on_probe is not None:
+                self.on_probe(result.upstream, not result.unreachable, result.error or "")
 
     def _keep(self, result: UpstreamInventory) -> None:
         previous = self.inventories.get(result.upstream)

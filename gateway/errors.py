@@ -8,10 +8,13 @@ Exception tree (every gateway-made error is one of these)::
     ├── Forbidden                       403   permission_error / lane_not_allowed, admin_only
     ├── NotFound                        404   invalid_request_error / unknown_path, model_not_found
     ├── MethodNotAllowed                405   invalid_request_error / method_not_allowed
+    ├── RequestTimeout                  408   invalid_request_error / body_timeout, header_timeout
     ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
+    ├── HeadersTooLarge                 431   invalid_request_error / headers_too_large
     ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
     ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
-    ├── ServiceUnavailable              503   service_unavailable / draining, no_upstream
+    ├── ServiceUnavailable              503   service_unavailable / gateway_draining, no_upstream,
+    │                                                             lane_removed
     └── UpstreamTimeout                 504   upstream_error / upstream_timeout
 
 On `/v1/*` (and the gateway's own paths) the body is OpenAI's shape
@@ -84,10 +87,22 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "body_too_large"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class RateLimited(GatewayError):

@@ -17,14 +17,25 @@ from dataclasses import dataclass, field
 
 from gateway import admission
 from gateway.admission import Occupancy, Waiter
-from gateway.errors import RateLimited
+from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy
 
 Clock = Callable[[], float]
 
 
+Refuse = Callable[[str], GatewayError]  # lane name → the error for a waiter of that lane
+
+
 class _QueueTimeout(Exception):
     """Set on a waiter's future when its lane's queue_timeout passes."""
+
+
+class _Refused(Exception):
+    """Set on a waiter's future when the gate drains its queue (shutdown, lane removed)."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 @dataclass(eq=False)
@@ -49,18 +60,25 @@ class Ticket:
 
 
 class LaneGate:
+    """One gate per process, for its whole life: a policy reload reconfigures it in place
+    (`reconfigure`), so the slots held by requests admitted under the old policy keep counting
+    against the capacity the new one admits into; a fresh gate would start at zero and
+    oversubscribe the upstreams until the old requests finished."""
+
     def __init__(self, policy: Policy, capacity: int, clock: Clock) -> None:
         self.clock = clock
         self.capacity = capacity
-        self.lanes: dict[str, LaneSpec] = {lane.name: lane for lane in policy.lanes}
-        self.clients: dict[str, ClientSpec] = {c.name: c for c in policy.clients}
+        self.lanes: dict[str, LaneSpec] = {}
+        self.clients: dict[str, ClientSpec] = {}
         self.aging_s = policy.admission.aging_s
-        self.queues: dict[str, deque[Waiter]] = {name: deque() for name in self.lanes}
-        self.by_lane: dict[str, int] = dict.fromkeys(self.lanes, 0)
+        self.queues: dict[str, deque[Waiter]] = {}
+        self.by_lane: dict[str, int] = {}
         self.by_client: dict[str, int] = {}
         self._futures: dict[int, asyncio.Future[float]] = {}
         self._ids = itertools.count()
         self._service_s: dict[str, float] = {}  # moving mean of time held, per lane
+        self._closed: Refuse | None = None
+        self.reconfigure(policy, capacity)
 
     # -- what status and metrics read -------------------------------------------------------
     @property
@@ -72,7 +90,13 @@ class LaneGate:
 
     # -- the request path ---------------------------------------------------------------------
     async def acquire(self, lane: LaneSpec, client: ClientSpec | None) -> Ticket:
-        """Wait for a slot for `lane`; raises RateLimited when the queue is full or times out."""
+        """Wait for a slot for `lane`; raises RateLimited when the queue is full or times out,
+        or the gate's refusal when it is closed or the lane was removed by a reload."""
+        if self._closed is not None:
+            raise self._closed(lane.name)
+        if lane.name not in self.lanes:  # classified under a policy that a reload replaced
+            raise lane_removed(lane.name)
+        lane = self.lanes[lane.name]  # the current spec: a reload's caps apply from now on
         now = self.clock()
         client_name = client.name if client else None
         waiter = Waiter(next(self._ids), lane.name, client_name, now)
@@ -97,6 +121,8 @@ class LaneGate:
             admitted_at = await future
         except _QueueTimeout:
             raise self._rate_limited(lane, "lane_queue_timeout", "waited too long") from None
+        except _Refused as refused:
+            raise refused.error from None
         except asyncio.CancelledError:
             # The client left while queued, or just as it was admitted: give the slot back.
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -115,6 +141,41 @@ class LaneGate:
         self._service_s[ticket.lane.name] = held if mean is None else 0.9 * mean + 0.1 * held
         self._count_names(ticket.lane.name, ticket.client.name if ticket.client else None, -1)
         self._pump()
+
+    # -- shutdown and reload ----------------------------------------------------------------
+    def close(self, refuse: Refuse) -> None:
+        """Refuse every waiter now and every later arrival (the gateway is draining)."""
+        self._closed = refuse
+        for name in self.queues:
+            self._refuse_queue(name, refuse)
+
+    def reconfigure(self, policy: Policy, capacity: int) -> None:
+        """Take a new policy's lanes, clients and capacity, keeping what is in flight.
+
+        Waiters of lanes that still exist stay queued (under the new caps); waiters of removed
+        lanes are refused. In-flight counts of removed lanes keep counting against the capacity
+        until their tickets are released. One synchronous step: nobody is admitted half-way.
+        """
+        lanes = {lane.name: lane for lane in policy.lanes}
+        for name in [name for name in self.queues if name not in lanes]:
+            self._refuse_queue(name, lane_removed)
+            del self.queues[name]
+        self.lanes = lanes
+        self.clients = {c.name: c for c in policy.clients}
+        self.aging_s = policy.admission.aging_s
+        self.capacity = capacity
+        for name in lanes:
+            self.queues.setdefault(name, deque())
+            self.by_lane.setdefault(name, 0)
+        self._pump()
+
+    def _refuse_queue(self, lane: str, refuse: Refuse) -> None:
+        queue = self.queues[lane]
+        while queue:
+            waiter = queue.popleft()
+            future = self._futures.pop(waiter.id, None)
+            if future is not None and not future.done():
+                future.set_exception(_Refused(refuse(lane)))
 
     # -- internals ------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -145,8 +206,8 @@ class LaneGate:
 
     def _forget(self, waiter: Waiter) -> None:
         self._futures.pop(waiter.id, None)
-        queue = self.queues[waiter.lane]
-        if waiter in queue:
+        queue = self.queues.get(waiter.lane)
+        if queue is not None and waiter in queue:
             queue.remove(waiter)
         self._pump()
 
@@ -158,6 +219,8 @@ class LaneGate:
 
     def _count_names(self, lane: str, client: str | None, delta: int) -> None:
         self.by_lane[lane] = self.by_lane.get(lane, 0) + delta
+        if not self.by_lane[lane] and lane not in self.lanes:  # removed by a reload, now idle
+            del self.by_lane[lane]
         if client is not None:
             count = self.by_client.get(client, 0) + delta
             if count:
@@ -181,5 +244,15 @@ class LaneGate:
         )
 
     def snapshot(self) -> Mapping[str, tuple[int, int]]:
-        """(in flight, queued) per lane."""
-        return {name: (self.by_lane.get(name, 0), len(q)) for name, q in self.queues.items()}
+        """(in flight, queued) per lane, including removed lanes with requests still in flight."""
+        names = [*self.queues, *(name for name in self.by_lane if name not in self.queues)]
+        return {name: (self.by_lane.get(name, 0), self.queue_depth(name)) for name in names}
+
+
+def lane_removed(lane: str) -> GatewayError:
+    return ServiceUnavailable(
+        f"lane {lane!r} was removed by a policy reload while this request waited for it; "
+        "retry, and it will be classified under the current policy",
+        code="lane_removed",
+        headers={"retry-after": "1"},
+    )

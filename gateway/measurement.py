@@ -13,12 +13,14 @@ Definitions.
   chunk. A gap measures arrival of bytes, keep-alive comments included.
 - Gap storage: a ``LogHistogram`` (``rolling``), so ``gap_max_s`` is exact, ``gap_p95_s`` is the
   nearest-rank p95 within the histogram's relative error (1% by default), and memory is bounded
-  by occupied buckets (a few dozen in practice) rather than by the number of chunks.
+  by occupied buckets (a few dozen in practice) rather than by the number of chunks. The
+  record hands that histogram on (``gaps``), with the exact ``gap_sum_s``, so /metrics folds
+  all of a request's gaps once at record time instead of observing each chunk.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.rolling import LogHistogram
 from gateway.stream_parser import Api, ScanResult, StreamScanner, scan_body
@@ -38,6 +40,11 @@ class RequestRecord:
     chunks: int
     status: int
     error: str | None
+    rejected: bool = False  # refused by the gateway (error is its code), never relayed
+    # The gaps themselves, for the /metrics histogram (folded once at record time), and their
+    # exact sum: consecutive gaps telescope to (last chunk - chunk that opened the gaps).
+    gaps: LogHistogram | None = field(default=None, compare=False, repr=False)
+    gap_sum_s: float | None = None
 
 
 class RequestMeasurement:
@@ -50,6 +57,7 @@ class RequestMeasurement:
         self._first_output_at: float | None = None
         self._last_chunk_at = received_at
         self._gaps_open = False
+        self._gaps_from = received_at  # the chunk after which gaps are counted
         self._gaps = LogHistogram(gap_error)
         self._chunks = 0
         self._body: ScanResult | None = None
@@ -67,9 +75,11 @@ class RequestMeasurement:
         first = self._scanner.feed(chunk) if self._scanner is not None else False
         if self._gaps_open:
             self._gaps.add(now - self._last_chunk_at)
-        if first:
-            self._first_output_at = now
-        self._gaps_open = self._first_output_at is not None or self._scanner is None
+        else:
+            if first:
+                self._first_output_at = now
+            if self._first_output_at is not None or self._scanner is None:
+                self._gaps_open, self._gaps_from = True, now
         self._last_chunk_at = now
 
     def on_body(self, body: bytes, now: float) -> None:
@@ -96,6 +106,8 @@ class RequestMeasurement:
             chunks=self._chunks,
             status=status,
             error=error if error is not None else (scanned.error if scanned else None),
+            gaps=self._gaps if self._gaps.count else None,
+            gap_sum_s=self._last_chunk_at - self._gaps_from if self._gaps.count else None,
         )
 
     def _scan_result(self) -> ScanResult | None:

@@ -165,6 +165,7 @@ class OffloadController:
         self._learned: deque[float] = deque(maxlen=LEARN_WINDOW)
         self._transitions: deque[Transition] = deque(maxlen=HISTORY)
         self._last_reason = "started local"
+        self.transition_count = 0  # all of them; `transitions` keeps only the recent ones
 
     @property
     def state(self) -> State:
@@ -352,6 +353,7 @@ class OffloadController:
         self, target: State, now: float, reason: str, breaches: tuple[str, ...]
     ) -> Decision:
         self._transitions.append(Transition(now, self._state, target, reason))
+        self.transition_count += 1
         self._state = target
         self._breach_since = self._clear_since = self._switch_since = None
         self._swap_ref = self._last_swap  # re-taken here; see the module docstring

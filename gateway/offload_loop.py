@@ -1,7 +1,8 @@
 """The offload loop: every few seconds, read the signals, ask the pure controller, and route.
 
 Reads the host signals (sampler), the interactive lane's rolling p95 TTFT on the local pool,
-the remote pool's health (its circuit breakers) and p95; feeds `offload.OffloadController`;
+the remote pool's health (its circuit breakers), p95 and memory pressure (from the agents at
+the remote upstreams' `signals_url`, sampled here); feeds `offload.OffloadController`;
 logs one line per transition with its reason. `route(lane)` tells the router where a new
 request of a lane goes. In-flight requests are never moved.
 """
@@ -12,17 +13,23 @@ import logging
 from collections.abc import Callable
 
 from gateway.circuit_breaker import BreakerState
-from gateway.host_signal_reader import SignalSampler
+from gateway.host_signal_reader import HttpSource, SignalSampler
+from gateway.host_signals import Pressure
 from gateway.offload import Mode, OffloadController, Route, Signals, State, route_for
 from gateway.periodic import Periodic
 from gateway.policy.spec import LaneSpec, Policy, UpstreamSpec
 from gateway.rolling import RollingRegistry
+from gateway.upstream_client import resolve_key
 from gateway.upstream_router import UpstreamRouter
 
 log = logging.getLogger("lanegate.offload")
 
 P95_WINDOW_S = 60.0
 REMOTE_WINDOW_S = 300.0
+# Without a configured `baseline_ttft`, every LEARN_PERIOD_S the interactive lane's TTFTs of
+# requests sent alone to a local upstream (single-stream, by construction) over that period
+# are offered to the controller, which keeps them only with enough samples on a calm host.
+LEARN_PERIOD_S = 300.0
 
 
 class OffloadLoop:
@@ -44,7 +51,13 @@ class OffloadLoop:
         self.local = router.pool_of(policy)
         self.remote = tuple(u for u in policy.upstreams if u not in self.local)
         self.interactive = _interactive_lane(policy)
+        self.remote_samplers = {
+            u.name: SignalSampler(upstream_signal_source(u), interval_s=policy.offload_sample_s)
+            for u in self.remote
+            if u.signals_url
+        }
         self._periodic = Periodic(self._step, policy.offload_sample_s)
+        self._learned_at = clock()
 
     @property
     def state(self) -> State:
@@ -65,23 +78,56 @@ class OffloadLoop:
         remote = self._p95(
             self.remote, tuple(lane.name for lane in self.policy.lanes), REMOTE_WINDOW_S, now
         )
-        healthy = any(
-            self.router.breaker(u.name).state(now) is not BreakerState.OPEN for u in self.remote
-        )
+        usable = [
+            u.name
+            for u in self.remote
+            if self.router.breaker(u.name).state(now) is not BreakerState.OPEN
+        ]
         return Signals(
             now=now,
             swap_used_bytes=host.swap_used_bytes,
             pressure=host.pressure.value,
             interactive_p95_s=local[0],
             interactive_samples=local[1],
-            remote_healthy=healthy,
+            remote_healthy=bool(usable),
             remote_p95_s=remote[0],
-            remote_pressure="unknown",
+            remote_pressure=self._remote_pressure(usable),
         )
+
+    def _remote_pressure(self, usable: list[str]) -> str:
+        """The least loaded usable remote host's pressure (traffic goes where it fits), or
+        "unknown" when no usable remote reports one."""
+        levels = [
+            sampler.latest.pressure
+            for name, sampler in self.remote_samplers.items()
+            if name in usable and sampler.latest.pressure is not Pressure.UNKNOWN
+        ]
+        if not levels:
+            return Pressure.UNKNOWN.value
+        return str(min(levels, key=_PRESSURE_RANK.__getitem__).value)
 
     def tick(self) -> None:
         decision = self.controller.observe(self.signals())
         self._log(decision.changed, decision.reason)
+        now = self.clock()
+        if now - self._learned_at >= LEARN_PERIOD_S:
+            self._learned_at = now
+            self.learn(now)
+
+    def learn(self, now: float) -> float | None:
+        """Offer the last period's single-stream interactive p95 TTFT; the baseline in use."""
+        p95, samples = self._p95(self.local, (self.interactive,), LEARN_PERIOD_S, now, "ttft_solo")
+        before = self.controller.baseline_ttft_s
+        if p95 is None:
+            return before
+        baseline = self.controller.learn_baseline(p95, samples, quiet=True)
+        if baseline != before and baseline is not None:
+            log.info(
+                "offload: single-stream TTFT baseline now %.3f s (%d requests sent alone)",
+                baseline,
+                samples,
+            )
+        return baseline
 
     def _p95(
         self,
@@ -89,12 +135,13 @@ class OffloadLoop:
         lanes: tuple[str, ...],
         window: float,
         now: float,
+        series: str = "ttft",
     ) -> tuple[float | None, int]:
         """The worst p95 TTFT over these upstreams and lanes, and how many samples it saw."""
         worst, count = None, 0
         for upstream in upstreams:
             for lane in lanes:
-                summary = self.rolling.snapshot(("ttft", lane, upstream.name), now, window)
+                summary = self.rolling.snapshot((series, lane, upstream.name), now, window)
                 count += summary.count
                 if summary.p95 is not None and (worst is None or summary.p95 > worst):
                     worst = summary.p95
@@ -104,14 +151,28 @@ class OffloadLoop:
         if changed:
             log.warning("offload: now %s — %s", self.controller.state.value, reason)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        for sampler in self.remote_samplers.values():
+            await sampler.start()
         self._periodic.start()
 
     async def stop(self) -> None:
         await self._periodic.stop()
+        for sampler in self.remote_samplers.values():
+            await sampler.stop()
 
     async def _step(self) -> None:
         self.tick()
+
+
+_PRESSURE_RANK = {Pressure.NORMAL: 0, Pressure.WARN: 1, Pressure.CRITICAL: 2}
+
+
+def upstream_signal_source(upstream: UpstreamSpec) -> HttpSource:
+    """The signals of the host serving `upstream`: its agent or simulator at `signals_url`."""
+    assert upstream.signals_url is not None
+    key = resolve_key(upstream, upstream.signals_key_ref) if upstream.signals_key_ref else None
+    return HttpSource(upstream.signals_url, key=key)
 
 
 def _interactive_lane(policy: Policy) -> str:

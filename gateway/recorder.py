@@ -1,4 +1,4 @@
-"""Where each finished request goes: rolling percentiles and the access log.
+"""Where each finished request goes: rolling percentiles, the access log and the ledger.
 
 Called once per request after the response is complete, off the per-chunk path. Bodies,
 prompts, completions and Authorization are never passed here, so they cannot be logged.
@@ -10,7 +10,9 @@ import json
 import logging
 from dataclasses import dataclass
 
+from gateway.ledger import RequestLedger, error_code
 from gateway.measurement import RequestRecord
+from gateway.request_metrics import RequestTally
 from gateway.rolling import RollingRegistry
 
 access_log = logging.getLogger("lanegate.access")
@@ -24,12 +26,23 @@ class RequestLabels:
     lane: str
     upstream: str
     model: str | None
+    client: str | None = None  # the policy's client name (None: no clients, or refused first)
+    queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
 
 
 class Recorder:
-    def __init__(self, rolling: RollingRegistry, *, access_log_enabled: bool) -> None:
+    def __init__(
+        self,
+        rolling: RollingRegistry,
+        *,
+        access_log_enabled: bool,
+        ledger: RequestLedger | None = None,
+        tally: RequestTally | None = None,
+    ) -> None:
         self.rolling = rolling
         self.access_log_enabled = access_log_enabled
+        self.ledger = ledger
+        self.tally = tally  # the /metrics counters and histograms
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -38,8 +51,12 @@ class Recorder:
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)
+        if self.tally is not None:
+            self.tally.observe(*series, labels.model, labels.queue_s, record)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+        if self.ledger is not None:
+            self.ledger.append(labels, record)
 
 
 def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, object]:
@@ -48,12 +65,14 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
 
     return {
         "request_id": labels.request_id,
+        "client": labels.client,
         "method": labels.method,
         "path": labels.path,
         "lane": labels.lane,
         "upstream": labels.upstream,
         "model": labels.model,
         "status": record.status,
+        "queue_ms": ms(labels.queue_s),
         "ttft_ms": ms(record.ttft_s),
         "gap_max_ms": ms(record.gap_max_s),
         "gap_p95_ms": ms(record.gap_p95_s),
@@ -61,5 +80,5 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "tokens_estimated": record.tokens_estimated,
-        "error": record.error,
+        "error": error_code(record.error),  # a code only: upstream text may echo a prompt
     }

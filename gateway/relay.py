@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.drain import DRAINING_CODE, cut_error
 from gateway.errors import (
     ErrorShape,
     GatewayError,
     PayloadTooLarge,
+    RequestTimeout,
     UpstreamTimeout,
     UpstreamUnavailable,
     stream_error_event,
@@ -61,6 +63,8 @@ _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 CLIENT_LEFT = "client_disconnected"
 FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
+DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
+BODY = "body_timeout"
 
 
 class RetryElsewhere(Exception):
@@ -124,6 +128,10 @@ class Exchange:
         self.first_byte_s, self.idle_s = first_byte_s, idle_s
         self.disarm()  # a retry on another upstream re-arms the same exchange
         self.timer = self.loop.call_later(first_byte_s, self._check_deadline)
+
+    def arm_body(self, body_s: float) -> None:
+        """The client must finish sending its body within `body_s` (a slow upload → 408)."""
+        self.timer = self.loop.call_later(body_s, self.interrupt, BODY)
 
     def disarm(self) -> None:
         if self.timer is not None:
@@ -217,12 +225,31 @@ def response_headers(
 class Relay:
     """Forwards one request to the upstream client it is given, and measures it."""
 
-    def __init__(self, *, max_body_bytes: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, max_body_bytes: int, clock: Callable[[], float], body_timeout_s: float = 60.0
+    ) -> None:
         self.max_body_bytes = max_body_bytes
         self.clock = clock
+        self.body_timeout_s = body_timeout_s
 
-    async def read(self, route: Route, receive: Receive) -> tuple[bytes, RequestFacts]:
-        raw = await read_body(receive, self.max_body_bytes)
+    async def read(
+        self, route: Route, receive: Receive, exchange: Exchange
+    ) -> tuple[bytes, RequestFacts]:
+        # The exchange's one timer guards the upload first (re-armed for the upstream later).
+        exchange.arm_body(self.body_timeout_s)
+        try:
+            raw = await read_body(receive, self.max_body_bytes)
+        except asyncio.CancelledError:
+            if exchange.reason != BODY or exchange.task is None:
+                raise
+            exchange.task.uncancel()
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g} s "
+                "(LANEGATE_BODY_TIMEOUT)",
+                code="body_timeout",
+            ) from None
+        finally:
+            exchange.disarm()
         return raw, parse_request(route, raw)
 
     async def forward(
@@ -352,6 +379,8 @@ class Relay:
     ) -> int:
         if exchange.reason == CLIENT_LEFT:
             return 499  # nginx's code for "client closed request"
+        if exchange.reason == DRAINING:
+            return await self._fail(send, exchange, shape, cut_error(), status)
         waited = exchange.first_byte_s if exchange.reason == FIRST_BYTE else exchange.idle_s
         what = "first byte" if exchange.reason == FIRST_BYTE else "next chunk"
         failure = UpstreamTimeout(

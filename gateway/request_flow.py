@@ -31,13 +31,14 @@ from gateway.classify import (
     request_view,
     rewrite_model,
 )
+from gateway.drain import cut_error
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
 from gateway.lane_gate import LaneGate, Ticket
 from gateway.measurement import RequestRecord
 from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import CLIENT_LEFT, Exchange, Relay, request_id_of, send_error
+from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, request_id_of, send_error
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
@@ -56,7 +57,8 @@ class Runtime:
 
     policy: Policy
     auth: Authenticator
-    gate: LaneGate
+    gate: LaneGate  # the local pool's slots
+    remote_gate: LaneGate | None = None  # the remote pool's, for offloaded lanes
 
 
 @dataclass
@@ -86,6 +88,9 @@ class RequestFlow:
         self.recorder = recorder
         self.clients = clients
         self.clock = clock
+        # Requests being handled: the drain waits for them, then interrupts the rest; a reload
+        # retires removed upstream clients once those handled under the old policy are done.
+        self.active: set[Exchange] = set()
 
     async def handle(
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
@@ -93,19 +98,23 @@ class RequestFlow:
         received_at = self.clock()
         request_id = request_id_of(scope)
         exchange = Exchange(request_id, received_at, self.clock)
+        self.active.add(exchange)
         admitted: Admitted | None = None
         lane_name, upstream_name, model = "-", "-", None
+        client: ClientSpec | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
-            raw, facts = await self.relay.read(route, receive)
+            raw, facts = await self.relay.read(route, receive, exchange)
             model = facts.model
             exchange.watch(receive)
             if route.inference:
                 lane, raw, model, chars = self._lane(runtime.policy, scope, facts, client, raw)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
-                admitted = await self._admit(runtime, lane, client, facts, chars)
+                pool = self._offload_pool(lane)
+                admitted = await self._admit(runtime, lane, client, facts, chars, pool)
+                pool = await self._hop_if_offloaded(runtime, admitted, pool)
                 extra += self._admission_headers(admitted)
 
             async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
@@ -123,8 +132,8 @@ class RequestFlow:
                 )
 
             if route.inference:
-                pool = self._offload_pool(admitted.lane) if admitted else None
-                record = await self.router.run(runtime.policy, model, attempt, pool)
+                lane_of = admitted.lane.name if admitted else None
+                record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
             else:  # metadata: the default upstream answers, no slot is taken
                 record = await attempt(default_upstream(runtime.policy), False)
         except GatewayError as error:
@@ -132,19 +141,31 @@ class RequestFlow:
             await send_error(send, error, route.shape, request_id)
             record = _rejected(error.status, error.code, received_at, self.clock())
         except asyncio.CancelledError:
-            if exchange.reason != CLIENT_LEFT:
+            if exchange.reason not in (CLIENT_LEFT, DRAINING):
                 raise
             if exchange.task is not None:
                 exchange.task.uncancel()
-            record = _rejected(499, CLIENT_LEFT, received_at, self.clock())  # left while queued
+            if exchange.reason == DRAINING:  # cut before the relay started: a plain 503
+                await _try_send(send, cut_error(), route, request_id)
+            status = 499 if exchange.reason == CLIENT_LEFT else 503  # 499: left while queued
+            record = _rejected(status, exchange.reason, received_at, self.clock())
         finally:
+            self.active.discard(exchange)
             exchange.close()
             if admitted is not None:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
-            request_id, route.method, scope["path"], lane_name, upstream_name, model
+            request_id,
+            route.method,
+            scope["path"],
+            lane_name,
+            upstream_name,
+            model,
+            client=client.name if client is not None else None,
+            queue_s=queue_s,
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -183,18 +204,33 @@ class RequestFlow:
         client: ClientSpec | None,
         facts: RequestFacts,
         chars: int,
+        pool: tuple[UpstreamSpec, ...] | None,
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
         reservation = self.budgets.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
             raise _over_budget(reservation)
+        gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
-            ticket = await runtime.gate.acquire(lane, client)
+            ticket = await gate.acquire(lane, client)
         except BaseException:
             self.budgets.release(reservation)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
+
+    async def _hop_if_offloaded(
+        self, runtime: Runtime, admitted: Admitted, pool: tuple[UpstreamSpec, ...] | None
+    ) -> tuple[UpstreamSpec, ...] | None:
+        """A request queued locally before its lane was offloaded: it goes remote now, and
+        trades its local slot for one of the remote pool's (the local one frees at once)."""
+        if pool is not None or admitted.ticket.gate is not runtime.gate:
+            return pool
+        pool = self._offload_pool(admitted.lane)
+        if pool is not None and runtime.remote_gate is not None:
+            admitted.ticket.release()
+            admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
+        return pool
 
     def _offload_pool(self, lane: LaneSpec) -> tuple[UpstreamSpec, ...] | None:
         """The remote pool while offloading (offloadable lanes only); None: the local pool."""
@@ -213,6 +249,13 @@ class RequestFlow:
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
         return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+
+
+async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:
+    try:
+        await send_error(send, error, route.shape, request_id)
+    except (OSError, RuntimeError):  # the client is gone, or the response had started
+        log.debug("request %s: could not send %s", request_id, error.code)
 
 
 def _body_for(
@@ -268,4 +311,5 @@ def _rejected(status: int, code: str, received_at: float, now: float) -> Request
         chunks=0,
         status=status,
         error=code,
+        rejected=True,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 MIN_TRACKED = 1e-9
@@ -116,6 +116,16 @@ class LogHistogram:
                 return min(max(self._value(key), self._min), self._max)
         return self._max  # unreachable: counts add up to self.count
 
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    def key_counts(self) -> tuple[int, Mapping[int, int]]:
+        """The zero bucket's count, and the count of each occupied bucket by key: key k holds
+        the values in ``(gamma**(k-1), gamma**k]``. For folding into fixed-bucket histograms;
+        read-only."""
+        return self._zeros, self._buckets
+
     def summary(self) -> Summary:
         """p50/p95/p99/max of everything counted."""
         if not self.count:
@@ -179,6 +189,10 @@ class RollingPercentiles:
 
     def snapshot(self, now: float, window_s: float) -> Summary:
         """Percentiles of the samples in the window ending at ``now`` (see module docstring)."""
+        return self.window(now, window_s).summary()
+
+    def window(self, now: float, window_s: float) -> LogHistogram:
+        """A new histogram of the samples in the window ending at ``now`` (for merging)."""
         if not 0 < window_s <= self._horizon_s:
             raise ValueError(f"window_s must be in (0, {self._horizon_s}]")
         index = self.slice_index(now)
@@ -188,7 +202,7 @@ class RollingPercentiles:
         for slice_index, histogram in self._slices:
             if oldest < slice_index <= index:
                 merged.merge(histogram)
-        return merged.summary()
+        return merged
 
     def is_empty(self, now: float) -> bool:
         """True when nothing within the horizon remains."""
@@ -227,6 +241,23 @@ class RollingRegistry:
         """Percentiles for ``key``; an unknown key has an empty summary."""
         series = self._series.get(key)
         return EMPTY if series is None else series.snapshot(now, window_s)
+
+    def merged_snapshot(self, keys: Iterable[Key], now: float, window_s: float) -> Summary:
+        """Percentiles over several series at once, e.g. one lane across its upstreams.
+
+        Merging histograms at read time keeps the request path at one series per request;
+        the result is as accurate as a single series holding all the samples."""
+        merged: LogHistogram | None = None
+        for key in keys:
+            series = self._series.get(key)
+            if series is None:
+                continue
+            histogram = series.window(now, window_s)
+            if merged is None:
+                merged = histogram
+            else:
+                merged.merge(histogram)
+        return EMPTY if merged is None else merged.summary()
 
     def keys(self) -> list[Key]:
         """Keys that have series, in insertion order."""

@@ -64,11 +64,20 @@ def match_route(method: str, path: str) -> Route | None:
             method == candidate.method
             and path.startswith(candidate.path)
             and len(path) > len(candidate.path)
+            and not _has_dot_segment(path)
         ):
             return candidate
     return None
 
 
+def _has_dot_segment(path: str) -> bool:
+    # `/v1/models/../../api/pull` would reach another upstream path once the upstream
+    # normalises it: a parameter is a name, never a way out of its prefix.
+    return "." in path and any(part in (".", "..") for part in path.split("/"))
+
+
 def is_relay_path(path: str) -> bool:
     """True for paths the relay owns with any method (to answer 405, not 404)."""
-    return path in RELAY_PATHS or any(path.startswith(r.path) for r in _PREFIXED)
+    if path in RELAY_PATHS:
+        return True
+    return any(path.startswith(r.path) for r in _PREFIXED) and not _has_dot_segment(path)

@@ -32,3 +32,23 @@ class Settings(BaseSettings):
     # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.
     upstream_client: Literal["lean", "aiohttp", "httpx"] = "lean"
     access_log: bool = True
+    # How long the request ledger (state_dir/ledger.sqlite) keeps its rows, days.
+    ledger_retention_days: Annotated[float, Field(gt=0)] = 14.0
+    # -- secure defaults (docs/security.md) ----------------------------------------------------
+    # Serve HTTPS on LAN binds: PEM certificate (chain) and its private key, both or neither.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    # Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    # "https://chat.example.lan,http://localhost:3000"; empty: CORS off (no headers at all).
+    cors_origins: str = ""
+    # Request headers: how many, and how many bytes with the request line (431 beyond), and
+    # seconds to receive them (408); seconds to receive the whole body (408).
+    max_header_count: Annotated[int, Field(ge=8)] = 100
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout: Annotated[float, Field(gt=0)] = 60.0
+    keep_alive_timeout: Annotated[int, Field(ge=1)] = 5
+    # lanegate's own log file, rotated in-process (launchd's StandardErrorPath never rotates).
+    log_file: Path | None = None
+    log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    log_backups: Annotated[int, Field(ge=1)] = 5

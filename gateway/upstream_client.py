@@ -83,11 +83,13 @@ def default_headers(spec: UpstreamSpec) -> dict[str, str]:
     return headers
 
 
-def resolve_key(spec: UpstreamSpec) -> str | None:
-    """The upstream's own API key, from the `env:VAR` reference in the policy."""
-    if spec.api_key_ref is None:
+def resolve_key(spec: UpstreamSpec, ref: str | None = None) -> str | None:
+    """A key from its `env:VAR` reference in the policy: the upstream's own API key, or
+    another reference of that upstream's (its `signals_key`)."""
+    ref = spec.api_key_ref if ref is None else ref
+    if ref is None:
         return None
-    variable = spec.api_key_ref.removeprefix("env:")
+    variable = ref.removeprefix("env:")
     key = os.environ.get(variable)
     if not key:
         log.warning("upstream %s: %s is not set; sending no key", spec.name, variable)

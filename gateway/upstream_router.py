@@ -6,6 +6,9 @@ client (connection refused or closed, a 502/503 answer) is retried on another up
 same pool, with tenacity, never the same one twice; once a byte has gone to the client the
 request is never retried. Timeouts before the first byte are not retried either: the client
 has already waited `first_byte` seconds.
+
+A request that had its upstream to itself from start to end measures that engine's
+single-stream TTFT: those go to the `solo` series, from which offload learns its baseline.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from gateway.measurement import RequestRecord
 from gateway.model_lists import Inventory
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.relay import CLIENT_LEFT, RetryElsewhere
+from gateway.rolling import RollingRegistry
 from gateway.selection import DEFAULT_POOL, Candidate, choose
 
 log = logging.getLogger("lanegate.router")
@@ -35,12 +39,15 @@ class UpstreamRouter:
         inventories: Callable[[], Mapping[str, Inventory]],
         clock: Callable[[], float],
         breaker_config: BreakerConfig | None = None,
+        solo: RollingRegistry | None = None,
     ) -> None:
         self.inventories = inventories
         self.clock = clock
         self.breaker_config = breaker_config or BreakerConfig()
         self.breakers: dict[str, CircuitBreaker] = {}
         self.in_flight: dict[str, int] = {}
+        self.sent: dict[str, int] = {}  # attempts sent per upstream, ever
+        self.solo = solo  # ("ttft_solo", lane, upstream) -> TTFTs of requests sent alone
         self._pool: tuple[Policy, tuple[UpstreamSpec, ...]] | None = None
 
     def breaker(self, upstream: str) -> CircuitBreaker:
@@ -48,6 +55,19 @@ class UpstreamRouter:
         if breaker is None:
             breaker = self.breakers[upstream] = CircuitBreaker(self.breaker_config)
         return breaker
+
+    def probed(self, upstream: str, reachable: bool, detail: str) -> None:
+        """An active probe's result (discovery's periodic read): an unreachable upstream counts
+        a failure even when no request goes there, and a half-open breaker may close on a
+        probe instead of risking a user's request. Probes that reach a closed upstream say
+        nothing new: passive results from real traffic decide."""
+        breaker, now = self.breaker(upstream), self.clock()
+        state = breaker.state(now)
+        if state is BreakerState.CLOSED and not reachable:
+            breaker.record(Outcome.FAILURE, now, f"probe: {detail}")
+        elif state is BreakerState.HALF_OPEN and breaker.allow(now):
+            outcome = Outcome.SUCCESS if reachable else Outcome.FAILURE
+            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe")
 
     def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
         if self._pool is None or self._pool[0] is not policy:  # computed once per policy
@@ -99,13 +119,14 @@ class UpstreamRouter:
         model: str | None,
         attempt: Attempt,
         pool: tuple[UpstreamSpec, ...] | None = None,
+        lane: str | None = None,
     ) -> RequestRecord:
         """Try upstreams of the pool (default: the local one) until one answers; the last try
         handles its own errors."""
         pool = pool or self.pool_of(policy)
         tried: set[str] = set()
         try:  # the common case, kept off tenacity's machinery: the first upstream answers
-            return await self._once(policy, pool, model, attempt, tried)
+            return await self._once(policy, pool, model, attempt, tried, lane)
         except RetryElsewhere as first:
             if not any(s.name not in tried for s in pool):
                 raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
@@ -117,7 +138,7 @@ class UpstreamRouter:
         try:
             async for try_ in retrying:
                 with try_:
-                    return await self._once(policy, pool, model, attempt, tried)
+                    return await self._once(policy, pool, model, attempt, tried, lane)
         except RetryElsewhere as exc:  # every upstream failed before any byte was sent
             raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
@@ -129,13 +150,15 @@ class UpstreamRouter:
         model: str | None,
         attempt: Attempt,
         tried: set[str],
+        lane: str | None,
     ) -> RequestRecord:
         spec = self.pick(policy, pool, model, tried)
         if spec is None:
             raise self._none_healthy(pool)
         tried.add(spec.name)
         others = any(s.name not in tried for s in pool)
-        self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + 1
+        in_flight = self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + 1
+        sent = self.sent[spec.name] = self.sent.get(spec.name, 0) + 1
         try:
             record = await attempt(spec, others)
         except RetryElsewhere as exc:
@@ -150,6 +173,9 @@ class UpstreamRouter:
         finally:
             self.in_flight[spec.name] -= 1
         self._account(spec, record)
+        alone = in_flight == 1 and self.sent[spec.name] == sent  # nobody came or went meanwhile
+        if alone and self.solo is not None and record.ttft_s is not None and lane:
+            self.solo.add(("ttft_solo", lane, spec.name), record.ttft_s, self.clock())
         return record
 
     def _account(self, spec: UpstreamSpec, record: RequestRecord) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.circuit_breaker import BreakerConfig, BreakerState
 from gateway.discovery import Discovery, read_inventory
 from gateway.policy.spec import Timeouts, UpstreamKind, UpstreamSpec
 from gateway.upstream_client import create_client
+from gateway.upstream_router import UpstreamRouter
 from tests.conftest import DATA
 from tests.support.processes import Service, free_port, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
@@ -88,3 +90,57 @@ async def test_non_json_answer_is_an_error_not_a_crash() -> None:
             await client.aclose()
     assert result.error is not None and "JSONDecodeError" in result.error
     assert result.inventory.models == frozenset()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_probes_open_a_dead_upstreams_breaker_and_close_a_recovered_one(
+    sim: Service,
+) -> None:
+    """No request goes to the dead upstream; its breaker opens on probes alone. Once the
+    cooldown passes, a successful probe (not a user's request) closes the breaker."""
+    clock = Clock()
+    router = UpstreamRouter(dict, clock, BreakerConfig(failures_to_open=3, cooldown_s=5))
+    dead = create_client(_spec("dead", f"http://127.0.0.1:{free_port()}", UpstreamKind.OLLAMA))
+    live = create_client(_spec("mini", sim.url, UpstreamKind.OLLAMA))
+    clients = {"dead": dead, "mini": live}
+    discovery = Discovery(clients, clock, on_probe=router.probed)
+    try:
+        for _ in range(3):
+            await discovery.refresh()
+        assert router.breaker("dead").state(clock.now) is BreakerState.OPEN
+        assert "probe: " in router.breaker("dead").reason
+        assert router.breaker("mini").state(clock.now) is BreakerState.CLOSED
+        clock.now += 6  # cooldown over: half-open, and the upstream is back (now: the sim)
+        clients["dead"] = create_client(_spec("dead", sim.url, UpstreamKind.OLLAMA))
+        await discovery.refresh()
+        assert router.breaker("dead").state(clock.now) is BreakerState.CLOSED
+    finally:
+        for client in (dead, live, clients["dead"]):
+            await client.aclose()
+
+
+async def test_an_upstream_answering_errors_is_reachable_for_the_breaker() -> None:
+    """A 404 on /api/ps (an older server) is a discovery error, not a dead host."""
+
+    def answer(request: SeenRequest) -> Script:
+        return Script(chunks=[b"not here"], status=404, content_type="text/plain")
+
+    clock = Clock()
+    router = UpstreamRouter(dict, clock, BreakerConfig(failures_to_open=1))
+    with ScriptedUpstream(answer) as server:
+        client = create_client(_spec("odd", server.url, UpstreamKind.OLLAMA))
+        discovery = Discovery({"odd": client}, clock, on_probe=router.probed)
+        try:
+            await discovery.refresh()
+        finally:
+            await client.aclose()
+    result = discovery.inventories["odd"]
+    assert result.error is not None and not result.unreachable
+    assert router.breaker("odd").state(clock.now) is BreakerState.CLOSED

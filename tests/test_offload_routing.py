@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.processes import Service, start_lanegate
+from tests.support.scripted_upstream import Script, ScriptedUpstream
 
 # A mini whose KV cache overflows its RAM budget after ~100 tokens in flight: the knee.
 PROFILES = """
@@ -148,3 +149,133 @@ def _drive(
     assert upstream == "mini"
     assert "offload: now offloading" in gateway.log()
     assert "offload: now local" in gateway.log()
+
+
+def test_offloaded_requests_hold_remote_slots_not_local_ones(
+    output_dir: Path, tmp_path: Path
+) -> None:
+    """Two batch streams run on the remote pool; the mini's two slots stay free for chat."""
+    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+    hanging = Script(chunks=[chunk], after_chunks="hang")
+    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
+    with (
+        ScriptedUpstream(lambda request: quick) as mini,
+        ScriptedUpstream(lambda request: hanging) as m4,
+    ):
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""
+upstreams:
+  - {{name: mini, kind: openai, base_url: '{mini.url}', max_concurrency: 2}}
+  - {{name: m4, kind: openai, pool: remote, base_url: '{m4.url}', max_concurrency: 2,
+      timeouts: {{idle: 60}}}}
+admin_key: env:T_ADMIN_KEY
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: 2, queue_timeout: 2}}
+  - {{name: batch, priority: 10, max_concurrency: 2, offloadable: true}}
+classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
+offload: {{sample_interval: 0.25}}
+""")
+        gateway = start_lanegate(
+            "gw-remote-slots",
+            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+            ready_path="/healthz",
+            log_dir=output_dir,
+            env={"T_ADMIN_KEY": "admin-secret"},
+        )
+        admin = {"authorization": "Bearer admin-secret"}
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        try:
+            forced = httpx.post(
+                f"{gateway.url}/admin/offload", json={"mode": "force-offload"}, headers=admin
+            )
+            assert forced.json()["state"] == "offloading"
+            with httpx.Client(base_url=gateway.url, timeout=10) as http:
+                streams, readers = [], []
+                for _ in range(2):  # both batch streams start on the remote pool and stay open
+                    stream = http.stream(
+                        "POST", "/v1/chat/completions", json=body, headers={"x-lane": "batch"}
+                    )
+                    response = stream.__enter__()
+                    streams.append(stream)
+                    assert response.headers["x-lanegate-upstream"] == "m4"
+                    readers.append(response.iter_raw())  # kept: a dropped one closes the stream
+                    next(readers[-1])
+                # Had they held the mini's two slots, chat would wait 2 s and get a 429.
+                for _ in range(2):
+                    with httpx.Client(base_url=gateway.url, timeout=10) as chat:
+                        answer = chat.post("/v1/chat/completions", json=body)
+                    assert answer.status_code == 200, answer.text
+                    assert answer.headers["x-lanegate-upstream"] == "mini"
+                for stream in streams:
+                    stream.__exit__(None, None, None)
+        finally:
+            gateway.stop()
+
+
+def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_slot(
+    output_dir: Path, tmp_path: Path
+) -> None:
+    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+    hanging = Script(chunks=[chunk], after_chunks="hang")
+    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
+    with (
+        ScriptedUpstream(lambda request: hanging if b"hold" in request.body else quick) as mini,
+        ScriptedUpstream(lambda request: hanging) as m4,
+    ):
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""
+upstreams:
+  - {{name: mini, kind: openai, base_url: '{mini.url}', max_concurrency: 1}}
+  - {{name: m4, kind: openai, pool: remote, base_url: '{m4.url}', max_concurrency: 1}}
+admin_key: env:T_ADMIN_KEY
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: 1, queue_timeout: 5}}
+  - {{name: batch, priority: 10, max_concurrency: 1, offloadable: true, queue_timeout: 10}}
+classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
+offload: {{sample_interval: 0.25}}
+""")
+        gateway = start_lanegate(
+            "gw-hop",
+            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+            ready_path="/healthz",
+            log_dir=output_dir,
+            env={"T_ADMIN_KEY": "admin-secret"},
+        )
+
+        def chat(text: str) -> dict[str, object]:
+            return {"model": "m", "stream": True, "messages": [{"role": "user", "content": text}]}
+
+        batch_upstream: list[str] = []
+        batch_started = threading.Event()
+        release_batch = threading.Event()
+
+        def batch() -> None:
+            with (
+                httpx.Client(base_url=gateway.url, timeout=20) as http,
+                http.stream(
+                    "POST", "/v1/chat/completions", json=chat("go"), headers={"x-lane": "batch"}
+                ) as response,
+            ):
+                batch_upstream.append(response.headers["x-lanegate-upstream"])
+                batch_started.set()
+                release_batch.wait(20)
+
+        try:
+            with httpx.Client(base_url=gateway.url, timeout=20) as http:
+                with http.stream("POST", "/v1/chat/completions", json=chat("hold")) as held:
+                    assert held.headers["x-lanegate-upstream"] == "mini"
+                    worker = threading.Thread(target=batch)
+                    worker.start()  # queues: the mini's one slot is taken
+                    time.sleep(0.3)
+                    assert not batch_started.is_set()
+                    admin = {"authorization": "Bearer admin-secret"}
+                    http.post("/admin/offload", json={"mode": "force-offload"}, headers=admin)
+                # The chat ended: the batch waiter takes the local slot, hops to m4, frees it.
+                assert batch_started.wait(10)
+                assert batch_upstream == ["m4"]
+                answer = http.post("/v1/chat/completions", json=chat("hi again"))
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-lanegate-upstream"] == "mini"
+        finally:
+            release_batch.set()
+            gateway.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 SIMULATORS = (("sim-mini", 11501, "m2-mini-16gb"), ("sim-m4max", 11502, "m4-max-64gb"))
 GATEWAY_PORT = 8400
+DEMO_ADMIN_KEY = "demo-admin"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on `kill` as on Ctrl-C
     processes: list[subprocess.Popen[bytes]] = []
+    os.environ.setdefault("LANEGATE_ADMIN_KEY", DEMO_ADMIN_KEY)  # inherited by the gateway
     try:
         for name, port, profile in SIMULATORS:
             processes.append(_spawn("simulate", "--port", str(port), "--profile", profile))
@@ -91,12 +93,15 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def _banner(port: int) -> str:
     base = f"http://127.0.0.1:{port}/v1"
     here = Path.cwd()
+    admin_key = os.environ.get("LANEGATE_ADMIN_KEY", DEMO_ADMIN_KEY)
     return f"""
 lanegate demo is running (policy: {here / "policies/demo.yaml"})
   OpenAI base URL : {base}
   Ollama base URL : http://127.0.0.1:{port}
   API key         : any key (the demo policy defines no clients yet)
   upstreams       : sim-mini (local, :11501), sim-m4max (remote, :11502)
+  dashboard       : http://127.0.0.1:{port}/dashboard (admin key: {admin_key})
+  status          : LANEGATE_ADMIN_KEY={admin_key} lanegate status --url http://127.0.0.1:{port}
 
 Try it (Python, openai SDK):
   from openai import OpenAI

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+SHUTDOWN_STRAGGLERS_S = 1
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -13,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", help="bind address (default: LANEGATE_HOST or localhost)")
     parser.add_argument("--port", type=int, help="port (default: LANEGATE_PORT or 8400)")
     parser.add_argument("--log-level", help="debug, info, warning (default: LANEGATE_LOG_LEVEL)")
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen beyond loopback even though the policy has no clients (anyone who can "
+        "reach the port can use the models)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -20,35 +32,58 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.listen import bind_sockets
+    from gateway.cors_app import with_cors
+    from gateway.graceful_server import GracefulServer
+    from gateway.http_protocol import HeaderLimits, limited_protocol
+    from gateway.listen import bind_sockets, is_loopback
     from gateway.policy import PolicyError, load_policy
     from gateway.settings import Settings
 
     overrides = {k: v for k in ("policy", "host", "port", "log_level") if (v := getattr(args, k))}
     settings = Settings(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings)
     try:
         policy = load_policy(settings.policy)
     except PolicyError as exc:
         print(f"lanegate: the policy cannot be used:\n{exc}", file=sys.stderr)
         return 2
+    problem = exposure_problem(settings, bool(policy.clients), args.allow_unauthenticated)
+    if problem is not None:
+        print(f"lanegate serve: {problem}", file=sys.stderr)
+        return 2
     sockets = bind_sockets(settings.host, settings.port)
     app = create_app(policy, settings)
+    limits = HeaderLimits(
+        settings.max_header_count, settings.max_header_bytes, settings.header_timeout
+    )
     config = uvicorn.Config(
-        app,
+        with_cors(app, settings.cors_origins),  # CORS off: the app itself, no wrapper
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(limits),  # httptools, plus header count/size/time limits
         lifespan="on",
         access_log=False,  # lanegate writes its own access log, without bodies or keys
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* is not trusted unless a proxy setting says so
         log_config=None,
-        timeout_graceful_shutdown=round(settings.drain_timeout),
+        # The drain (GracefulServer) already waited for the requests in flight; uvicorn's own
+        # wait after it only covers stragglers such as a health probe.
+        timeout_graceful_shutdown=SHUTDOWN_STRAGGLERS_S,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
     )
     addresses = ", ".join(_address(s.getsockname()) for s in sockets)
-    logging.getLogger("lanegate").info("lanegate listening on %s", addresses)
-    uvicorn.Server(config).run(sockets=sockets)
-    return 0
+    scheme = "https" if settings.tls_certfile else "http"
+    logging.getLogger("lanegate").info("lanegate listening on %s (%s)", addresses, scheme)
+    if scheme == "http" and not is_loopback(settings.host):
+        logging.getLogger("lanegate").warning(
+            "serving plain HTTP on %s: keys and prompts cross the LAN unencrypted; set "
+            "LANEGATE_TLS_CERTFILE/KEYFILE or put a TLS proxy in front (docs/security.md)",
+            settings.host,
+        )
+    server = GracefulServer(config, app)
+    server.run(sockets=sockets)
+    return 1 if server.forced else 0
 
 
 def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -56,11 +91,47 @@ def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def configure_logging(level: str) -> None:
+def exposure_problem(
+    settings: Settings, has_clients: bool, allow_unauthenticated: bool
+) -> str | None:
+    """Why these settings must not start a gateway, or None. Refuses before binding anything."""
+    from gateway.cors import parse_origins
+    from gateway.listen import is_loopback
+
+    if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
+        return "set both LANEGATE_TLS_CERTFILE and LANEGATE_TLS_KEYFILE, or neither"
+    for path in (settings.tls_certfile, settings.tls_keyfile):
+        if path is not None and not path.is_file():
+            return f"TLS file {path} does not exist (or is not a file)"
+    try:
+        parse_origins(settings.cors_origins)
+    except ValueError as exc:
+        return f"LANEGATE_CORS_ORIGINS: {exc}"
+    if is_loopback(settings.host) or has_clients or allow_unauthenticated:
+        return None
+    return (
+        f"refusing to listen on {settings.host}: the policy has no clients, so anyone who can "
+        "reach this port could use your models without a key. Add clients with keys to the "
+        "policy (`lanegate keys new NAME`, docs/security.md), or bind --host 127.0.0.1, or pass "
+        "--allow-unauthenticated if this network is yours alone"
+    )
+
+
+def configure_logging(level: str, settings: Settings | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if settings is not None and settings.log_file is not None:
+        # Rotated here: launchd's StandardErrorPath keeps one file open forever.
+        from logging.handlers import RotatingFileHandler
+
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        rotating = RotatingFileHandler(
+            settings.log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups
+        )
+        handlers = [rotating]
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        handlers=handlers,
     )
     # httpx logs every request at INFO: lanegate's access log already says it, once.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -42,6 +42,7 @@ class UpstreamSpec:
     timeouts: Timeouts
     api_key_ref: str | None = None
     signals_url: str | None = None
+    signals_key_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,9 @@ class UpstreamModel(BaseModel):
     signals_url: Annotated[
         str | None, Field(description="Host-signal endpoint (lanegate agent or simulator)")
     ] = None
+    signals_key: Annotated[
+        str | None, Field(description="Key for signals_url (a keyed agent): env:VAR only")
+    ] = None
     timeouts: TimeoutsModel = TimeoutsModel()
 
     @field_validator("base_url", "signals_url")
@@ -64,7 +67,7 @@ class UpstreamModel(BaseModel):
             raise ValueError("give the server root without /v1; lanegate adds the API path")
         return trimmed
 
-    @field_validator("api_key")
+    @field_validator("api_key", "signals_key")
     @classmethod
     def _key_reference(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("env:"):
@@ -83,4 +86,5 @@ class UpstreamModel(BaseModel):
             timeouts=self.timeouts.to_spec(),
             api_key_ref=self.api_key,
             signals_url=self.signals_url,
+            signals_key_ref=self.signals_key,
         )

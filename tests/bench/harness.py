@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -160,3 +161,50 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
     }
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    upstream responder {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://responder;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    """nginx, the physical limit of a proxy here, if installed (Debian: /usr/sbin/nginx)."""
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    )
+
+
+def start_nginx(upstream: Responder, workdir: Path) -> Responder | None:
+    """nginx as a plain reverse proxy (proxy_buffering off, pooled keep-alive) to `upstream`."""
+    binary = nginx_binary()
+    if binary is None:
+        return None
+    port = free_port()
+    home = workdir / "nginx"
+    home.mkdir(exist_ok=True)
+    conf = home / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=home, upstream_port=upstream.port, port=port))
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(home)], cwd=home)
+    proxy = Responder(port, process)
+    _wait_port(port)
+    return proxy

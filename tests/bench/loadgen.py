@@ -19,6 +19,7 @@ class Sample:
     ttft: float | None
     e2e: float
     status: int
+    upstream: str | None = None  # x-lanegate-upstream, through the gateway
 
 
 def session(concurrency: int) -> aiohttp.ClientSession:
@@ -47,7 +48,8 @@ async def one(
         else:
             await response.read()
         status = response.status
-    return Sample(ttft, time.perf_counter() - started, status)
+        upstream = response.headers.get("x-lanegate-upstream")
+    return Sample(ttft, time.perf_counter() - started, status, upstream)
 
 
 async def sequential(

@@ -37,6 +37,8 @@ class MixedLoad:
     heartbeat_interval_s: float = 1.0
     duration_s: float = 30.0
     ttft: list[float] = field(default_factory=list)
+    ttft_started: list[float] = field(default_factory=list)  # when each of those began
+    first_remote_s: float | None = None  # when a batch answer first came from the remote pool
     batch_done: int = 0
     heartbeats: int = 0
     errors: int = 0
@@ -77,7 +79,10 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
             )
             await asyncio.sleep(user * load.pause_s / 2)  # users are not in lockstep
             while time.perf_counter() < deadline:
+                began = time.perf_counter()
                 sample = await loadgen.one(http, url, body, True)
+                if sample.status == 200:
+                    load.ttft_started.append(began)
                 _count(load, sample, lambda s: load.ttft.append(s.ttft))
                 await asyncio.sleep(load.pause_s)
 
@@ -85,6 +90,8 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
             body = load.body(f"Summarise document {worker}.", load.batch_tokens, False)
             while time.perf_counter() < deadline:
                 sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
+                if sample.upstream == "m4" and load.first_remote_s is None:
+                    load.first_remote_s = time.perf_counter()
                 if time.perf_counter() < deadline:
                     _count(load, sample, lambda s: setattr(load, "batch_done", load.batch_done + 1))
 
@@ -108,7 +115,7 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
             return_exceptions=False,
         )
         wall = time.perf_counter() - started
-    return {
+    result = {
         "interactive_samples": len(load.ttft),
         "interactive_ttft_p50_ms": percentile(load.ttft, 0.5) * 1000,
         "interactive_ttft_p95_ms": percentile(load.ttft, 0.95) * 1000,
@@ -118,6 +125,15 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
         "errors": load.errors,
         "wall_s": wall,
     }
+    if load.first_remote_s is not None:  # offload moved batch: chat from that moment on
+        pairs = zip(load.ttft, load.ttft_started, strict=True)
+        after = [ttft for ttft, began in pairs if began >= load.first_remote_s]
+        result["moved_after_s"] = load.first_remote_s - started
+        result["after_move_samples"] = len(after)
+        if after:
+            result["after_move_ttft_p50_ms"] = percentile(after, 0.5) * 1000
+            result["after_move_ttft_p95_ms"] = percentile(after, 0.95) * 1000
+    return result
 
 
 def _count(load: MixedLoad, sample: loadgen.Sample, on_ok: Any) -> None:

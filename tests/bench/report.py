@@ -70,6 +70,14 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{d['interactive_ttft_p95_ms']:.0f} ms | ×{d['interactive_p95_ratio']:.2f} "
                 f"| {d['batch_per_s']:.2f} |"
             )
+        moved = s7["offload"]
+        if "after_move_ttft_p95_ms" in moved:
+            ratio = moved["after_move_ttft_p95_ms"] / s7["baseline_ttft_p95_ms"]
+            lines.append(
+                f"| offload, after the move at {moved['moved_after_s']:.0f} s "
+                f"({moved['after_move_samples']} chats) | {moved['after_move_ttft_p50_ms']:.0f} / "
+                f"{moved['after_move_ttft_p95_ms']:.0f} ms | ×{ratio:.2f} | |"
+            )
     mixed = [
         (name, data)
         for name, data in scenarios.items()

@@ -65,13 +65,16 @@ class Bench:
         gateway: Service,
         upstream: harness.Responder,
         run: Callable[[str], Coroutine[Any, Any, tuple[list[loadgen.Sample], float]]],
+        reference: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """A, B, A, B ... over the rounds; each entry holds both sides of one round."""
+        """A, B, A, B ... over the rounds; each entry holds both sides of one round (and a
+        reference proxy's, e.g. nginx, when given)."""
         meter = harness.CpuMeter({"gateway": gateway.process.pid, "upstream": upstream.process.pid})
         rounds = []
+        sides = [("direct", upstream.url), ("gateway", gateway.url), *(reference or {}).items()]
         for index in range(self.args.rounds):
             entry: dict[str, Any] = {"round": index}
-            for side, base in (("direct", upstream.url), ("gateway", gateway.url)):
+            for side, base in sides:
                 with meter.measure() as cpu:
                     samples, wall = await run(base + CHAT)
                 entry[side] = {**harness.summarize(samples, wall), **cpu}
@@ -90,8 +93,20 @@ class Bench:
                 samples = await loadgen.sequential(http, url, _body(True), True, count)
                 return samples, time.perf_counter() - started
 
-            rounds = await self.interleave("S1", gateway, self.short_up, run)
-        return {"rounds": rounds, **_added(rounds)}
+            nginx = harness.start_nginx(self.short_up, self.workdir)
+            reference = {"nginx": nginx.url} if nginx else None
+            try:
+                if nginx:
+                    await loadgen.sequential(http, nginx.url + CHAT, _body(True), True, 10)
+                rounds = await self.interleave("S1", gateway, self.short_up, run, reference)
+            finally:
+                if nginx:
+                    nginx.stop()
+        result = {"rounds": rounds, **_added(rounds)}
+        if nginx:  # the physical limit of a proxy on this machine, measured in the same run
+            result["nginx_added_ttft_p50_ms"] = _added(rounds, "nginx")["added_ttft_p50_ms"]
+            result["nginx_added_ttft_p99_ms"] = _added(rounds, "nginx")["added_ttft_p99_ms"]
+        return result
 
     async def s2_streams(self) -> dict[str, Any]:
         gateway = self.gateway(self.stream_up, "gw-stream")
@@ -235,13 +250,13 @@ class Bench:
         return self.results
 
 
-def _added(rounds: list[dict[str, Any]]) -> dict[str, float]:
+def _added(rounds: list[dict[str, Any]], proxy: str = "gateway") -> dict[str, float]:
     return {
         "added_ttft_p50_ms": median(
-            [r["gateway"]["ttft_p50_ms"] - r["direct"]["ttft_p50_ms"] for r in rounds]
+            [r[proxy]["ttft_p50_ms"] - r["direct"]["ttft_p50_ms"] for r in rounds]
         ),
         "added_ttft_p99_ms": median(
-            [r["gateway"]["ttft_p99_ms"] - r["direct"]["ttft_p99_ms"] for r in rounds]
+            [r[proxy]["ttft_p99_ms"] - r["direct"]["ttft_p99_ms"] for r in rounds]
         ),
         "direct_ttft_p50_ms": median([r["direct"]["ttft_p50_ms"] for r in rounds]),
     }

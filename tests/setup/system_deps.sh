@@ -7,6 +7,22 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
+# Optional: if it cannot be installed, that test skips and says why; nothing else needs it.
+install_optional_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing chromium with apt (for the dashboard browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null; } \
+      || echo "system-deps: chromium could not be installed; the browser test will skip" >&2
+  else
+    echo "system-deps: no /usr/bin/chromium and cannot apt-get here; the browser test will skip" >&2
+  fi
+}
+install_optional_chromium
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -39,6 +39,8 @@ class ScriptedUpstream:
         self.script_for = script_for
         self.requests: list[SeenRequest] = []
         self.disconnects: list[float] = []  # time.monotonic() when a client left mid-answer
+        self.active = 0  # requests being answered now
+        self.max_active = 0  # the most answered at once: what the gateway let through
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -83,7 +85,13 @@ class ScriptedUpstream:
                 if request is None:
                     break
                 self.requests.append(request)
-                if not await self._answer(self.script_for(request), reader, writer):
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+                try:
+                    answered = await self._answer(self.script_for(request), reader, writer)
+                finally:
+                    self.active -= 1
+                if not answered:
                     break
         writer.close()
 

@@ -1,0 +1,99 @@
+"""`lanegate report`: per-lane and per-upstream summaries of the request ledger, and CSV.
+
+Reads `STATE_DIR/ledger.sqlite` read-only, so it works while the gateway runs (the ledger is
+in WAL mode: readers never block the writer). The arithmetic and the table are pure
+(`gateway.ledger_report`); this module only reads, prints and writes the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.ledger_report import LedgerRow
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="summarize the request ledger (per lane, per upstream) and export CSV",
+        description="Summaries of the requests that finished in the last --since: count, "
+        "4xx/5xx, error rate, TTFT p50/p95/p99, tokens; per lane and per upstream.",
+    )
+    parser.add_argument(
+        "--since", default="24h", help="how far back: 30m, 24h, 7d (default %(default)s)"
+    )
+    parser.add_argument("--csv", metavar="FILE", help="also write the raw rows to FILE as CSV")
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="the gateway's state dir (default: LANEGATE_STATE_DIR)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sqlite3
+    import time
+
+    from gateway.ledger import LEDGER_FILE, read_rows
+    from gateway.ledger_report import parse_duration
+
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"lanegate report: --since {exc}", file=sys.stderr)
+        return 2
+    path = _state_dir(args.state_dir) / LEDGER_FILE
+    if not path.is_file():
+        print(
+            f"lanegate report: no ledger at {path}; the gateway writes it there once it has "
+            "served a request (pass --state-dir, or set LANEGATE_STATE_DIR)",
+            file=sys.stderr,
+        )
+        return 1
+    now = time.time()
+    try:
+        rows = read_rows(path, now - window)
+    except sqlite3.Error as exc:
+        print(f"lanegate report: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    print(_report(rows, args.since, now - window))
+    if args.csv:
+        _write_csv(Path(args.csv), rows)
+        print(f"\nwrote {len(rows)} rows to {args.csv}")
+    return 0
+
+
+def _state_dir(given: str | None) -> Path:
+    if given:
+        return Path(given).expanduser()
+    from gateway.settings import Settings
+
+    return Settings().state_dir
+
+
+def _report(rows: list[LedgerRow], since: str, start: float) -> str:
+    import time
+
+    from gateway.ledger_report import render_summaries, summarize
+
+    when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(start))
+    head = f"{len(rows)} requests in the last {since} (since {when})"
+    if not rows:
+        return head
+    lanes = render_summaries("lane", summarize(rows, "lane"))
+    upstreams = render_summaries("upstream", summarize(rows, "upstream"))
+    return f"{head}\n\n{lanes}\n\n{upstreams}"
+
+
+def _write_csv(path: Path, rows: list[LedgerRow]) -> None:
+    import csv
+
+    from gateway.ledger_report import COLUMNS
+
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
