@@ -49,6 +49,9 @@ from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
+from gateway.shared_budgets import SharedBudgets
+from gateway.shared_offload import SharedOffload
+from gateway.shared_state import SharedState
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
 
@@ -87,6 +90,16 @@ class Gateway:
         self.flow = RequestFlow(
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
+        # Several gateways, one set of lanes (docs/scaling.md); `shared.healthy` is redis_ok.
+        self.shared: SharedState | None = None
+        if settings.redis_url:
+            self.shared = SharedState(
+                settings.redis_url,
+                lease_ttl_s=settings.redis_lease_ttl,
+                prefix=settings.redis_prefix,
+                wall_clock=wall_clock or time.time,
+            )
+            self.flow.shared_budgets = SharedBudgets(self.shared, self.budgets)
         self.runtime = self.build_runtime(policy)
         # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
         # version on success and keeps the last refusal here, with file, line and field.
@@ -99,6 +112,8 @@ class Gateway:
             self.flow.offload = OffloadLoop(
                 policy, self.sampler, self.rolling, self.router, self.clock
             )
+            if self.shared is not None:
+                self.flow.offload.shared = SharedOffload(self.shared, self.flow.offload)
         self.control = build_control_app(self)
 
     @property
@@ -107,12 +122,15 @@ class Gateway:
 
     def build_runtime(self, policy: Policy) -> Runtime:
         capacity = sum(u.max_concurrency for u in policy.pool(default_upstream(policy).pool))
-        return Runtime(policy, Authenticator(policy), LaneGate(policy, capacity, self.clock))
+        gate = LaneGate(policy, capacity, self.clock, self.shared)
+        return Runtime(policy, Authenticator(policy), gate)
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
+        if self.shared is not None:
+            await self.shared.start()
         self.discovery.start()
         if self.sampler is not None and self.flow.offload is not None:
             await self.sampler.start()
@@ -126,6 +144,8 @@ class Gateway:
         clients = list(self.clients.values())
         self.clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients))
+        if self.shared is not None:
+            await self.shared.stop()
         await self.budgets.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -233,6 +253,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
         reachable = await probe_upstreams(gateway)
         ready = any(reachable.values())
         body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
+        if gateway.shared is not None:  # still ready while Redis is down: fail modes apply
+            body["shared"] = gateway.shared.status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -260,14 +282,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
                 loop.set_mode(_offload_mode(await request.body()))
         except GatewayError as error:
             return Response(error.body(shape), error.status, media_type="application/json")
-        controller = loop.controller
-        return JSONResponse(
-            {
-                "state": controller.state.value,
-                "mode": controller.mode.value,
-                "reason": controller.last_reason,
-            }
-        )
+        state, mode, reason = loop.view()
+        return JSONResponse({"state": state, "mode": mode, "reason": reason})
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -32,3 +32,9 @@ class Settings(BaseSettings):
     # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.
     upstream_client: Literal["lean", "aiohttp", "httpx"] = "lean"
     access_log: bool = True
+    # Shared lanes across gateways (docs/scaling.md): unset keeps everything in this process.
+    redis_url: str | None = None
+    # Seconds a concurrency lease lives without renewal: a crashed gateway's slots free by then.
+    redis_lease_ttl: Annotated[float, Field(ge=0.5, le=600)] = 10.0
+    # Key prefix, so several lanegate deployments can share one Redis.
+    redis_prefix: str = "lanegate"
