@@ -13,24 +13,34 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: lane lease sets (target lane first, n of them), then the client's set if it has a cap.
-# ARGV: lease id, ttl ms, n, capacity, client cap (-1 none), then (cap, reserved) per lane.
+# KEYS: lane lease sets (target lane first, n of them), the client's set if it has a cap, and
+# last the "someone waits" flag. ARGV: lease id, ttl ms, n, capacity, client cap (-1 none), then
+# (cap, reserved) per lane.
 # Reply: 1 won, -1 lane full, -2 client full, -3 no free slot (pool or others' reservations).
+# A loss raises the flag for WAITING_MS: only then do releases publish "freed" (a loser retries
+# at least every FREED_RECHECK_S, which keeps the flag up while anyone waits).
+WAITING_MS = 2000
 ACQUIRE = (
     _NOW_MS
     + """
 local id, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local capacity, client_cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local function lose(code)
+  redis.call('SET', KEYS[#KEYS], '1', 'PX', """
+    + str(WAITING_MS)
+    + """)
+  return code
+end
 local counts, total = {}, 0
 for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   counts[i] = redis.call('ZCARD', KEYS[i])
   total = total + counts[i]
 end
-if counts[1] >= tonumber(ARGV[6]) then return -1 end
+if counts[1] >= tonumber(ARGV[6]) then return lose(-1) end
 if client_cap >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[n + 1], '-inf', now)
-  if redis.call('ZCARD', KEYS[n + 1]) >= client_cap then return -2 end
+  if redis.call('ZCARD', KEYS[n + 1]) >= client_cap then return lose(-2) end
 end
 local free, held = capacity - total, 0
 for i = 2, n do
@@ -38,7 +48,7 @@ for i = 2, n do
   if unused > 0 then held = held + unused end
 end
 local own = tonumber(ARGV[7]) - counts[1]
-if not (free - held >= 1 or (free >= 1 and own > 0)) then return -3 end
+if not (free - held >= 1 or (free >= 1 and own > 0)) then return lose(-3) end
 redis.call('ZADD', KEYS[1], now + ttl, id)
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 if client_cap >= 0 then
@@ -63,10 +73,14 @@ return #KEYS
 """
 )
 
-# KEYS: the lease's sets; ARGV: lease id, freed channel, lane name. Waiters elsewhere re-check.
+# KEYS: the lease's sets, then the "someone waits" flag; ARGV: lease id, freed channel, lane.
+# Publishes only while some gateway has a waiter that lost a lease: uncontended, a release is
+# one ZREM and no gateway wakes for it.
 RELEASE = """
-for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+for i = 1, #KEYS - 1 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
 return 1
 """
 

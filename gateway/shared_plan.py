@@ -73,6 +73,11 @@ class Keys:
         return f"{self.prefix}:budget:{scope[0]}:{scope[1]}:{window}:{index}"
 
     @property
+    def waiting(self) -> str:
+        """Set (briefly) while a waiter somewhere lost a lease: releases then publish."""
+        return f"{self.prefix}:waiting"
+
+    @property
     def freed_channel(self) -> str:
         return f"{self.prefix}:freed"
 
@@ -98,8 +103,9 @@ def lease_request(
 ) -> tuple[list[str], list[int]]:
     """KEYS and the numeric ARGV tail of the lease script (see `redis_scripts.ACQUIRE`).
 
-    KEYS: every lane's lease set (the target lane first), then the client's set if it has a
-    cap. ARGV tail: capacity, client cap (-1: none), then (cap, reserved) per lane in KEYS order.
+    KEYS: every lane's lease set (the target lane first), the client's set if it has a cap, and
+    the "someone waits" flag. ARGV tail: capacity, client cap (-1: none), then (cap, reserved)
+    per lane in KEYS order.
     The script repeats `admission.lane_has_room` over the global counts, so caps, the pool's
     capacity and the other lanes' reserved slots hold across all gateways.
     """
@@ -109,6 +115,7 @@ def lease_request(
     if client is not None and client.max_concurrency is not None:
         names.append(keys.client_leases(client.name))
         client_cap = client.max_concurrency
+    names.append(keys.waiting)
     args = [capacity, client_cap]
     for spec in ordered:
         args += [spec.max_concurrency, min(spec.reserved, spec.max_concurrency)]

@@ -242,6 +242,7 @@ class SharedState:
         keys = [self.keys.lane_leases(lane)]
         if client is not None:
             keys.append(self.keys.client_leases(client))
+        keys.append(self.keys.waiting)
         try:
             await self._release(keys=keys, args=[lease, self.keys.freed_channel, lane])
         except REDIS_DOWN as error:  # the lease is no longer renewed: it expires within the TTL

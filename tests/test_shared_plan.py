@@ -44,8 +44,14 @@ def test_keys_live_under_one_prefix() -> None:
     assert keys.lane_leases("batch") == "team-a:lease:lane:batch"
     assert keys.client_leases("ci") == "team-a:lease:client:ci"
     assert keys.window(("lane", "batch"), "hour", 7) == "team-a:budget:lane:batch:hour:7"
-    names = [keys.freed_channel, keys.offload_leader, keys.offload_state, keys.offload_mode]
-    assert all(name.startswith("team-a:") for name in names) and len(set(names)) == 4
+    names = [
+        keys.waiting,
+        keys.freed_channel,
+        keys.offload_leader,
+        keys.offload_state,
+        keys.offload_mode,
+    ]
+    assert all(name.startswith("team-a:") for name in names) and len(set(names)) == 5
 
 
 def test_lease_request_puts_the_target_lane_first_and_the_client_last() -> None:
@@ -55,11 +61,12 @@ def test_lease_request_puts_the_target_lane_first_and_the_client_last() -> None:
         "lanegate:lease:lane:interactive",
         "lanegate:lease:lane:heartbeat",
         "lanegate:lease:client:ci",
+        "lanegate:waiting",
     ]
     assert args == [6, 2, 3, 0, 4, 2, 1, 1]
     uncapped = ClientSpec("anyone", "env:Y", ("batch",))
     keys, args = lease_request(Keys(), LANES["batch"], uncapped, LANES, capacity=6)
-    assert len(keys) == 3 and args[1] == -1
+    assert len(keys) == 4 and args[1] == -1
 
 
 def test_script_replies_and_fail_modes() -> None:
@@ -155,5 +162,6 @@ def test_lease_script_decides_like_the_pure_admission_rule(
                 lane.name,
                 client,
             )
+            assert bool(store.exists(keys_of.waiting)) is not expected  # a loss raises the flag
     finally:
         store.close()
