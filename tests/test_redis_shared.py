@@ -44,12 +44,12 @@ EVENT = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"
 
 
 def _script(request: SeenRequest) -> Script:
-    """Streams hang after one event (held slots); the rest answer after 0.2 s with usage."""
+    """Streams hang after one event (held slots); the rest answer after 0.3 s with usage."""
     body = json.loads(request.body or b"{}")
     if body.get("stream"):
         return Script(chunks=[EVENT], after_chunks="hang")
     return Script(
-        chunks=[json.dumps(ANSWER).encode()], content_type="application/json", delay_s=0.2
+        chunks=[json.dumps(ANSWER).encode()], content_type="application/json", delay_s=0.3
     )
 
 
@@ -95,11 +95,15 @@ def _stop(gateways: list[Service]) -> None:
         gateway.stop()
 
 
-async def _chat(gateway: Service, lane: str, max_tokens: int = 100) -> tuple[int, str, float]:
+async def _chat(
+    gateway: Service | openai.AsyncOpenAI, lane: str, max_tokens: int = 100
+) -> tuple[int, str, float]:
     """(status, error code or "", queue ms) of one request through the openai SDK."""
-    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    if isinstance(gateway, Service):
+        async with _client(gateway) as client:
+            return await _chat(client, lane, max_tokens)
     try:
-        raw = await client.chat.completions.with_raw_response.create(
+        raw = await gateway.chat.completions.with_raw_response.create(
             model="m",
             messages=[{"role": "user", "content": "hi"}],
             max_tokens=max_tokens,
@@ -109,12 +113,21 @@ async def _chat(gateway: Service, lane: str, max_tokens: int = 100) -> tuple[int
     except openai.APIStatusError as error:
         code = error.body.get("code", "") if isinstance(error.body, dict) else ""
         return error.status_code, str(code), math.nan
-    finally:
-        await client.close()
+
+
+def _client(gateway: Service) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
 
 
 async def _load(gateways: list[Service], lane: str, count: int) -> list[tuple[int, str, float]]:
-    return await asyncio.gather(*(_chat(gateways[i % 2], lane) for i in range(count)))
+    """`count` requests at once, alternating between the gateways (clients made beforehand, so
+    every request is in flight together)."""
+    clients = [_client(gateway) for gateway in gateways]
+    try:
+        return await asyncio.gather(*(_chat(clients[i % len(clients)], lane) for i in range(count)))
+    finally:
+        for client in clients:
+            await client.close()
 
 
 async def test_lane_cap_is_held_across_two_gateways(
@@ -201,7 +214,7 @@ async def test_a_killed_gateways_slots_come_back_within_the_lease_ttl(
         await store.aclose()
     assert [status for status, _, _ in results] == [200] * 3
     assert min(queue_ms for _, _, queue_ms in results) >= 300  # queued until the leases expired
-    assert waited <= LEASE_TTL_S + 3  # TTL, plus one re-check and the answers' own 0.2 s
+    assert waited <= LEASE_TTL_S + 3  # TTL, plus one re-check and the answers' own 0.3 s
 
 
 async def test_redis_stopped_and_started_again_mid_run(
