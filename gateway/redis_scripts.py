@@ -105,9 +105,13 @@ return reply
 """
 
 # KEYS: the windows reserved in; ARGV: reserved tokens, actual tokens, then expire-at per key.
+# A window that Redis lost meanwhile (restart without persistence) must not go below zero
+# reserved: that would let later requests overspend it.
 BUDGET_SETTLE = """
 for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[1]))
+  if redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[1])) < 0 then
+    redis.call('HSET', KEYS[i], 'reserved', 0)
+  end
   redis.call('HINCRBY', KEYS[i], 'settled', tonumber(ARGV[2]))
   redis.call('EXPIREAT', KEYS[i], ARGV[i + 2])
 end

@@ -30,7 +30,7 @@ from gateway.shared_plan import (
     tightest_after,
     unavailable,
 )
-from gateway.shared_state import REDIS_DOWN, SharedState
+from gateway.shared_state import REDIS_DOWN, SharedState, Write
 
 RETRY_LIMIT = 10_000  # settles kept for after an outage; beyond, the oldest are dropped
 
@@ -77,31 +77,27 @@ class SharedBudgets:
 
     def settle(self, reservation: SharedReservation | Reservation | None, actual: int) -> None:
         if isinstance(reservation, SharedReservation):
-            self.shared.spawn(self._apply(reservation, actual))
+            self._apply(reservation, actual)
         else:
             self.local.settle(reservation, actual)
 
     def release(self, reservation: SharedReservation | Reservation | None) -> None:
         if isinstance(reservation, SharedReservation):
-            self.shared.spawn(self._apply(reservation, 0))
+            self._apply(reservation, 0)
         else:
             self.local.release(reservation)
 
-    async def _apply(self, reservation: SharedReservation, actual: int) -> None:
-        if not self.shared.healthy:
-            self._pending.append((reservation, actual))
-            return
+    def _apply(self, reservation: SharedReservation, actual: int) -> None:
+        """Settle (release: 0 tokens) off the request path; kept for after an outage."""
         args = [reservation.tokens, actual, *(p.expire_at() for p in reservation.windows)]
-        try:
-            await self._settle(keys=[p.key for p in reservation.windows], args=args)
-        except REDIS_DOWN as error:
-            self.shared.mark_down(error)
-            self._pending.append((reservation, actual))
+        keys = [p.key for p in reservation.windows]
+        keep = lambda: self._pending.append((reservation, actual))  # noqa: E731
+        self.shared.write_soon(Write(self._settle, keys, args, keep))
 
     async def _retry_pending(self) -> None:
         pending, self._pending = list(self._pending), deque(maxlen=RETRY_LIMIT)
         for reservation, actual in pending:
-            await self._apply(reservation, actual)
+            self._apply(reservation, actual)
 
 
 def _reading(

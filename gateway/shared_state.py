@@ -5,8 +5,9 @@ marks Redis up or down, logs once per outage (not per request) and, on reconnect
 this gateway's leases and wakes its gates; the per-lane and per-client leases (acquire with one
 Lua script, renew all of this gateway's leases in one call every TTL/3, release with a
 "freed" message); one pub/sub subscription per gateway that wakes local waiters when a slot
-frees on any gateway. Must not: decide admission order (the local `LaneGate` and the pure
-`admission` do) or keep queues (they stay local to each gateway).
+frees on any gateway; the writes that follow a request (lease release, budget settle), sent
+together in one pipeline per event-loop turn. Must not: decide admission order (the local
+`LaneGate` and the pure `admission` do) or keep queues (they stay local to each gateway).
 
 A lease is a member of a sorted set scored by its expiry (Redis time, ms). A gateway that dies
 stops renewing, so its leases drop out of every count within the TTL. While Redis is down every
@@ -25,13 +26,16 @@ import secrets
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import redis_scripts
@@ -56,6 +60,16 @@ MAX_CONNECTIONS = 64
 
 class FreedListener(Protocol):
     def on_shared_freed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One script call off the request path; `on_failure` runs if Redis could not take it."""
+
+    script: AsyncScript
+    keys: Sequence[str]
+    args: Sequence[str | int]
+    on_failure: Callable[[], None] | None = None
 
 
 class SharedState:
@@ -92,6 +106,7 @@ class SharedState:
         self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
         self._reconnect_hooks: list[Callable[[], Awaitable[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: list[Write] = []  # sent together at the end of this event-loop turn
         self._health = Periodic(self._check, HEALTH_INTERVAL_S)
         self._renewer = Periodic(self.renew, lease_ttl_s / 3)
         self._subscriber: asyncio.Task[None] | None = None
@@ -136,6 +151,44 @@ class SharedState:
 
     def on_reconnect(self, hook: Callable[[], Awaitable[None]]) -> None:
         self._reconnect_hooks.append(hook)
+
+    def write_soon(self, write: Write) -> None:
+        """Queue a script call for the pipeline sent at the end of this event-loop turn: a
+        request's release and settle (and those of requests ending together) cost one trip."""
+        if not self._writes:
+            asyncio.get_running_loop().call_soon(self._send_writes)
+        self._writes.append(write)
+
+    def _send_writes(self) -> None:
+        writes, self._writes = self._writes, []
+        self.spawn(self._pipeline(writes))
+
+    async def _pipeline(self, writes: list[Write]) -> None:
+        if not self.healthy:
+            _failed(writes)
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for write in writes:  # by digest: the scripts were loaded by their first direct call
+            pipe.evalsha(write.script.sha, len(write.keys), *write.keys, *write.args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except REDIS_DOWN as error:
+            self.mark_down(error)
+            _failed(writes)
+            return
+        unloaded = []
+        for write, result in zip(writes, results, strict=True):
+            if isinstance(result, NoScriptError):  # first use, or Redis restarted empty
+                unloaded.append(write)
+            elif isinstance(result, Exception):
+                log.error("shared state: a %s script failed: %s", write.script.sha[:8], result)
+        for index, write in enumerate(unloaded):
+            try:
+                await write.script(keys=write.keys, args=write.args)  # loads it, then runs it
+            except REDIS_DOWN as error:
+                self.mark_down(error)
+                _failed(unloaded[index:])
+                return
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run Redis work off the request path (releases, settles), kept until it finishes."""
@@ -211,8 +264,14 @@ class SharedState:
     def give_back(self, lease: str, lane: LaneSpec, client: ClientSpec | None) -> None:
         """Release a lease (idempotent); waiters on every gateway hear of the freed slot."""
         self._held.pop(lease, None)
-        if self.healthy:
-            self.spawn(self._give_back(lease, lane.name, _capped(client)))
+        if not self.healthy:  # no longer renewed: the lease expires within the TTL
+            return
+        keys = [self.keys.lane_leases(lane.name)]
+        capped = _capped(client)
+        if capped is not None:
+            keys.append(self.keys.client_leases(capped))
+        keys.append(self.keys.waiting)
+        self.write_soon(Write(self._release, keys, [lease, self.keys.freed_channel, lane.name]))
 
     async def renew(self) -> None:
         """Push the expiry of every lease this gateway holds, in one script call."""
@@ -238,16 +297,6 @@ class SharedState:
         self._held[lease] = (lane.name, _capped(client))  # counted again after the reconnect
         return LeaseOutcome.LOCAL
 
-    async def _give_back(self, lease: str, lane: str, client: str | None) -> None:
-        keys = [self.keys.lane_leases(lane)]
-        if client is not None:
-            keys.append(self.keys.client_leases(client))
-        keys.append(self.keys.waiting)
-        try:
-            await self._release(keys=keys, args=[lease, self.keys.freed_channel, lane])
-        except REDIS_DOWN as error:  # the lease is no longer renewed: it expires within the TTL
-            self.mark_down(error)
-
     # -- freed slots elsewhere --------------------------------------------------------------
     async def _subscribe(self) -> None:
         """One subscription per gateway; re-subscribes after an outage and then wakes waiters
@@ -270,6 +319,12 @@ class SharedState:
     def _wake(self) -> None:
         for listener in list(self._listeners):
             listener.on_shared_freed()
+
+
+def _failed(writes: list[Write]) -> None:
+    for write in writes:
+        if write.on_failure is not None:
+            write.on_failure()
 
 
 def _capped(client: ClientSpec | None) -> str | None:

@@ -10,7 +10,8 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,37 @@ async def _settled(state: SharedState, key: str) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{key} still holds leases")
+
+
+async def test_settles_during_an_outage_land_after_the_reconnect(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path).start()
+    state = SharedState(server.url, lease_ttl_s=5, prefix="outage")
+    await state.start()
+    lane = LaneSpec("metered", 10, 4, budget=Budget(tokens_per_day=1000))
+    budgets = SharedBudgets(state, Budgets(None))
+    try:
+        held = await budgets.reserve(lane, None, 300)
+        assert isinstance(held, SharedReservation)
+        server.stop()
+        budgets.settle(held, 250)  # Redis is gone: kept for later
+        await _until(lambda: not state.healthy)
+        server.start()  # empty: no persistence
+        await _until(lambda: state.healthy)
+        window = held.windows[0].key
+        for _ in range(100):
+            if await state.client.hget(window, "settled") is not None:
+                break
+            await asyncio.sleep(0.02)
+        spend = await state.client.hgetall(window)
+        assert spend == {b"settled": b"250", b"reserved": b"0"}  # never below zero
+    finally:
+        await state.stop()
+        server.stop()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in 5 s")
