@@ -203,3 +203,42 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not reached in 5 s")
+
+
+async def test_reserve_and_acquire_leaves_nothing_held_on_any_exit(
+    pair: list[SharedState],
+) -> None:
+    """Budget and slot are asked for together; a refusal, a full queue or a client leaving
+    while queued must leave neither the slot, the lease nor the reservation held."""
+    lane = LaneSpec(
+        "metered", 10, 1, max_queue=1, queue_timeout_s=20, budget=Budget(None, None, 1000)
+    )
+    policy = Policy("test", (UPSTREAM,), (lane,), default_lane="metered")
+    gate = LaneGate(policy, 8, time.monotonic, pair[0])
+    budgets = SharedBudgets(pair[0], Budgets(None))
+    leases = pair[0].keys.lane_leases("metered")
+
+    held = await budgets.reserve_and_acquire(gate, lane, None, 600)
+    assert not isinstance(held, Refusal)
+    ticket, reservation = held
+    assert isinstance(reservation, SharedReservation) and ticket.lease is not None
+    refused = await budgets.reserve_and_acquire(gate, lane, None, 600)  # 600 + 600 > 1000
+    assert isinstance(refused, Refusal)
+    queued = asyncio.ensure_future(budgets.reserve_and_acquire(gate, lane, None, 100))
+    await asyncio.sleep(0.1)
+    assert gate.queue_depth("metered") == 1
+    with pytest.raises(RateLimited):  # the queue (max 1) is full: reservation given back
+        await budgets.reserve_and_acquire(gate, lane, None, 100)
+    queued.cancel()  # the client left while queued
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    ticket.release()
+    budgets.settle(reservation, 0)
+    assert gate.in_flight == 0 and gate.queue_depth("metered") == 0
+    await _settled(pair[0], leases)
+    window = reservation.windows[0].key
+    for _ in range(100):
+        if await pair[0].client.hget(window, "reserved") == b"0":
+            break
+        await asyncio.sleep(0.02)
+    assert await pair[0].client.hgetall(window) == {b"settled": b"0", b"reserved": b"0"}
