@@ -188,14 +188,12 @@ class RequestFlow:
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
-        if self.shared_budgets is not None:
-            held = await self.shared_budgets.reserve_and_acquire(
-                runtime.gate, lane, client, estimate
-            )
-            if isinstance(held, Refusal):
-                raise _over_budget(held)
-            return Admitted(lane, client, held[0], held[1], prompt, estimate)
-        reservation = self.budgets.reserve(lane, client, estimate)
+        shared = self.shared_budgets
+        reservation: Reservation | SharedReservation | Refusal | None
+        if shared is None:
+            reservation = self.budgets.reserve(lane, client, estimate)
+        else:
+            reservation = await shared.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
             raise _over_budget(reservation)
         try:

@@ -15,14 +15,12 @@ in-flight reservations until their windows roll (at most one estimate per reques
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass
 
 from gateway import redis_scripts
 from gateway.budget_store import Budgets, _duration, _scopes
 from gateway.budgets import Refusal, Reservation
-from gateway.lane_gate import LaneGate, Ticket
 from gateway.policy.spec import ClientSpec, LaneSpec
 from gateway.shared_plan import (
     WindowPlan,
@@ -96,63 +94,10 @@ class SharedBudgets:
         keep = lambda: self._pending.append((reservation, actual))  # noqa: E731
         self.shared.write_soon(Write(self._settle, keys, args, keep))
 
-    async def reserve_and_acquire(
-        self, gate: LaneGate, lane: LaneSpec, client: ClientSpec | None, tokens: int
-    ) -> Refusal | tuple[Ticket, SharedReservation | Reservation | None]:
-        """Reserve the budget and wait for a slot, the two Redis trips overlapping.
-
-        The budget answer is awaited first, so a refused request never waits in the queue; a
-        slot already taken for it is given back. Every exit path leaves neither the slot nor
-        the reservation held, like the sequential path of `request_flow`.
-        """
-        if not (self.shared.healthy and _scopes(lane, client)):
-            reservation = await self.reserve(lane, client, tokens)
-            if isinstance(reservation, Refusal):
-                return reservation
-            try:
-                return await gate.acquire(lane, client), reservation
-            except BaseException:
-                self.release(reservation)
-                raise
-        acquiring = asyncio.ensure_future(gate.acquire(lane, client))
-        try:
-            reservation = await self.reserve(lane, client, tokens)
-        except BaseException:
-            await _abandon(acquiring)
-            raise
-        if isinstance(reservation, Refusal):
-            await _abandon(acquiring)
-            return reservation
-        try:
-            return await acquiring, reservation
-        except BaseException:
-            self.release(reservation)
-            await _abandon(acquiring)
-            raise
-
     async def _retry_pending(self) -> None:
         pending, self._pending = list(self._pending), deque(maxlen=RETRY_LIMIT)
         for reservation, actual in pending:
             self._apply(reservation, actual)
-
-
-async def _abandon(acquiring: asyncio.Future[Ticket]) -> None:
-    """Stop waiting for a slot; give it back if it was already granted."""
-    if not acquiring.done():
-        acquiring.cancel()
-        try:
-            await asyncio.wait({acquiring})  # never raises; the task ends as cancelled or not
-        except asyncio.CancelledError:  # cancelled again meanwhile: its own handler cleans up
-            acquiring.add_done_callback(_release_granted)
-            raise
-    _release_granted(acquiring)
-
-
-def _release_granted(acquiring: asyncio.Future[Ticket]) -> None:
-    if acquiring.cancelled():
-        return
-    if acquiring.exception() is None:
-        acquiring.result().release()
 
 
 def _reading(
