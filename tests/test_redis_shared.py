@@ -29,6 +29,7 @@ from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 LEASE_TTL_S = 2.0
+LANES = ("batch", "metered")  # metered: a token budget and on_redis_down: closed
 USAGE = {"prompt_tokens": 5, "completion_tokens": 95, "total_tokens": 100}
 ANSWER = {
     "id": "chatcmpl-1",
@@ -227,14 +228,19 @@ async def test_redis_stopped_and_started_again_mid_run(
     try:
         for gateway in gateways:
             assert (await _chat(gateway, "metered"))[0] == 200
+        running = [asyncio.ensure_future(_chat(g, lane)) for g in gateways for lane in LANES]
+        await asyncio.sleep(0.1)  # admitted and upstream: Redis goes away under them
         server.stop()
+        assert [r[:2] for r in await asyncio.gather(*running)] == [(200, "")] * 4
         down = [
             await _chat(gateways[i % 2], lane) for i in range(4) for lane in ("batch", "metered")
         ]
         assert [r[:2] for r in down if r[0] == 200] == [(200, "")] * 4  # batch: fail open
         assert [r[:2] for r in down if r[0] != 200] == [(503, "shared_state_unavailable")] * 4
         for gateway in gateways:
-            assert (await _ready(gateway))["shared"]["redis_ok"] is False
+            shared = (await _ready(gateway))["shared"]
+            assert shared["redis_ok"] is False and shared["outages"] == 1
+            assert int(str(shared["local_admissions"])) >= 2  # the batch requests, fail-open
             assert gateway.log().count("Redis unreachable") == 1  # once per outage
         server.start()
         for gateway in gateways:
