@@ -228,10 +228,17 @@ async def test_redis_stopped_and_started_again_mid_run(
     try:
         for gateway in gateways:
             assert (await _chat(gateway, "metered"))[0] == 200
-        running = [asyncio.ensure_future(_chat(g, lane)) for g in gateways for lane in LANES]
-        await asyncio.sleep(0.1)  # admitted and upstream: Redis goes away under them
+        clients = [_client(g) for g in gateways]
+        running = [asyncio.ensure_future(_chat(c, lane)) for c in clients for lane in LANES]
+        for _ in range(100):  # admitted and upstream: then Redis goes away under them
+            if upstream.in_flight == len(running):
+                break
+            await asyncio.sleep(0.02)
+        assert upstream.in_flight == len(running)
         server.stop()
         assert [r[:2] for r in await asyncio.gather(*running)] == [(200, "")] * 4
+        for client in clients:
+            await client.close()
         down = [
             await _chat(gateways[i % 2], lane) for i in range(4) for lane in ("batch", "metered")
         ]
