@@ -285,9 +285,11 @@ class LaneGate:
             self.capacity,
             self._service_s.get(lane.name),
         )
+        # With shared slots these are this gateway's numbers; the cap counts every gateway.
+        here = " on this gateway, cap shared by all gateways" if self.shared is not None else ""
         return RateLimited(
             f"lane {lane.name!r} queue {what} ({self.queue_depth(lane.name)} waiting, "
-            f"{self.by_lane.get(lane.name, 0)}/{lane.max_concurrency} in flight); "
+            f"{self.by_lane.get(lane.name, 0)}/{lane.max_concurrency} in flight{here}); "
             f"retry in {seconds} s",
             code=code,
             headers={"retry-after": str(seconds)},

@@ -15,6 +15,7 @@ in-flight reservations until their windows roll (at most one estimate per reques
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass
 
@@ -91,7 +92,7 @@ class SharedBudgets:
         """Settle (release: 0 tokens) off the request path; kept for after an outage."""
         args = [reservation.tokens, actual, *(p.expire_at() for p in reservation.windows)]
         keys = [p.key for p in reservation.windows]
-        keep = lambda: self._pending.append((reservation, actual))  # noqa: E731
+        keep = functools.partial(self._pending.append, (reservation, actual))
         self.shared.write_soon(Write(self._settle, keys, args, keep))
 
     async def _retry_pending(self) -> None:
