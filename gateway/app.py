@@ -54,6 +54,9 @@ from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
+from gateway.shared_budgets import SharedBudgets
+from gateway.shared_offload import SharedOffload
+from gateway.shared_state import SharedState
 from gateway.status import status_routes
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
@@ -110,6 +113,16 @@ class Gateway:
         self.flow = RequestFlow(
             self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
         )
+        # Several gateways, one set of lanes (docs/scaling.md); `shared.healthy` is redis_ok.
+        self.shared: SharedState | None = None
+        if settings.redis_url:
+            self.shared = SharedState(
+                settings.redis_url,
+                lease_ttl_s=settings.redis_lease_ttl,
+                prefix=settings.redis_prefix,
+                wall_clock=wall_clock or time.time,
+            )
+            self.flow.shared_budgets = SharedBudgets(self.shared, self.budgets)
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)
         self.reloader = PolicyReloader(self, settings.policy)
@@ -138,17 +151,24 @@ class Gateway:
         by requests in flight keep counting (see LaneGate)."""
         local_pool = policy.pool(default_upstream(policy).pool)
         remote = [u for u in policy.upstreams if u not in local_pool]
-        gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate)
+        gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate, self.shared)
         if policy.offload is not None and remote:
             remote_capacity = sum(u.max_concurrency for u in remote)
-            remote_gate = self._gate(policy, remote_capacity, remote_gate)
+            # The remote pool's slots are counted per gateway (not shared through Redis).
+            remote_gate = self._gate(policy, remote_capacity, remote_gate, None)
         else:
             remote_gate = None  # requests still holding its slots release into it as before
         return Runtime(policy, Authenticator(policy), gate, remote_gate)
 
-    def _gate(self, policy: Policy, capacity: int, gate: LaneGate | None) -> LaneGate:
+    def _gate(
+        self,
+        policy: Policy,
+        capacity: int,
+        gate: LaneGate | None,
+        shared: SharedState | None,
+    ) -> LaneGate:
         if gate is None:
-            return LaneGate(policy, capacity, self.clock)
+            return LaneGate(policy, capacity, self.clock, shared)
         gate.reconfigure(policy, capacity)
         return gate
 
@@ -158,13 +178,18 @@ class Gateway:
         sampler = SignalSampler(_signal_source(policy), interval_s=policy.offload_sample_s)
         if policy.offload is None:
             return sampler, None
-        return sampler, OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
+        loop = OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
+        if self.shared is not None:  # one leader decides for all gateways (docs/scaling.md)
+            loop.shared = SharedOffload(self.shared, loop)
+        return sampler, loop
 
     async def startup(self) -> None:
         for spec in self.policy.upstreams:
             self.clients[spec.name] = self.client_factory(spec)
         await self.budgets.start()
         await self.ledger.start()
+        if self.shared is not None:
+            await self.shared.start()
         self.discovery.start()
         await self.sampler.start()
         if self.flow.offload is not None:
@@ -180,6 +205,8 @@ class Gateway:
         clients = list(self.clients.values())
         self.clients.clear()
         await asyncio.gather(*(client.aclose() for client in clients))
+        if self.shared is not None:
+            await self.shared.stop()
         await self.budgets.stop()
         await self.ledger.stop()
 
@@ -294,6 +321,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
         reachable = await probe_upstreams(gateway)
         ready = any(reachable.values())
         body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
+        if gateway.shared is not None:  # still ready while Redis is down: fail modes apply
+            body["shared"] = gateway.shared.status()
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -321,14 +350,8 @@ def build_control_app(gateway: Gateway) -> Starlette:
                 loop.set_mode(_offload_mode(await request.body()))
         except GatewayError as error:
             return Response(error.body(shape), error.status, media_type="application/json")
-        controller = loop.controller
-        return JSONResponse(
-            {
-                "state": controller.state.value,
-                "mode": controller.mode.value,
-                "reason": controller.last_reason,
-            }
-        )
+        state, mode, reason = loop.view()
+        return JSONResponse({"state": state, "mode": mode, "reason": reason})
 
     async def metrics(request: Request) -> Response:
         """Prometheus exposition; open like any exporter (see docs/operations.md, Metrics)."""

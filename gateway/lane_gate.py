@@ -5,6 +5,12 @@ pure `admission` module; this shell only keeps the queues and in-flight counts, 
 makes sure each admitted request is released exactly once, on every exit path (success,
 upstream error, client disconnect, cancellation, timeout). A leaked slot would starve a lane
 until restart, so `Ticket.release` is idempotent and the relay calls it in a `finally`.
+
+With shared state (several gateways, `shared_state.SharedState`), queues stay local and keep
+their order; a waiter the local decision admits must also win a shared lease for its lane (and
+client). If it loses, it goes back to its place in the queue and its lane (client, or the whole
+gate when the pool is full) is skipped until a "freed" message from any gateway or a re-check
+after `FREED_RECHECK_S`, whichever comes first.
 """
 
 from __future__ import annotations
@@ -14,16 +20,37 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway import admission
 from gateway.admission import Occupancy, Waiter
 from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy
+from gateway.shared_plan import FREED_RECHECK_S, LeaseOutcome
 
 Clock = Callable[[], float]
 
 
 Refuse = Callable[[str], GatewayError]  # lane name → the error for a waiter of that lane
+
+
+class SharedSlots(Protocol):
+    """The seam to slots shared with other gateways (`shared_state.SharedState`)."""
+
+    def new_lease(self) -> str: ...
+
+    async def take(
+        self,
+        lease: str,
+        lane: LaneSpec,
+        client: ClientSpec | None,
+        lanes: Mapping[str, LaneSpec],
+        capacity: int,
+    ) -> LeaseOutcome: ...
+
+    def give_back(self, lease: str, lane: LaneSpec, client: ClientSpec | None) -> None: ...
+
+    def listen(self, listener: LaneGate) -> None: ...
 
 
 class _QueueTimeout(Exception):
@@ -47,6 +74,7 @@ class Ticket:
     client: ClientSpec | None
     enqueued_at: float
     admitted_at: float
+    lease: str | None = None  # the shared lease, when the gate shares slots with other gateways
     released: bool = field(default=False)
 
     @property
@@ -65,7 +93,9 @@ class LaneGate:
     against the capacity the new one admits into; a fresh gate would start at zero and
     oversubscribe the upstreams until the old requests finished."""
 
-    def __init__(self, policy: Policy, capacity: int, clock: Clock) -> None:
+    def __init__(
+        self, policy: Policy, capacity: int, clock: Clock, shared: SharedSlots | None = None
+    ) -> None:
         self.clock = clock
         self.capacity = capacity
         self.lanes: dict[str, LaneSpec] = {}
@@ -77,6 +107,14 @@ class LaneGate:
         self._futures: dict[int, asyncio.Future[float]] = {}
         self._ids = itertools.count()
         self._service_s: dict[str, float] = {}  # moving mean of time held, per lane
+        self.shared = shared
+        # Skipped until a slot frees on some gateway (or the re-check): lost a shared lease.
+        self._blocked_lanes: set[str] = set()
+        self._blocked_clients: set[str] = set()
+        self._blocked_all = False
+        self._recheck: asyncio.TimerHandle | None = None
+        if shared is not None:
+            shared.listen(self)
         self._closed: Refuse | None = None
         self.reconfigure(policy, capacity)
 
@@ -100,25 +138,38 @@ class LaneGate:
         now = self.clock()
         client_name = client.name if client else None
         waiter = Waiter(next(self._ids), lane.name, client_name, now)
-        if not any(self.queues.values()) and admission.can_admit(
-            lane, client, self._occupancy(), self.lanes
+        deadline = now + lane.queue_timeout_s
+        if (
+            not any(self.queues.values())
+            and not self._blocked(waiter)
+            and admission.can_admit(lane, client, self._occupancy(), self.lanes)
         ):
             self._count(waiter, +1)
-            return Ticket(self, lane, client, now, now)
+            admitted_at = now
+        else:
+            admitted_at = await self._wait(waiter, lane, deadline, first=True)
+        lease = None
+        if self.shared is not None:
+            lease, admitted_at = await self._win_lease(self.shared, waiter, client, admitted_at)
+        return Ticket(self, lane, client, now, admitted_at, lease)
+
+    async def _wait(self, waiter: Waiter, lane: LaneSpec, deadline: float, first: bool) -> float:
+        """Queue until admitted locally (counted), or raise RateLimited (full, timed out)."""
         queue = self.queues[lane.name]
-        full = admission.check_enqueue(lane, len(queue))
-        if full is not None:
-            raise self._rate_limited(lane, full, "is full")
+        if first:
+            full = admission.check_enqueue(lane, len(queue))
+            if full is not None:
+                raise self._rate_limited(lane, full, "is full")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._futures[waiter.id] = future
-        queue.append(waiter)
+        _enqueue(queue, waiter)
         self._pump()
         # The timeout is a plain callback, not wait_for: it leaves the queue in the same step
         # that fails the future, so no admission can slip in between.
-        timer = loop.call_later(lane.queue_timeout_s, self._expire, waiter)
+        timer = loop.call_later(max(0.0, deadline - self.clock()), self._expire, waiter)
         try:
-            admitted_at = await future
+            return await future
         except _QueueTimeout:
             raise self._rate_limited(lane, "lane_queue_timeout", "waited too long") from None
         except _Refused as refused:
@@ -133,12 +184,44 @@ class LaneGate:
             raise
         finally:
             timer.cancel()
-        return Ticket(self, lane, client, now, admitted_at)
+
+    async def _win_lease(
+        self, shared: SharedSlots, waiter: Waiter, client: ClientSpec | None, admitted_at: float
+    ) -> tuple[str, float]:
+        """Hold the shared lease too, or go back to the queue until a slot frees somewhere."""
+        lane = self.lanes[waiter.lane]
+        deadline = waiter.enqueued_at + lane.queue_timeout_s
+        while True:
+            lease = shared.new_lease()
+            try:
+                outcome = await shared.take(lease, lane, client, self.lanes, self.capacity)
+            except BaseException:  # cancelled or refused (fail-closed): the script may have run
+                shared.give_back(lease, lane, client)
+                self._count(waiter, -1)
+                self._pump()
+                raise
+            if outcome in (LeaseOutcome.WON, LeaseOutcome.LOCAL):
+                return lease, admitted_at
+            self._count(waiter, -1)
+            self._block(outcome, waiter)
+            admitted_at = await self._wait(waiter, lane, deadline, first=False)
+
+    def on_shared_freed(self) -> None:
+        """A slot freed on some gateway (or the re-check fired): let blocked waiters try."""
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
+        self._blocked_lanes.clear()
+        self._blocked_clients.clear()
+        self._blocked_all = False
+        self._pump()
 
     def _release(self, ticket: Ticket) -> None:
         held = self.clock() - ticket.admitted_at
         mean = self._service_s.get(ticket.lane.name)
         self._service_s[ticket.lane.name] = held if mean is None else 0.9 * mean + 0.1 * held
+        if ticket.lease is not None and self.shared is not None:
+            self.shared.give_back(ticket.lease, ticket.lane, ticket.client)
         self._count_names(ticket.lane.name, ticket.client.name if ticket.client else None, -1)
         self._pump()
 
@@ -182,7 +265,7 @@ class LaneGate:
         """Admit waiters while the pure decision says someone can go."""
         while any(self.queues.values()):
             waiter = admission.next_to_admit(
-                self.queues,
+                self._admissible(),
                 self._occupancy(),
                 self.lanes,
                 self.clients,
@@ -197,6 +280,36 @@ class LaneGate:
                 continue
             self._count(waiter, +1)
             future.set_result(self.clock())
+
+    def _admissible(self) -> Mapping[str, deque[Waiter] | list[Waiter]]:
+        """The queues without the waiters that lost a shared lease and wait for a freed slot."""
+        if not (self._blocked_all or self._blocked_lanes or self._blocked_clients):
+            return self.queues
+        if self._blocked_all:
+            return {}
+        return {
+            name: [w for w in queue if w.client not in self._blocked_clients]
+            for name, queue in self.queues.items()
+            if name not in self._blocked_lanes
+        }
+
+    def _blocked(self, waiter: Waiter) -> bool:
+        return (
+            self._blocked_all
+            or waiter.lane in self._blocked_lanes
+            or (waiter.client is not None and waiter.client in self._blocked_clients)
+        )
+
+    def _block(self, outcome: LeaseOutcome, waiter: Waiter) -> None:
+        if outcome is LeaseOutcome.LANE_FULL:
+            self._blocked_lanes.add(waiter.lane)
+        elif outcome is LeaseOutcome.CLIENT_FULL and waiter.client is not None:
+            self._blocked_clients.add(waiter.client)
+        else:
+            self._blocked_all = True
+        if self._recheck is None:  # freed messages can be lost, and expired leases send none
+            loop = asyncio.get_running_loop()
+            self._recheck = loop.call_later(FREED_RECHECK_S, self.on_shared_freed)
 
     def _expire(self, waiter: Waiter) -> None:
         future = self._futures.get(waiter.id)
@@ -235,9 +348,11 @@ class LaneGate:
             self.capacity,
             self._service_s.get(lane.name),
         )
+        # With shared slots these are this gateway's numbers; the cap counts every gateway.
+        here = " on this gateway, cap shared by all gateways" if self.shared is not None else ""
         return RateLimited(
             f"lane {lane.name!r} queue {what} ({self.queue_depth(lane.name)} waiting, "
-            f"{self.by_lane.get(lane.name, 0)}/{lane.max_concurrency} in flight); "
+            f"{self.by_lane.get(lane.name, 0)}/{lane.max_concurrency} in flight{here}); "
             f"retry in {seconds} s",
             code=code,
             headers={"retry-after": str(seconds)},
@@ -256,3 +371,14 @@ def lane_removed(lane: str) -> GatewayError:
         code="lane_removed",
         headers={"retry-after": "1"},
     )
+
+
+def _enqueue(queue: deque[Waiter], waiter: Waiter) -> None:
+    """Append a new waiter; one back from a lost shared lease regains its place (ids rise)."""
+    if not queue or queue[-1].id < waiter.id:
+        queue.append(waiter)
+        return
+    for index, other in enumerate(queue):
+        if other.id > waiter.id:
+            queue.insert(index, waiter)
+            return

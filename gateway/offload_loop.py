@@ -4,13 +4,16 @@ Reads the host signals (sampler), the interactive lane's rolling p95 TTFT on the
 the remote pool's health (its circuit breakers), p95 and memory pressure (from the agents at
 the remote upstreams' `signals_url`, sampled here); feeds `offload.OffloadController`;
 logs one line per transition with its reason. `route(lane)` tells the router where a new
-request of a lane goes. In-flight requests are never moved.
+request of a lane goes. In-flight requests are never moved. With several gateways sharing
+Redis (`shared_offload`), the leader's decision is routed by everywhere; each gateway's own
+controller still runs and takes over while Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.circuit_breaker import BreakerState
 from gateway.host_signal_reader import HttpSource, SignalSampler
@@ -21,6 +24,9 @@ from gateway.policy.spec import LaneSpec, Policy, UpstreamSpec
 from gateway.rolling import RollingRegistry
 from gateway.upstream_client import resolve_key
 from gateway.upstream_router import UpstreamRouter
+
+if TYPE_CHECKING:
+    from gateway.shared_offload import SharedOffload
 
 log = logging.getLogger("lanegate.offload")
 
@@ -58,15 +64,31 @@ class OffloadLoop:
         }
         self._periodic = Periodic(self._step, policy.offload_sample_s)
         self._learned_at = clock()
+        self.shared: SharedOffload | None = None  # set by the app with LANEGATE_REDIS_URL
 
     @property
     def state(self) -> State:
-        return self.controller.state
+        view = self.shared.view if self.shared is not None else None
+        return State(view.state) if view is not None else self.controller.state
+
+    def view(self) -> tuple[str, str, str]:
+        """(state, mode, reason) as routed by: the shared leader's, else this controller's."""
+        view = self.shared.view if self.shared is not None else None
+        if view is not None:
+            return view.state, view.mode, view.reason
+        controller = self.controller
+        return controller.state.value, controller.mode.value, controller.last_reason
 
     def route(self, lane: LaneSpec) -> Route:
-        return route_for(self.controller.state, lane.offloadable)
+        return route_for(self.state, lane.offloadable)
 
     def set_mode(self, mode: Mode) -> str:
+        reason = self.apply_mode(mode)
+        if self.shared is not None:
+            self.shared.mode_set(mode)
+        return reason
+
+    def apply_mode(self, mode: Mode) -> str:
         decision = self.controller.set_mode(mode, self.clock())
         self._log(decision.changed, decision.reason)
         return decision.reason
@@ -162,7 +184,10 @@ class OffloadLoop:
             await sampler.stop()
 
     async def _step(self) -> None:
-        self.tick()
+        if self.shared is not None:
+            await self.shared.step()
+        else:
+            self.tick()
 
 
 _PRESSURE_RANK = {Pressure.NORMAL: 0, Pressure.WARN: 1, Pressure.CRITICAL: 2}

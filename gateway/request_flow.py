@@ -42,6 +42,7 @@ from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, request_id_of,
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
+from gateway.shared_budgets import SharedBudgets, SharedReservation
 from gateway.upstream_client import UpstreamClient
 from gateway.upstream_router import UpstreamRouter
 
@@ -66,7 +67,7 @@ class Admitted:
     lane: LaneSpec
     client: ClientSpec | None
     ticket: Ticket
-    reservation: Reservation | None
+    reservation: Reservation | SharedReservation | None
     prompt_estimate: int
     estimate: int
 
@@ -83,6 +84,7 @@ class RequestFlow:
     ) -> None:
         self.router = router
         self.offload: OffloadLoop | None = None  # set by the app when the policy offloads
+        self.shared_budgets: SharedBudgets | None = None  # set by the app with LANEGATE_REDIS_URL
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -155,7 +157,7 @@ class RequestFlow:
             if admitted is not None:
                 admitted.ticket.release()
         if admitted is not None:
-            self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+            self._settle(admitted.reservation, _tokens_used(record, admitted))
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
@@ -208,14 +210,19 @@ class RequestFlow:
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
-        reservation = self.budgets.reserve(lane, client, estimate)
+        shared = self.shared_budgets
+        reservation: Reservation | SharedReservation | Refusal | None
+        if shared is None:
+            reservation = self.budgets.reserve(lane, client, estimate)
+        else:
+            reservation = await shared.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
             raise _over_budget(reservation)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
         except BaseException:
-            self.budgets.release(reservation)
+            self._settle(reservation, None)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
 
@@ -231,6 +238,21 @@ class RequestFlow:
             admitted.ticket.release()
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
         return pool
+
+    def _settle(
+        self, reservation: Reservation | SharedReservation | None, used: int | None
+    ) -> None:
+        """Settle real usage, or release (``used`` None) a reservation that never ran."""
+        if self.shared_budgets is not None:
+            if used is None:
+                self.shared_budgets.release(reservation)
+            else:
+                self.shared_budgets.settle(reservation, used)
+        elif not isinstance(reservation, SharedReservation):
+            if used is None:
+                self.budgets.release(reservation)
+            else:
+                self.budgets.settle(reservation, used)
 
     def _offload_pool(self, lane: LaneSpec) -> tuple[UpstreamSpec, ...] | None:
         """The remote pool while offloading (offloadable lanes only); None: the local pool."""
@@ -248,6 +270,8 @@ class RequestFlow:
 
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
+        if isinstance(admitted.reservation, SharedReservation):
+            return headers + list(admitted.reservation.headers)
         return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
 
 

@@ -52,3 +52,9 @@ class Settings(BaseSettings):
     log_file: Path | None = None
     log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     log_backups: Annotated[int, Field(ge=1)] = 5
+    # Shared lanes across gateways (docs/scaling.md): unset keeps everything in this process.
+    redis_url: str | None = None
+    # Seconds a concurrency lease lives without renewal: a crashed gateway's slots free by then.
+    redis_lease_ttl: Annotated[float, Field(ge=0.5, le=600)] = 10.0
+    # Key prefix, so several lanegate deployments can share one Redis.
+    redis_prefix: str = "lanegate"

@@ -411,6 +411,7 @@ CORE = (
     "ladder/prompts",
     "ladder/compare",
     "ladder/mix",
+    "shared_plan",
 )
 
 

@@ -100,10 +100,10 @@ async def test_sigterm_drains_live_streams_then_exits_0(
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
             shorts = [asyncio.create_task(_stream(http, "short")) for _ in range(5)]
             long = asyncio.create_task(_stream(http, "long", lane="batch"))
-            await _until(lambda: upstream.active == 6)
+            await _until(lambda: upstream.in_flight == 6)
             queued = asyncio.create_task(_stream(http, "short", lane="batch"))
             await asyncio.sleep(0.3)  # behind the long stream: batch admits one at a time
-            assert upstream.active == 6 and not queued.done()
+            assert upstream.in_flight == 6 and not queued.done()
 
             sent_at = time.monotonic()
             gateway.process.send_signal(signal.SIGTERM)
@@ -159,7 +159,7 @@ async def test_idle_gateway_exits_at_once_and_second_signal_cuts_now(
     try:
         async with httpx.AsyncClient(base_url=busy.url, timeout=30) as http:
             long = asyncio.create_task(_stream(http, "long"))
-            await _until(lambda: upstream.active == 1)
+            await _until(lambda: upstream.in_flight == 1)
             busy.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             sent_at = time.monotonic()

@@ -112,11 +112,11 @@ async def test_valid_reload_under_load(
         limits = httpx.Limits(max_connections=30)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
             await _until(lambda: any(r.method == "GET" for r in upstream.requests))
-            await _until(lambda: upstream.active == 0)
-            upstream.max_active = 0
+            await _until(lambda: upstream.in_flight == 0)
+            upstream.max_in_flight = 0
             running = [asyncio.create_task(_stream(http, lane)) for lane in ("chat",) * 2]
             running += [asyncio.create_task(_stream(http, "batch")) for _ in range(2)]
-            await _until(lambda: upstream.active == CAPACITY)
+            await _until(lambda: upstream.in_flight == CAPACITY)
             queued = [asyncio.create_task(_stream(http, "batch")) for _ in range(2)]
             await asyncio.sleep(0.2)
             assert not any(task.done() for task in queued)
@@ -140,7 +140,7 @@ async def test_valid_reload_under_load(
                 assert headers["x-lanegate-lane"] == "chat"
         # Never more than the upstream's capacity, though a fresh gate would have let the new
         # chat requests in next to the four old streams.
-        assert upstream.max_active == CAPACITY
+        assert upstream.max_in_flight == CAPACITY
         chat_peak = await _peak_of(upstream, gateway, lane="chat", count=3)
         assert chat_peak == 1  # the new cap of chat
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
@@ -154,11 +154,11 @@ async def test_valid_reload_under_load(
 
 async def _peak_of(upstream: ScriptedUpstream, gateway: Service, *, lane: str, count: int) -> int:
     """The most requests of `lane` the upstream saw at once, out of `count` sent together."""
-    upstream.max_active = 0
+    upstream.max_in_flight = 0
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
         results = await asyncio.gather(*(_stream(http, lane, "medium") for _ in range(count)))
     assert all(status == 200 for status, _, _ in results)
-    return upstream.max_active
+    return upstream.max_in_flight
 
 
 def test_invalid_reloads_keep_the_old_policy(

@@ -6,7 +6,7 @@ clients and rules) live in `document.py`; this module checks one lane at a time.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -92,6 +92,13 @@ class LaneModel(BudgetFields):
     offloadable: Annotated[
         bool, Field(description="May run on the remote pool when the local one is busy")
     ] = False
+    on_redis_down: Annotated[
+        Literal["open", "closed"],
+        Field(
+            description="With LANEGATE_REDIS_URL, when Redis is unreachable: open = keep serving "
+            "with this gateway's local limits, closed = 503 shared_state_unavailable",
+        ),
+    ] = "open"
 
     @field_validator("reserved")
     @classmethod
@@ -117,6 +124,7 @@ class LaneModel(BudgetFields):
             model_map=tuple(self.model_map.items()),
             allowed_models=tuple(self.allowed_models) if self.allowed_models else None,
             offloadable=self.offloadable,
+            on_redis_down=self.on_redis_down,
         )
 
 

@@ -78,6 +78,7 @@ class LaneSpec:
     model_map: tuple[tuple[str, str], ...] = ()  # (glob, target), first match rewrites model
     allowed_models: tuple[str, ...] | None = None  # globs; None allows any
     offloadable: bool = False
+    on_redis_down: str = "open"  # shared state unreachable: "open" (local limits) or "closed" (503)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,26 @@ def markdown(results: dict[str, Any]) -> str:
                 f"({moved['after_move_samples']} chats) | {moved['after_move_ttft_p50_ms']:.0f} / "
                 f"{moved['after_move_ttft_p95_ms']:.0f} ms | ×{ratio:.2f} | |"
             )
+    if "S8" in scenarios and "handoff" in scenarios["S8"]:
+        s8 = scenarios["S8"]
+        handoff = s8["handoff"]
+        lines += [
+            "",
+            "| S8 (Redis vs in-memory) | added TTFT p50 | added TTFT p99 | redis req/s share "
+            "| freed-slot hand-off p50 / p99 |",
+            "|---|---|---|---|---|",
+            f"| one at a time | {s8['added_ttft_p50_ms']:.3f} ms "
+            f"| {s8['added_ttft_p99_ms']:.3f} ms | - "
+            f"| {handoff['handoff_p50_ms']:.2f} / {handoff['handoff_p99_ms']:.2f} ms |",
+            f"| 16 concurrent | {s8['concurrent_added_ttft_p50_ms']:.3f} ms "
+            f"| {s8['concurrent_added_ttft_p99_ms']:.3f} ms | {s8['redis_rps_share']:.0%} | - |",
+        ]
+        admission = s8["admission"]
+        lines.append(
+            f"\nS8 admission alone (reserve + acquire, in process): in memory "
+            f"{admission['local_p50_ms']:.3f} / {admission['local_p99_ms']:.3f} ms, through Redis "
+            f"{admission['redis_p50_ms']:.3f} / {admission['redis_p99_ms']:.3f} ms (p50 / p99)."
+        )
     mixed = [
         (name, data)
         for name, data in scenarios.items()

@@ -4,7 +4,8 @@ S1 one stream at a time (added TTFT); S2 32 concurrent streams (upstream TTFT 20
 chunks 5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), with the lean
 (default), aiohttp and httpx upstream clients; S4 gateway RSS idle and after load; S5/S6
 lane isolation under mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile
-and on llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload.
+and on llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload; S8 the
+admission cost of lanes shared through Redis (tests/bench/shared.py).
 Writes bench-results/<time>.json and .md, and prints the markdown. Goals are reported,
 never asserted.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import uvloop
 
-from tests.bench import harness, loadgen, mixed, report
+from tests.bench import harness, loadgen, mixed, report, shared
 from tests.bench.harness import median
 from tests.support.processes import REPO, Service, start_lanegate
 
@@ -247,6 +248,10 @@ class Bench:
             scenarios["S6"] = await self.s6_mixed_llama_server()
         if wanted("S7"):
             scenarios["S7"] = await self.s7_offload()
+        if wanted("S8"):
+            scenarios["S8"] = await shared.s8_shared(
+                self.workdir, self.short_up, self.args.quick, self.args.rounds
+            )
         return self.results
 
 

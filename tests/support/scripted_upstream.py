@@ -39,8 +39,9 @@ class ScriptedUpstream:
         self.script_for = script_for
         self.requests: list[SeenRequest] = []
         self.disconnects: list[float] = []  # time.monotonic() when a client left mid-answer
-        self.active = 0  # requests being answered now
-        self.max_active = 0  # the most answered at once: what the gateway let through
+        # POSTs (inference, not the gateway's GET probes) being answered now, and the most ever.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -85,12 +86,13 @@ class ScriptedUpstream:
                 if request is None:
                     break
                 self.requests.append(request)
-                self.active += 1
-                self.max_active = max(self.max_active, self.active)
+                counted = int(request.method == "POST")
+                self.in_flight += counted
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
                     answered = await self._answer(self.script_for(request), reader, writer)
                 finally:
-                    self.active -= 1
+                    self.in_flight -= counted
                 if not answered:
                     break
         writer.close()
