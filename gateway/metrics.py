@@ -235,6 +235,13 @@ def policy_families(gateway: Gateway) -> Iterator[Metric]:
         "0 when the last policy reload was refused (the previous policy stays in force).",
         value=0 if gateway.reload_error else 1,
     )
+    if gateway.shared is not None:  # only with LANEGATE_REDIS_URL
+        yield GaugeMetricFamily(
+            "lanegate_redis_up",
+            "1 while shared lanes reach Redis; 0: limits are this gateway's own (fail-open) "
+            "or fail-closed lanes answer 503.",
+            value=1 if gateway.shared.healthy else 0,
+        )
 
 
 def _state_set(

@@ -183,6 +183,8 @@ def build_status(gateway: Gateway, wall_now: float | None = None) -> Doc:
         "upstreams": [upstream_status(gateway, spec, now) for spec in policy.upstreams],
         "host": host_status(gateway.sampler, wall_now),
         "offload": offload_status(gateway),
+        # Several gateways through Redis (docs/scaling.md); null when this one stands alone.
+        "shared": gateway.shared.status() if gateway.shared is not None else None,
     }
 
 

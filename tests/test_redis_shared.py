@@ -249,6 +249,9 @@ async def test_redis_stopped_and_started_again_mid_run(
             assert shared["redis_ok"] is False and shared["outages"] == 1
             assert int(str(shared["local_admissions"])) >= 2  # the batch requests, fail-open
             assert gateway.log().count("Redis unreachable") == 1  # once per outage
+            async with httpx.AsyncClient(timeout=5) as http:  # ... and in /metrics
+                metrics = (await http.get(f"{gateway.url}/metrics")).text
+            assert "\nlanegate_redis_up 0.0\n" in metrics
         server.start()
         for gateway in gateways:
             await _until_redis_ok(gateway)
