@@ -68,16 +68,23 @@ class LaneRefusal:
 
 
 def request_view(
-    path: str, facts: RequestFacts, client: str | None, headers: Mapping[str, str]
+    path: str,
+    facts: RequestFacts,
+    client: str | None,
+    headers: Mapping[str, str],
+    *,
+    count_prompt: bool = True,
 ) -> RequestView:
-    """The view of a parsed request; `headers` must have lower-case names."""
+    """The view of a parsed request; `headers` must have lower-case names. Without
+    `count_prompt` (no rule or budget reads it: `Policy.counts_prompt`) prompt_chars is 0."""
+    counted = count_prompt and facts.body is not None
     return RequestView(
         path=path,
         client=client,
         model=facts.model,
         stream=facts.stream,
         max_tokens=facts.max_tokens,
-        prompt_chars=prompt_chars(facts.body) if facts.body is not None else 0,
+        prompt_chars=prompt_chars(facts.body) if counted and facts.body is not None else 0,
         headers=headers,
         user_agent=headers.get("user-agent", ""),
     )

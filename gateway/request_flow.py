@@ -181,8 +181,12 @@ class RequestFlow:
     ) -> tuple[LaneSpec, bytes, str | None, int]:
         """The lane, the body to send (model rewritten if the lane says so), the model, and
         the prompt's size in characters (for the budget estimate)."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        view = request_view(scope["path"], facts, client.name if client else None, headers)
+        wanted = policy.header_names  # only what the rules read (ASGI names are lower-case)
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
+        }
+        name = client.name if client else None
+        view = request_view(scope["path"], facts, name, headers, count_prompt=policy.counts_prompt)
         decision = classify(policy, view, headers.get("x-lane"))
         if isinstance(decision, LaneRefusal):
             raise decision.error()

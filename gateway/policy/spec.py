@@ -176,6 +176,25 @@ class Policy:
     offload_sample_s: float = 5.0
     slo: SloThresholds | None = None  # the ladder's gate thresholds; the gateway ignores them
 
+    # What classification reads of a request, worked out once: the request path decodes only
+    # these headers, and counts prompt characters only when a rule or a budget needs them.
+    header_names: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    counts_prompt: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = {b"x-lane"}
+        for rule in self.rules:
+            names.update(name.encode("latin-1") for name, _ in rule.match.headers)
+            if rule.match.user_agent is not None:
+                names.add(b"user-agent")
+        counts = any(
+            r.match.prompt_chars_min is not None or r.match.prompt_chars_max is not None
+            for r in self.rules
+        ) or any(lane.budget.limits() for lane in self.lanes)
+        counts = counts or any(client.budget.limits() for client in self.clients)
+        object.__setattr__(self, "header_names", frozenset(names))
+        object.__setattr__(self, "counts_prompt", counts)
+
     def upstream(self, name: str) -> UpstreamSpec:
         for spec in self.upstreams:
             if spec.name == name:
