@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -54,12 +54,12 @@ from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
-from gateway.shared_budgets import SharedBudgets
-from gateway.shared_offload import SharedOffload
-from gateway.shared_state import SharedState
 from gateway.status import status_routes
 from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
+
+if TYPE_CHECKING:
+    from gateway.shared_state import SharedState
 
 log = logging.getLogger("lanegate")
 
@@ -115,7 +115,10 @@ class Gateway:
         )
         # Several gateways, one set of lanes (docs/scaling.md); `shared.healthy` is redis_ok.
         self.shared: SharedState | None = None
-        if settings.redis_url:
+        if settings.redis_url:  # imported here: a gateway without Redis never loads its client
+            from gateway.shared_budgets import SharedBudgets
+            from gateway.shared_state import SharedState
+
             self.shared = SharedState(
                 settings.redis_url,
                 lease_ttl_s=settings.redis_lease_ttl,
@@ -180,6 +183,8 @@ class Gateway:
             return sampler, None
         loop = OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
         if self.shared is not None:  # one leader decides for all gateways (docs/scaling.md)
+            from gateway.shared_offload import SharedOffload
+
             loop.shared = SharedOffload(self.shared, loop)
         return sampler, loop
 

@@ -20,9 +20,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported when an HttpSource is made: most gateways need none
+    import httpx
 
 from gateway.host_signals import (
     HostSignals,
@@ -201,11 +202,15 @@ class HttpSource:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
+        import httpx
+
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.AsyncClient(timeout=timeout_s, headers=headers, transport=transport)
         self.last_error: str | None = None
 
     async def read(self) -> HostSignals:
+        import httpx
+
         try:
             response = await self.client.get(self.url)
             if response.status_code != 200:

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
@@ -42,9 +43,12 @@ from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, request_id_of,
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
-from gateway.shared_budgets import SharedBudgets, SharedReservation
+from gateway.shared_plan import SharedReservation
 from gateway.upstream_client import UpstreamClient
 from gateway.upstream_router import UpstreamRouter
+
+if TYPE_CHECKING:  # imports the redis client: only gateways with LANEGATE_REDIS_URL load it
+    from gateway.shared_budgets import SharedBudgets
 
 log = logging.getLogger("lanegate")
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from dataclasses import dataclass
 
 from gateway import redis_scripts
 from gateway.budget_store import Budgets, _duration, _scopes
 from gateway.budgets import Refusal, Reservation
 from gateway.policy.spec import ClientSpec, LaneSpec
 from gateway.shared_plan import (
+    SharedReservation,
     WindowPlan,
     fails_open,
     plan_windows,
@@ -34,13 +34,6 @@ from gateway.shared_plan import (
 from gateway.shared_state import REDIS_DOWN, SharedState, Write
 
 RETRY_LIMIT = 10_000  # settles kept for after an outage; beyond, the oldest are dropped
-
-
-@dataclass(frozen=True, slots=True)
-class SharedReservation:
-    tokens: int
-    windows: tuple[WindowPlan, ...]
-    headers: tuple[tuple[bytes, bytes], ...]  # x-ratelimit-* as of the reservation
 
 
 class SharedBudgets:

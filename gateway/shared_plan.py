@@ -144,6 +144,15 @@ class WindowPlan:
         return math.ceil(self.end()) + WINDOW_GRACE_S
 
 
+@dataclass(frozen=True, slots=True)
+class SharedReservation:
+    """Tokens reserved in Redis for one request, in these windows."""
+
+    tokens: int
+    windows: tuple[WindowPlan, ...]
+    headers: tuple[tuple[bytes, bytes], ...]  # x-ratelimit-* as of the reservation
+
+
 def plan_windows(
     keys: Keys, scopes: Sequence[tuple[ScopeKey, Budget]], now: float
 ) -> list[WindowPlan]:
