@@ -36,6 +36,7 @@ class MixedLoad:
     batch_tokens: int = 64
     heartbeat_interval_s: float = 1.0
     duration_s: float = 30.0
+    batch_cap: int | None = None  # batch held to this many in flight by the client itself
     ttft: list[float] = field(default_factory=list)
     ttft_started: list[float] = field(default_factory=list)  # when each of those began
     first_remote_s: float | None = None  # when a batch answer first came from the remote pool
@@ -86,10 +87,13 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
                 _count(load, sample, lambda s: load.ttft.append(s.ttft))
                 await asyncio.sleep(load.pause_s)
 
+        cap = asyncio.Semaphore(load.batch_cap or load.batch_in_flight)
+
         async def batch(worker: int) -> None:
             body = load.body(f"Summarise document {worker}.", load.batch_tokens, False)
             while time.perf_counter() < deadline:
-                sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
+                async with cap:
+                    sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
                 if sample.upstream == "m4" and load.first_remote_s is None:
                     load.first_remote_s = time.perf_counter()
                 if time.perf_counter() < deadline:
@@ -164,7 +168,7 @@ def demo_lanes_policy(
     return path
 
 
-def fresh(load: MixedLoad) -> MixedLoad:
+def fresh(load: MixedLoad, **overrides: Any) -> MixedLoad:
     """The same load, with empty counters."""
     names = (
         "model",
@@ -176,7 +180,7 @@ def fresh(load: MixedLoad) -> MixedLoad:
         "heartbeat_interval_s",
         "duration_s",
     )
-    return MixedLoad(**{name: getattr(load, name) for name in names})
+    return MixedLoad(**{name: getattr(load, name) for name in names}, **overrides)
 
 
 def start_gateway(policy: Path, workdir: Path) -> Service:
@@ -186,9 +190,15 @@ def start_gateway(policy: Path, workdir: Path) -> Service:
 
 
 async def compare(
-    upstream_url: str, gateway_url: str, load: MixedLoad, baseline_samples: int
+    upstream_url: str,
+    gateway_url: str,
+    load: MixedLoad,
+    baseline_samples: int,
+    hand_cap: int | None = None,
 ) -> dict[str, Any]:
-    """Baseline, then direct and through the gateway, in one run."""
+    """Baseline, then direct and through the gateway, in one run; with `hand_cap`, also
+    direct with batch held to that many in flight by the client: the isolation that capping
+    alone can buy on this engine, the reference for what a gateway can reach."""
     base = await baseline(upstream_url, load, baseline_samples)
     base_p95 = percentile(base, 0.95)
     result: dict[str, Any] = {
@@ -196,8 +206,11 @@ async def compare(
         "baseline_ttft_p50_ms": percentile(base, 0.5) * 1000,
         "baseline_ttft_p95_ms": base_p95 * 1000,
     }
-    for side, url in (("direct", upstream_url), ("gateway", gateway_url)):
-        data = await run_mixed(url, fresh(load))
+    sides = [("direct", upstream_url, None), ("gateway", gateway_url, None)]
+    if hand_cap is not None:
+        sides.append(("direct_hand_capped", upstream_url, hand_cap))
+    for side, url, cap in sides:
+        data = await run_mixed(url, fresh(load, batch_cap=cap))
         data["interactive_p95_ratio"] = data["interactive_ttft_p95_ms"] / (base_p95 * 1000)
         data["interactive_p50_ratio"] = data["interactive_ttft_p50_ms"] / (base_p95 * 1000)
         result[side] = data

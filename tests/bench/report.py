@@ -111,7 +111,9 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for name, data in mixed:
-            for side in ("direct", "gateway"):
+            for side in ("direct", "gateway", "direct_hand_capped"):
+                if side not in data:
+                    continue
                 d = data[side]
                 lines.append(
                     f"| {name} | {data['baseline_ttft_p50_ms']:.0f} / "
@@ -119,6 +121,9 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{d['interactive_ttft_p50_ms']:.0f} / {d['interactive_ttft_p95_ms']:.0f} ms | "
                     f"×{d['interactive_p95_ratio']:.2f} | {d['batch_per_s']:.2f} | {d['errors']} |"
                 )
+    if "scenario_seconds" in results:
+        spent = ", ".join(f"{k} {v:.0f} s" for k, v in results["scenario_seconds"].items())
+        lines += ["", f"Time: {results.get('duration_s', 0):.0f} s in all ({spent})."]
     return "\n".join(lines) + "\n"
 
 
