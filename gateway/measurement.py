@@ -38,6 +38,9 @@ class RequestRecord:
     chunks: int
     status: int
     error: str | None
+    # The upstream broke the exchange (timeout, connection lost), even if the client already
+    # had a 200 and saw the failure as a final stream event: the breaker counts it.
+    upstream_failed: bool = False
 
 
 class RequestMeasurement:
@@ -79,7 +82,9 @@ class RequestMeasurement:
         if self._api is not None:
             self._body = scan_body(self._api, body)
 
-    def finish(self, now: float, *, status: int, error: str | None = None) -> RequestRecord:
+    def finish(
+        self, now: float, *, status: int, error: str | None = None, upstream_failed: bool = False
+    ) -> RequestRecord:
         """Close the stream and summarise; an explicit ``error`` wins over an in-stream one."""
         if self._scanner is not None and self._scanner.close() and self._first_output_at is None:
             self._first_output_at = self._last_chunk_at  # output was in the unterminated tail
@@ -96,6 +101,7 @@ class RequestMeasurement:
             chunks=self._chunks,
             status=status,
             error=error if error is not None else (scanned.error if scanned else None),
+            upstream_failed=upstream_failed,
         )
 
     def _scan_result(self) -> ScanResult | None:

@@ -246,6 +246,7 @@ class Relay:
         response: UpstreamResponse | None = None
         status = 502
         error: str | None = None
+        failed = False
         try:
             body = raw if route.method not in ("GET", "HEAD") else None
             path = scope["path"]
@@ -268,11 +269,13 @@ class Relay:
             if exchange.task is not None:
                 exchange.task.uncancel()
             error = exchange.reason
+            failed = error != CLIENT_LEFT
             if framer is not None:
                 framer.discard()
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
         except UPSTREAM_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
+            failed = True
             if retryable and response is None:
                 raise RetryElsewhere(error) from exc
             if framer is not None:
@@ -286,7 +289,9 @@ class Relay:
             exchange.disarm()
             if response is not None:
                 await response.aclose()
-        return measurement.finish(self.clock(), status=status, error=error)
+        return measurement.finish(
+            self.clock(), status=status, error=error, upstream_failed=failed
+        )
 
     async def _stream(
         self,
