@@ -59,6 +59,9 @@ _DROP_RESPONSE = frozenset(
 )
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 CLIENT_LEFT = "client_disconnected"
+# A client that takes no bytes for the idle timeout: treated as gone, so it cannot hold a
+# slot (and an upstream) forever, and the upstream is not blamed for the silence.
+CLIENT_STALLED = "client_stalled"
 FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
 
@@ -95,6 +98,7 @@ class Exchange:
         "reason",
         "received_at",
         "request_id",
+        "sending_since",
         "task",
         "timer",
         "watcher",
@@ -111,6 +115,7 @@ class Exchange:
         self.headers_sent = False
         self.first_byte_at: float | None = None
         self.last_activity = received_at
+        self.sending_since: float | None = None  # set while a send waits on the client
         self.first_byte_s = self.idle_s = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Future[None] | None = None
@@ -142,6 +147,14 @@ class Exchange:
 
     def _check_deadline(self) -> None:
         # One timer per request, re-armed lazily: chunks only write `last_activity`.
+        if self.sending_since is not None:  # waiting on the client, not on the upstream
+            stalled = self.clock() - self.sending_since
+            if stalled >= self.idle_s:
+                self.interrupt(CLIENT_STALLED)
+            else:  # the upstream gets a whole idle window once the client takes the bytes
+                self.last_activity = self.clock()
+                self.timer = self.loop.call_later(self.idle_s - stalled, self._check_deadline)
+            return
         if self.first_byte_at is None:
             self.interrupt(FIRST_BYTE)
             return
@@ -269,7 +282,7 @@ class Relay:
             if exchange.task is not None:
                 exchange.task.uncancel()
             error = exchange.reason
-            failed = error != CLIENT_LEFT
+            failed = error not in (CLIENT_LEFT, CLIENT_STALLED)
             if framer is not None:
                 framer.discard()
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
@@ -289,9 +302,7 @@ class Relay:
             exchange.disarm()
             if response is not None:
                 await response.aclose()
-        return measurement.finish(
-            self.clock(), status=status, error=error, upstream_failed=failed
-        )
+        return measurement.finish(self.clock(), status=status, error=error, upstream_failed=failed)
 
     async def _stream(
         self,
@@ -314,7 +325,9 @@ class Relay:
             now = clock()
             ready = push(chunk)
             if ready:
+                exchange.sending_since = now
                 await send({"type": "http.response.body", "body": ready, "more_body": True})
+                exchange.sending_since = None
             # Measured after forwarding (with the arrival time): the scan is off the TTFT path.
             on_chunk(chunk, now)
             if exchange.first_byte_at is None:
@@ -355,7 +368,7 @@ class Relay:
     async def _interrupted(
         self, send: Send, exchange: Exchange, shape: ErrorShape, upstream: str, status: int
     ) -> int:
-        if exchange.reason == CLIENT_LEFT:
+        if exchange.reason in (CLIENT_LEFT, CLIENT_STALLED):
             return 499  # nginx's code for "client closed request"
         waited = exchange.first_byte_s if exchange.reason == FIRST_BYTE else exchange.idle_s
         what = "first byte" if exchange.reason == FIRST_BYTE else "next chunk"

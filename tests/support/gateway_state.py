@@ -41,11 +41,11 @@ class LaneProbe:
     )
 
 
-async def _held_queue_ms(url: str, probe: LaneProbe, timeout: float) -> list[str]:
+async def _held_queue_ms(url: str, probe: LaneProbe, wait_s: float) -> list[str]:
     """Open `probe.slots` streams at once, wait for all their headers, then drop them."""
     headers = {"x-lane": probe.lane}
     limits = httpx.Limits(max_connections=probe.slots + 1)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=wait_s, limits=limits) as http:
         requests = [
             http.build_request("POST", probe.path, json=probe.body, headers=headers)
             for _ in range(probe.slots)
