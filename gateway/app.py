@@ -40,6 +40,7 @@ from gateway.lane_gate import LaneGate
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop
+from gateway.openapi_route import openapi_route
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
@@ -273,6 +274,7 @@ def build_control_app(gateway: Gateway) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/admin/offload", offload, methods=["GET", "POST"]),
+        openapi_route(),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

@@ -64,6 +64,7 @@ def match_route(method: str, path: str) -> Route | None:
             method == candidate.method
             and path.startswith(candidate.path)
             and len(path) > len(candidate.path)
+            and _plain_parameter(path, candidate.path)
         ):
             return candidate
     return None
@@ -71,4 +72,13 @@ def match_route(method: str, path: str) -> Route | None:
 
 def is_relay_path(path: str) -> bool:
     """True for paths the relay owns with any method (to answer 405, not 404)."""
-    return path in RELAY_PATHS or any(path.startswith(r.path) for r in _PREFIXED)
+    return path in RELAY_PATHS or any(
+        path.startswith(r.path) and _plain_parameter(path, r.path) for r in _PREFIXED
+    )
+
+
+def _plain_parameter(path: str, prefix: str) -> bool:
+    """No `.` or `..` segment in the parameter (ASGI paths arrive percent-decoded, so `%2e%2e`
+    is caught too): an upstream would resolve those to another path, e.g. a model named
+    `../../api/pull`. Model ids may contain `/` (`org/model`), so that alone is fine."""
+    return not any(segment in (".", "..") for segment in path[len(prefix) :].split("/"))

@@ -398,6 +398,7 @@ CORE = (
     "request_body",
     "errors",
     "simulator/engine",
+    "openapi",
 )
 
 
