@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import REPO, Service, start_lanegate
 
 # Lanes every reliability gateway has: `work` carries a token budget far from exhausted, so
 # its x-ratelimit-remaining-tokens header shows the settled spend to the token.
@@ -36,12 +36,15 @@ def write_policy(path: Path, upstreams: list[str], lanes: str = LANES) -> Path:
     return path
 
 
-def serve(output_dir: Path, policy: Path, name: str, state: Path, **env: str) -> Service:
+def serve(
+    output_dir: Path, policy: Path, name: str, state: Path, port: int | None = None, **env: str
+) -> Service:
     args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
     return start_lanegate(
         name,
         args,
         ready_path="/healthz",
+        port=port,
         log_dir=output_dir,
         env={"LANEGATE_STATE_DIR": str(state), **env},
     )
@@ -78,3 +81,10 @@ def sim(output_dir: Path) -> Iterator[Service]:
     service = simulate(output_dir, "sim-reliability")
     yield service
     service.stop()
+
+
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Measured figures for docs/reliability.md, under test-output/reliability/NAME.json."""
+    folder = REPO / "test-output" / "reliability"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")

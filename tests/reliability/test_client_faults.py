@@ -17,7 +17,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.reliability.conftest import restart_on, serve, upstream_line, write_policy
+from tests.reliability.conftest import (
+    record_figures,
+    restart_on,
+    serve,
+    upstream_line,
+    write_policy,
+)
 from tests.support.gateway_state import (
     BudgetProbe,
     LaneProbe,
@@ -89,6 +95,10 @@ def test_client_that_never_reads_gets_backpressure(
             time.sleep(0.1)
             peak = max(peak, _rss(gateway))
         assert peak - baseline < 40 * MiB, f"RSS grew {(peak - baseline) / MiB:.1f} MiB"
+        record_figures(
+            "never_reading_clients",
+            {"clients": 4, "rss_baseline_mib": baseline / MiB, "rss_peak_mib": peak / MiB},
+        )
         # Stalled for longer than the idle timeout, the clients count as gone: their slots
         # are free while their sockets are still open, and the upstream is not blamed.
         assert_lanes_idle(gateway, PROBES)
