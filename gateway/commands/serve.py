@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.http_protocol import BoundedHeadProtocol
     from gateway.listen import bind_sockets
     from gateway.policy import PolicyError, load_policy
     from gateway.settings import Settings
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHeadProtocol,  # httptools, with a bound on the request head
         lifespan="on",
         access_log=False,  # lanegate writes its own access log, without bodies or keys
         server_header=False,

@@ -12,6 +12,7 @@ control plane, Ollama's `{"error": "..."}` on /api.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -306,6 +308,37 @@ def test_model_path_traversal_and_injection(
         segments = seen.path.split("?")[0].split("/")
         assert ".." not in segments and "." not in segments, seen.path
         assert "\r" not in seen.path and " " not in seen.path
+
+
+def test_endless_header_is_431_and_memory_stays_bounded(
+    gateway: Service, keyed_gateway: Service
+) -> None:
+    """httptools buffers a header of any length: without the bound, 200 MB sent here grew the
+    gateway by ~300 MB. Now the head is refused past 1 MiB."""
+    process = psutil.Process(gateway.process.pid)
+    before = process.memory_info().rss
+    received = b""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-big: ")
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for _ in range(50):  # 50 MiB, if it were all taken
+                sock.sendall(b"a" * 1024 * 1024)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert process.memory_info().rss - before < 20 * 1024 * 1024
+    if received:  # the 431 may be lost to the reset of a client still sending
+        status, _, content = _parse(received)
+        assert status == 431
+        assert_error_shape(json.loads(content), ollama=False)
+    # A large body read together with its head is not mistaken for a large head (this
+    # gateway takes bodies up to the default 32 MiB).
+    body = b'{"model": "m", "input": "' + b"x" * 3_000_000 + b'"}'
+    head = b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+    head += b"authorization: Bearer %s\r\n" % KEY.encode()
+    head += b"content-length: %d\r\n\r\n" % len(body)
+    status, headers, _ = _parse(_raw_exchange(keyed_gateway.port, head + body))
+    assert status == 200 and headers["x-lanegate-upstream"] == "scripted"
 
 
 # -- API keys ----------------------------------------------------------------------------------
