@@ -243,3 +243,34 @@ def test_upstream_sigkilled_mid_stream(sim: Service, output_dir: Path, tmp_path:
     finally:
         gateway.stop()
         victim.stop()
+
+
+def test_unresolvable_upstream(sim: Service, output_dir: Path, tmp_path: Path) -> None:
+    """DNS failure: alone, a 502 in the API's shape within the connect timeout; in a pool,
+    retried on the healthy upstream, and the breaker stops trying the name."""
+    dead = upstream_line(
+        "nowhere", "http://lanegate-test.invalid:11434", timeouts={"connect": 1, "first_byte": 2}
+    )
+    alone = serve(
+        output_dir, write_policy(tmp_path / "alone.yaml", [dead]), "gw-dns", tmp_path / "s1"
+    )
+    try:
+        started = time.monotonic()
+        response = httpx.post(f"{alone.url}/v1/chat/completions", json=CHAT, timeout=15)
+        assert time.monotonic() - started < 1 + 2
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_unreachable"
+        ollama = httpx.post(f"{alone.url}/api/chat", json=CHAT, timeout=15)
+        assert ollama.status_code == 502 and isinstance(ollama.json()["error"], str)
+    finally:
+        alone.stop()
+    policy = write_policy(tmp_path / "pool.yaml", [dead, upstream_line("good", sim.url)])
+    pooled = serve(output_dir, policy, "gw-dns-pool", tmp_path / "s2")
+    try:
+        for _ in range(ATTEMPTS + 2):
+            response = httpx.post(f"{pooled.url}/v1/chat/completions", json=CHAT, timeout=15)
+            assert response.status_code == 200
+            assert response.headers["x-lanegate-upstream"] == "good"
+        assert pooled.log().count("upstream nowhere failed before the first byte") == 5
+    finally:
+        pooled.stop()
