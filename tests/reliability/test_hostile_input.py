@@ -31,11 +31,15 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from gateway import auth, keys
+from gateway.classify import LaneRefusal, classify, model_allowed, request_view, rewrite_model
+from gateway.errors import GatewayError
 from gateway.keys import hash_key
 from gateway.openapi import openapi_document
-from gateway.routes import RELAY_PATHS
+from gateway.policy.loader import load_policy
+from gateway.request_body import parse_request
+from gateway.routes import RELAY_PATHS, RELAY_ROUTES, Route
 from tests.reliability.conftest import LANES, serve, upstream_line, write_policy
-from tests.support.processes import Service
+from tests.support.processes import REPO, Service
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 pytestmark = pytest.mark.fuzz
@@ -221,6 +225,52 @@ def hostile_headers(draw: st.DrawFn) -> list[bytes]:
         b"accept: */*",
     ]
     return draw(st.lists(st.sampled_from(choices), max_size=5))
+
+
+SHIPPED_POLICY = load_policy(REPO / "policies" / "default.yaml")
+HEADER_TEXT = st.text(alphabet=st.characters(codec="latin-1"), max_size=300)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from([r for r in RELAY_ROUTES if r.method == "POST"]),
+    body=st.dictionaries(
+        st.sampled_from(
+            [
+                "model",
+                "stream",
+                "messages",
+                "max_tokens",
+                "options",
+                "input",
+                "prompt",
+                "max_output_tokens",
+            ]
+        ),
+        JSONISH,
+    ),
+    headers=st.dictionaries(
+        st.sampled_from(["user-agent", "x-lane", "x-client", "accept", "x-whatever"]), HEADER_TEXT
+    ),
+    client=st.sampled_from([None, "nobody", *(c.name for c in SHIPPED_POLICY.clients)]),
+)
+def test_classifier_on_any_body_and_headers(
+    route: Route, body: dict[str, Any], headers: dict[str, str], client: str | None
+) -> None:
+    """The pure path a request takes before the slot: parse, classify, rewrite, allow. Any
+    input ends in a lane or a GatewayError (which the flow answers in the API's shape)."""
+    try:
+        facts = parse_request(route, json.dumps(body).encode())
+        view = request_view(route.path, facts, client, headers)
+        decision = classify(SHIPPED_POLICY, view, headers.get("x-lane"))
+        if isinstance(decision, LaneRefusal):
+            assert isinstance(decision.error(), GatewayError)
+            return
+        lane = SHIPPED_POLICY.lane(decision.lane)
+        model_allowed(lane, rewrite_model(lane, facts.model))
+        assert view.prompt_chars >= 0 and (facts.max_tokens is None or facts.max_tokens >= 0)
+    except GatewayError as error:
+        assert 400 <= error.status < 500 and error.message
 
 
 ROUTES = ["/v1/chat/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/show"]
