@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from gateway.keys import hash_key
 from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 # Lanes every reliability gateway has: `work` carries a token budget far from exhausted, so
 # its x-ratelimit-remaining-tokens header shows the settled spend to the token.
@@ -88,3 +90,40 @@ def record_figures(name: str, figures: dict[str, Any]) -> None:
     folder = REPO / "test-output" / "reliability"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+# -- an upstream that answers at once, and a gateway with keys in front of it --------------
+
+KEY = "lg-fuzz-client-key-0123456789abcdef"
+ADMIN = "lg-fuzz-admin-key-0123456789abcdef"
+
+
+def _answer(request: SeenRequest) -> Script:
+    """A healthy upstream that answers at once: SSE when asked to stream, else JSON."""
+    streamed = b'"stream":true' in request.body.replace(b" ", b"")
+    if streamed or (request.path.startswith("/api/") and b'"stream":false' not in request.body):
+        return Script(chunks=[b'data: {"choices":[]}\n\n', b"data: [DONE]\n\n"])
+    return Script(content_type="application/json", chunks=[b'{"object":"list","data":[]}'])
+
+
+@pytest.fixture(scope="module")
+def instant_upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream(_answer) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(
+    instant_upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("fuzz-keys")
+    clients = f'\nadmin_key: "{hash_key(ADMIN)}"\nclients:\n'
+    clients += f'  - {{name: app, key: "{hash_key(KEY)}", lanes: [interactive, work]}}\n'
+    policy = write_policy(
+        tmp / "policy.yaml",
+        [upstream_line("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
+        LANES + clients,
+    )
+    service = serve(output_dir, policy, "gw-fuzz-keys", tmp / "state")
+    yield service
+    service.stop()
