@@ -185,8 +185,8 @@ def test_fault_leaves_nothing_behind(
                 response = http.send(request, stream=True)
                 received = b"".join(response.iter_raw())
                 response.close()
-                # The slowest fault ends at first_byte + idle; one more second for the loop.
-                assert time.monotonic() - started < 1.5 + 1.0 + 1.0
+                # The slowest fault ends at first_byte + idle; 2 s more for a busy machine.
+                assert time.monotonic() - started < 1.5 + 1.0 + 2.0
                 _assert_well_formed(response, received, fault)
                 served_by.append(response.headers.get("x-lanegate-upstream", "-"))
         if fault.outcome != "relayed":
