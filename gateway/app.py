@@ -43,6 +43,7 @@ from gateway.metrics import CONTENT_TYPE_LATEST, build_registry, exposition
 from gateway.model_lists import Inventory, merged_openai_list
 from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop, upstream_signal_source
+from gateway.openapi_route import openapi_route
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, request_id_of, send_error
@@ -369,6 +370,7 @@ def build_control_app(gateway: Gateway) -> Starlette:
         Route("/admin/offload", offload, methods=["GET", "POST"]),
         *status_routes(gateway),
         Route("/admin/reload", gateway.reloader.endpoint, methods=["POST"]),
+        openapi_route(),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 

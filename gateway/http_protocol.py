@@ -25,7 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import ErrorShape, GatewayError, HeadersTooLarge, RequestTimeout
+from gateway.errors import GatewayError, HeadersTooLarge, RequestTimeout, shape_for_path
 
 log = logging.getLogger("lanegate.http")
 
@@ -161,7 +161,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _answer(self, error: GatewayError) -> None:
         if self.transport.is_closing():
             return
-        body = error.body(ErrorShape.OPENAI)
+        # The API's own error shape when the request line got far enough to tell (/api/...).
+        target = bytes(getattr(self, "url", b"") or b"").decode("latin-1")
+        body = error.body(shape_for_path(target.split("?", 1)[0]))
         reason = "Request Header Fields Too Large" if error.status == 431 else "Request Timeout"
         head = (
             f"HTTP/1.1 {error.status} {reason}\r\ncontent-type: application/json\r\n"

@@ -45,6 +45,9 @@ class RequestRecord:
     # exact sum: consecutive gaps telescope to (last chunk - chunk that opened the gaps).
     gaps: LogHistogram | None = field(default=None, compare=False, repr=False)
     gap_sum_s: float | None = None
+    # The upstream broke the exchange (timeout, connection lost), even if the client already
+    # had a 200 and saw the failure as a final stream event: the breaker counts it.
+    upstream_failed: bool = False
 
 
 class RequestMeasurement:
@@ -89,7 +92,9 @@ class RequestMeasurement:
         if self._api is not None:
             self._body = scan_body(self._api, body)
 
-    def finish(self, now: float, *, status: int, error: str | None = None) -> RequestRecord:
+    def finish(
+        self, now: float, *, status: int, error: str | None = None, upstream_failed: bool = False
+    ) -> RequestRecord:
         """Close the stream and summarise; an explicit ``error`` wins over an in-stream one."""
         if self._scanner is not None and self._scanner.close() and self._first_output_at is None:
             self._first_output_at = self._last_chunk_at  # output was in the unterminated tail
@@ -108,6 +113,7 @@ class RequestMeasurement:
             error=error if error is not None else (scanned.error if scanned else None),
             gaps=self._gaps if self._gaps.count else None,
             gap_sum_s=self._last_chunk_at - self._gaps_from if self._gaps.count else None,
+            upstream_failed=upstream_failed,
         )
 
     def _scan_result(self) -> ScanResult | None:

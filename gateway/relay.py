@@ -61,6 +61,9 @@ _DROP_RESPONSE = frozenset(
 )
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 CLIENT_LEFT = "client_disconnected"
+# A client that takes no bytes for the idle timeout: treated as gone, so it cannot hold a
+# slot (and an upstream) forever, and the upstream is not blamed for the silence.
+CLIENT_STALLED = "client_stalled"
 FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
 DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
@@ -99,6 +102,7 @@ class Exchange:
         "reason",
         "received_at",
         "request_id",
+        "sending_since",
         "task",
         "timer",
         "watcher",
@@ -115,6 +119,7 @@ class Exchange:
         self.headers_sent = False
         self.first_byte_at: float | None = None
         self.last_activity = received_at
+        self.sending_since: float | None = None  # set while a send waits on the client
         self.first_byte_s = self.idle_s = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Future[None] | None = None
@@ -150,6 +155,14 @@ class Exchange:
 
     def _check_deadline(self) -> None:
         # One timer per request, re-armed lazily: chunks only write `last_activity`.
+        if self.sending_since is not None:  # waiting on the client, not on the upstream
+            stalled = self.clock() - self.sending_since
+            if stalled >= self.idle_s:
+                self.interrupt(CLIENT_STALLED)
+            else:  # the upstream gets a whole idle window once the client takes the bytes
+                self.last_activity = self.clock()
+                self.timer = self.loop.call_later(self.idle_s - stalled, self._check_deadline)
+            return
         if self.first_byte_at is None:
             self.interrupt(FIRST_BYTE)
             return
@@ -273,6 +286,7 @@ class Relay:
         response: UpstreamResponse | None = None
         status = 502
         error: str | None = None
+        failed = False
         try:
             body = raw if route.method not in ("GET", "HEAD") else None
             path = scope["path"]
@@ -295,11 +309,13 @@ class Relay:
             if exchange.task is not None:
                 exchange.task.uncancel()
             error = exchange.reason
+            failed = error not in (CLIENT_LEFT, CLIENT_STALLED)
             if framer is not None:
                 framer.discard()
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
         except UPSTREAM_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
+            failed = True
             if retryable and response is None:
                 raise RetryElsewhere(error) from exc
             if framer is not None:
@@ -313,7 +329,7 @@ class Relay:
             exchange.disarm()
             if response is not None:
                 await response.aclose()
-        return measurement.finish(self.clock(), status=status, error=error)
+        return measurement.finish(self.clock(), status=status, error=error, upstream_failed=failed)
 
     async def _stream(
         self,
@@ -336,7 +352,9 @@ class Relay:
             now = clock()
             ready = push(chunk)
             if ready:
+                exchange.sending_since = now
                 await send({"type": "http.response.body", "body": ready, "more_body": True})
+                exchange.sending_since = None
             # Measured after forwarding (with the arrival time): the scan is off the TTFT path.
             on_chunk(chunk, now)
             if exchange.first_byte_at is None:
@@ -377,7 +395,7 @@ class Relay:
     async def _interrupted(
         self, send: Send, exchange: Exchange, shape: ErrorShape, upstream: str, status: int
     ) -> int:
-        if exchange.reason == CLIENT_LEFT:
+        if exchange.reason in (CLIENT_LEFT, CLIENT_STALLED):
             return 499  # nginx's code for "client closed request"
         if exchange.reason == DRAINING:
             return await self._fail(send, exchange, shape, cut_error(), status)

@@ -70,6 +70,8 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
         options.get("num_predict") if isinstance(options, dict) else None,
     )
     for value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool):
+        # Negative values (Ollama's num_predict -1 = "until done") say nothing about size:
+        # the lane's default applies, and a budget is never reserved a negative amount.
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None

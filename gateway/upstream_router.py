@@ -184,7 +184,7 @@ class UpstreamRouter:
             breaker.release_probe()  # the client left: this says nothing about the upstream
         elif record.status == 503:
             breaker.record(Outcome.BUSY, self.clock(), "503 server busy")
-        elif record.status >= 500:
+        elif record.status >= 500 or record.upstream_failed:  # mid-stream failures too
             breaker.record(Outcome.FAILURE, self.clock(), record.error or str(record.status))
         else:
             breaker.record(Outcome.SUCCESS, self.clock())

@@ -412,6 +412,7 @@ CORE = (
     "ladder/compare",
     "ladder/mix",
     "shared_plan",
+    "openapi",
 )
 
 

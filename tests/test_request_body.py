@@ -39,6 +39,9 @@ def test_ollama_native_streams_by_default() -> None:
         ({"max_tokens": True}, None),
         ({"max_tokens": "7"}, None),
         ({"options": "x"}, None),
+        ({"max_tokens": -5}, None),  # never a negative budget reservation (was a 500)
+        ({"options": {"num_predict": -1}}, None),  # Ollama's "until done"
+        ({"max_tokens": -5, "max_output_tokens": 3}, 3),
     ],
 )
 def test_max_tokens_from_any_api(body: dict[str, object], expected: int | None) -> None:

@@ -47,6 +47,9 @@ def test_relayed_routes(method: str, path: str, name: str) -> None:
         ("GET", "/v1/files"),
         ("GET", "/healthz"),
         ("POST", "/v1/chat/completions/"),
+        ("GET", "/v1/models/../../api/pull"),  # an upstream would resolve the dots
+        ("GET", "/v1/models/./x"),
+        ("GET", "/v1/models/a/.."),
     ],
 )
 def test_everything_else_is_not_relayed(method: str, path: str) -> None:
@@ -57,6 +60,8 @@ def test_wrong_method_on_a_relay_path_is_recognised() -> None:
     assert is_relay_path("/v1/chat/completions")
     assert is_relay_path("/v1/models/x")
     assert not is_relay_path("/v1/nope")
+    assert not is_relay_path("/v1/models/../x")  # a 404 like any unknown path
+    assert match_route("GET", "/v1/models/org/model.v1..gguf") is not None  # dots inside: fine
 
 
 def test_inference_routes_need_a_model() -> None:

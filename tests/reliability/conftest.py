@@ -1,0 +1,132 @@
+"""Shared pieces of the reliability suite: a simulator, policies, gateways on a state dir."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.keys import hash_key
+from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+
+KEY = "lg-fuzz-client-key-0123456789abcdef"
+ADMIN = "lg-fuzz-admin-key-0123456789abcdef"
+
+# Lanes every reliability gateway has: `work` carries a token budget far from exhausted, so
+# its x-ratelimit-remaining-tokens header shows the settled spend to the token. The admin key
+# lets a test read /admin/status.
+LANES = (
+    f'\nadmin_key: "{hash_key(ADMIN)}"\n'
+    + """lanes:
+  - {name: interactive, priority: 100, max_concurrency: 2, max_queue: 20, queue_timeout: 20}
+  - {name: work, priority: 10, max_concurrency: 2, max_queue: 20, queue_timeout: 20,
+     tokens_per_day: 10000000}
+classify:
+  default_lane: interactive
+  anonymous_lanes: [interactive, work]
+"""
+)
+
+
+def upstream_line(name: str, url: str, kind: str = "ollama", **extra: Any) -> str:
+    fields = {"name": name, "kind": kind, "base_url": url, **extra}
+    return "  - " + json.dumps(fields) + "\n"  # JSON is YAML's flow style
+
+
+def write_policy(path: Path, upstreams: list[str], lanes: str = LANES) -> Path:
+    path.write_text("version: 1\nupstreams:\n" + "".join(upstreams) + lanes)
+    return path
+
+
+def serve(
+    output_dir: Path, policy: Path, name: str, state: Path, port: int | None = None, **env: str
+) -> Service:
+    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
+    return start_lanegate(
+        name,
+        args,
+        ready_path="/healthz",
+        port=port,
+        log_dir=output_dir,
+        env={"LANEGATE_STATE_DIR": str(state), **env},
+    )
+
+
+def simulate(output_dir: Path, name: str, *extra: str) -> Service:
+    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "10"]
+    return start_lanegate(name, [*args, *extra], ready_path="/health", log_dir=output_dir)
+
+
+def restart_on(output_dir: Path, policy: Path, state: Path, name: str):  # type: ignore[no-untyped-def]
+    """A `restart` for gateway_state.stuck_reservations: SIGTERM, then serve again."""
+
+    def restart(service: Service) -> Service:
+        # uvicorn re-raises the signal once shut down: -15 is a clean exit too
+        assert service.stop(signal.SIGTERM) in (0, -signal.SIGTERM), service.log()[-2000:]
+        assert "Application shutdown complete" in service.log()
+        return serve(output_dir, policy, name, state)
+
+    return restart
+
+
+def raise_open_file_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE (children inherit it); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(soft, target)
+
+
+@pytest.fixture(scope="module")
+def sim(output_dir: Path) -> Iterator[Service]:
+    service = simulate(output_dir, "sim-reliability")
+    yield service
+    service.stop()
+
+
+def record_figures(name: str, figures: dict[str, Any]) -> None:
+    """Measured figures for docs/reliability.md, under test-output/reliability/NAME.json."""
+    folder = REPO / "test-output" / "reliability"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+# -- an upstream that answers at once, and a gateway with keys in front of it --------------
+
+
+def _answer(request: SeenRequest) -> Script:
+    """A healthy upstream that answers at once: SSE when asked to stream, else JSON."""
+    streamed = b'"stream":true' in request.body.replace(b" ", b"")
+    if streamed or (request.path.startswith("/api/") and b'"stream":false' not in request.body):
+        return Script(chunks=[b'data: {"choices":[]}\n\n', b"data: [DONE]\n\n"])
+    return Script(content_type="application/json", chunks=[b'{"object":"list","data":[]}'])
+
+
+@pytest.fixture(scope="module")
+def instant_upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream(_answer) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(
+    instant_upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("fuzz-keys")
+    clients = "\nclients:\n"
+    clients += f'  - {{name: app, key: "{hash_key(KEY)}", lanes: [interactive, work]}}\n'
+    policy = write_policy(
+        tmp / "policy.yaml",
+        [upstream_line("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
+        LANES + clients,
+    )
+    service = serve(output_dir, policy, "gw-fuzz-keys", tmp / "state")
+    yield service
+    service.stop()
