@@ -3,16 +3,18 @@
 
 The loader builds the frozen `Policy` only after the whole document validated, so a refused
 file yields no policy at all; a running gateway keeps the one it has (reload swaps the whole
-`Runtime` or nothing). Integrator: once reload is merged, add the end-to-end half — a
-mutated file on SIGHUP either bumps the policy version or leaves it and reports the error.
+`Runtime` or nothing); the last test checks that end to end, on a running gateway.
 """
 
 from __future__ import annotations
 
 import copy
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.policy.loader import PolicyError, check_policy_text
 from gateway.policy.spec import Policy
-from tests.support.processes import REPO
+from tests.support.processes import REPO, Service, start_lanegate
 
 pytestmark = pytest.mark.fuzz
 
@@ -110,4 +112,68 @@ def test_mutated_policy_is_valid_or_precisely_refused(shipped: Path) -> None:
         assert all(warning.warning for warning in checked.warnings)
 
     check()
+    assert outcomes["refused"] > 0 and outcomes["valid"] > 0, outcomes
+
+
+def _metric(service: Service, name: str) -> float:
+    for line in httpx.get(f"{service.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_live_reloads_of_mutated_policies_swap_whole_or_not_at_all(
+    output_dir: Path, tmp_path: Path
+) -> None:
+    """The running half: each mutated file, reloaded through the admin call, is either
+    swapped in whole (200, the version goes up) or refused with the same precise errors as
+    the loader's while the old policy keeps serving; the original is then put back (SIGHUP)."""
+    original = (REPO / "policies" / "demo.yaml").read_text()
+    path = tmp_path / "policy.yaml"
+    path.write_text(original)
+    admin = {"authorization": "Bearer fuzz-admin"}
+    gateway = start_lanegate(
+        "gw-policy-fuzz",
+        ["serve", "--policy", str(path), "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env={"LANEGATE_ADMIN_KEY": "fuzz-admin"},
+    )
+    outcomes = {"valid": 0, "refused": 0}
+
+    @settings(
+        max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(text=mutated(original))
+    def check(text: str) -> None:
+        version = _metric(gateway, "lanegate_policy_version")
+        path.write_text(text)
+        answer = httpx.post(f"{gateway.url}/admin/reload", headers=admin, timeout=10)
+        try:
+            check_policy_text(text, str(path))
+        except PolicyError:
+            outcomes["refused"] += 1
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["code"] == "invalid_policy"
+            assert f"{path}:" in answer.json()["error"]["message"]
+            assert _metric(gateway, "lanegate_policy_version") == version
+            assert _metric(gateway, "lanegate_policy_reload_ok") == 0
+            assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+            return
+        outcomes["valid"] += 1
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["policy_version"] == version + 1
+        path.write_text(original)  # back to the original (the new one may have no admin key)
+        gateway.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while _metric(gateway, "lanegate_policy_version") < version + 2:
+            assert time.monotonic() < deadline, "the restoring SIGHUP reload never landed"
+            time.sleep(0.05)
+
+    try:
+        check()
+    finally:
+        gateway.stop()
+    assert gateway.process.returncode == 0
+    print("live reloads:", outcomes)
     assert outcomes["refused"] > 0 and outcomes["valid"] > 0, outcomes
