@@ -35,6 +35,7 @@ from gateway.host_signals import (
     parse_swapusage,
     parse_vm_stat,
 )
+from gateway.periodic import Periodic
 
 log = logging.getLogger("lanegate.host_signals")
 
@@ -284,7 +285,8 @@ class SignalSampler:
         self.error: str | None = None
         self.history: deque[Sample] = deque(maxlen=history_size)
         self._logged: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._step, interval_s)
+        self._running = False
 
     async def sample_once(self) -> HostSignals:
         try:
@@ -312,27 +314,23 @@ class SignalSampler:
 
     async def start(self) -> None:
         """Take one sample now (so the first answer is real), then keep sampling."""
-        if self._task is not None:
+        if self._running:
             return
         await self.sample_once()
-        self._task = asyncio.create_task(self._loop(), name="host-signal-sampler")
+        self._periodic.start()
+        self._running = True
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.sample_once()
+    async def _step(self) -> None:
+        await self.sample_once()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
+        self._running = False
         await self.source.aclose()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._running
 
     def swap_trend_bytes_per_s(self) -> float | None:
         """Swap growth over the history window (bytes/s), or None with under two readings."""

@@ -6,12 +6,11 @@ shows progress without thousands of lines.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import TextIO
 
 from gateway.ladder.runner import LoadRunner
 from gateway.ladder.stats import percentile
+from gateway.periodic import Periodic
 
 
 class Progress:
@@ -23,7 +22,7 @@ class Progress:
         self.tty = out.isatty()
         self.rung: tuple[int, float] | None = None
         self.index = 0
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._step, 0.5 if self.tty else 5.0)
 
     def on_rung(self, concurrency: int, started_s: float) -> None:
         if self.tty and self.rung is not None:
@@ -48,13 +47,10 @@ class Progress:
         )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="ladder-progress")
+        self._periodic.start()
 
-    async def _loop(self) -> None:
-        interval = 0.5 if self.tty else 5.0
-        while True:
-            await asyncio.sleep(interval)
-            self.show()
+    async def _step(self) -> None:
+        self.show()
 
     def show(self) -> None:
         if self.tty:
@@ -64,10 +60,6 @@ class Progress:
         self.out.flush()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
         if self.tty:
             self.out.write("\n")

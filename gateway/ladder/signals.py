@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psutil
 
 from gateway.host_signal_reader import SignalSource, default_source
+from gateway.periodic import Periodic
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class SignalRecorder:
         self.interval_s = interval_s
         self.rows: list[SignalRow] = []
         self.error: str | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self._step, interval_s)
 
     async def sample(self) -> SignalRow:
         t = self.now()
@@ -115,19 +116,13 @@ class SignalRecorder:
 
     async def start(self) -> None:
         await self.sample()
-        self._task = asyncio.create_task(self._loop(), name="ladder-signals")
+        self._periodic.start()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.sample()
+    async def _step(self) -> None:
+        await self.sample()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
         with contextlib.suppress(Exception):
             await self.source.aclose()
 
