@@ -10,7 +10,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import DATA
 from tests.support.processes import Service, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.streams import chat_body, split_into, stream_chat, until
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
 DRAIN_S = 4.0
@@ -36,17 +37,12 @@ classify:
 """
 
 
-def _split(body: bytes, parts: int) -> list[bytes]:
-    size = -(-len(body) // parts)
-    return [body[i : i + size] for i in range(0, len(body), size)]
-
-
 def _script(request: SeenRequest) -> Script:
     if request.method == "GET":  # discovery
         return Script(chunks=[b'{"object":"list","data":[]}'], content_type="application/json")
     model = json.loads(request.body)["model"]
     parts = LONG_CHUNKS if model == "long" else SHORT_CHUNKS
-    return Script(chunks=_split(RECORDED, parts), delay_s=CHUNK_DELAY_S)
+    return Script(chunks=split_into(RECORDED, parts), delay_s=CHUNK_DELAY_S)
 
 
 @pytest.fixture
@@ -67,26 +63,6 @@ def _serve(upstream: ScriptedUpstream, tmp_path: Path, output_dir: Path, name: s
     )
 
 
-def _chat(model: str) -> dict[str, object]:
-    return {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def _stream(
-    http: httpx.AsyncClient, model: str, lane: str = "interactive"
-) -> tuple[int, httpx.Headers, bytes]:
-    headers = {"x-lane": lane}
-    async with http.stream("POST", "/v1/chat/completions", json=_chat(model), headers=headers) as r:
-        body = b"".join([chunk async for chunk in r.aiter_raw()])
-    return r.status_code, r.headers, body
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        # The condition is the scripted upstream's, on its own thread's loop: poll it.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 def _error_of(body: bytes) -> dict[str, object]:
     return dict(json.loads(body)["error"])
 
@@ -98,10 +74,10 @@ async def test_sigterm_drains_live_streams_then_exits_0(
     try:
         limits = httpx.Limits(max_connections=20)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
-            shorts = [asyncio.create_task(_stream(http, "short")) for _ in range(5)]
-            long = asyncio.create_task(_stream(http, "long", lane="batch"))
-            await _until(lambda: upstream.in_flight == 6)
-            queued = asyncio.create_task(_stream(http, "short", lane="batch"))
+            shorts = [asyncio.create_task(stream_chat(http, "short")) for _ in range(5)]
+            long = asyncio.create_task(stream_chat(http, "long", lane="batch"))
+            await until(lambda: upstream.in_flight == 6)
+            queued = asyncio.create_task(stream_chat(http, "short", lane="batch"))
             await asyncio.sleep(0.3)  # behind the long stream: batch admits one at a time
             assert upstream.in_flight == 6 and not queued.done()
 
@@ -114,7 +90,7 @@ async def test_sigterm_drains_live_streams_then_exits_0(
 
             # A new connection during the drain is answered (not refused) and sent elsewhere.
             async with httpx.AsyncClient(base_url=gateway.url, timeout=5) as late:
-                refused = await late.post("/v1/chat/completions", json=_chat("short"))
+                refused = await late.post("/v1/chat/completions", json=chat_body("short"))
                 ready = await late.get("/readyz")
             assert refused.status_code == 503
             assert _error_of(refused.content)["code"] == "gateway_draining"
@@ -158,8 +134,8 @@ async def test_idle_gateway_exits_at_once_and_second_signal_cuts_now(
     busy = _serve(upstream, tmp_path, output_dir, "gw-drain-twice")
     try:
         async with httpx.AsyncClient(base_url=busy.url, timeout=30) as http:
-            long = asyncio.create_task(_stream(http, "long"))
-            await _until(lambda: upstream.in_flight == 1)
+            long = asyncio.create_task(stream_chat(http, "long"))
+            await until(lambda: upstream.in_flight == 1)
             busy.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             sent_at = time.monotonic()

@@ -25,6 +25,7 @@ from gateway.settings import Settings
 from tests.conftest import DATA
 from tests.support.processes import Service, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.streams import chat_body, split_into, stream_chat, until
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
 ADMIN = {"authorization": "Bearer reload-admin-secret"}
@@ -50,16 +51,11 @@ V2_LANES = """  - {name: chat, priority: 100, max_concurrency: 1, queue_timeout:
   - {name: embed, priority: 50, max_concurrency: 2}"""
 
 
-def _split(body: bytes, parts: int) -> list[bytes]:
-    size = -(-len(body) // parts)
-    return [body[i : i + size] for i in range(0, len(body), size)]
-
-
 def _script(request: SeenRequest) -> Script:
     if request.method == "GET":  # discovery
         return Script(chunks=[b'{"object":"list","data":[]}'], content_type="application/json")
     delay = {"slow": 0.2, "medium": 0.05}.get(json.loads(request.body)["model"], 0.01)
-    return Script(chunks=_split(RECORDED, 15), delay_s=delay)
+    return Script(chunks=split_into(RECORDED, 15), delay_s=delay)
 
 
 @pytest.fixture
@@ -78,26 +74,6 @@ def _serve(policy: Path, output_dir: Path, name: str) -> Service:
     )
 
 
-def _chat(model: str = "fast") -> dict[str, object]:
-    return {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-
-
-async def _stream(
-    http: httpx.AsyncClient, lane: str, model: str = "slow"
-) -> tuple[int, httpx.Headers, bytes]:
-    headers = {"x-lane": lane}
-    async with http.stream("POST", "/v1/chat/completions", json=_chat(model), headers=headers) as r:
-        body = b"".join([chunk async for chunk in r.aiter_raw()])
-    return r.status_code, r.headers, body
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        # The condition is the scripted upstream's, on its own thread's loop: poll it.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 def _error(response: httpx.Response) -> dict[str, str]:
     return dict(response.json()["error"])
 
@@ -111,13 +87,15 @@ async def test_valid_reload_under_load(
     try:
         limits = httpx.Limits(max_connections=30)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
-            await _until(lambda: any(r.method == "GET" for r in upstream.requests))
-            await _until(lambda: upstream.in_flight == 0)
+            await until(lambda: any(r.method == "GET" for r in upstream.requests))
+            await until(lambda: upstream.in_flight == 0)
             upstream.max_in_flight = 0
-            running = [asyncio.create_task(_stream(http, lane)) for lane in ("chat",) * 2]
-            running += [asyncio.create_task(_stream(http, "batch")) for _ in range(2)]
-            await _until(lambda: upstream.in_flight == CAPACITY)
-            queued = [asyncio.create_task(_stream(http, "batch")) for _ in range(2)]
+            running = [
+                asyncio.create_task(stream_chat(http, "slow", lane)) for lane in ("chat",) * 2
+            ]
+            running += [asyncio.create_task(stream_chat(http, "slow", "batch")) for _ in range(2)]
+            await until(lambda: upstream.in_flight == CAPACITY)
+            queued = [asyncio.create_task(stream_chat(http, "slow", "batch")) for _ in range(2)]
             await asyncio.sleep(0.2)
             assert not any(task.done() for task in queued)
 
@@ -127,7 +105,7 @@ async def test_valid_reload_under_load(
             assert reloaded.json()["policy_version"] == 2
             assert "-batch" in reloaded.json()["changes"]
             # New requests under the new policy, while the old ones hold every slot.
-            new_chat = [asyncio.create_task(_stream(http, "chat", "fast")) for _ in range(3)]
+            new_chat = [asyncio.create_task(stream_chat(http, "fast", "chat")) for _ in range(3)]
 
             for status, headers, body in await asyncio.gather(*queued):
                 assert status == 503 and headers["x-lanegate-lane"] == "batch"
@@ -145,7 +123,7 @@ async def test_valid_reload_under_load(
         assert chat_peak == 1  # the new cap of chat
         async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
             embed = await http.post(
-                "/v1/chat/completions", json=_chat(), headers={"x-lane": "embed"}
+                "/v1/chat/completions", json=chat_body("fast"), headers={"x-lane": "embed"}
             )
         assert embed.status_code == 200 and embed.headers["x-lanegate-lane"] == "embed"
     finally:
@@ -156,7 +134,7 @@ async def _peak_of(upstream: ScriptedUpstream, gateway: Service, *, lane: str, c
     """The most requests of `lane` the upstream saw at once, out of `count` sent together."""
     upstream.max_in_flight = 0
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-        results = await asyncio.gather(*(_stream(http, lane, "medium") for _ in range(count)))
+        results = await asyncio.gather(*(stream_chat(http, "medium", lane) for _ in range(count)))
     assert all(status == 200 for status, _, _ in results)
     return upstream.max_in_flight
 
@@ -190,7 +168,9 @@ def test_invalid_reloads_keep_the_old_policy(
             assert refused.status_code == 400 and error["param"] == "lanes[1].max_concurrency"
             assert f"{path}:{line}: lanes[1].max_concurrency" in error["message"]
 
-            served = http.post("/v1/chat/completions", json=_chat(), headers={"x-lane": "batch"})
+            served = http.post(
+                "/v1/chat/completions", json=chat_body("fast"), headers={"x-lane": "batch"}
+            )
             assert served.status_code == 200  # the old policy (with batch) still serves
             assert "policy reload (admin) refused" in gateway.log()
     finally:
@@ -199,7 +179,10 @@ def test_invalid_reloads_keep_the_old_policy(
 
 def _lane_works(gateway: Service, lane: str) -> httpx.Response:
     return httpx.post(
-        f"{gateway.url}/v1/chat/completions", json=_chat(), headers={"x-lane": lane}, timeout=10
+        f"{gateway.url}/v1/chat/completions",
+        json=chat_body("fast"),
+        headers={"x-lane": lane},
+        timeout=10,
     )
 
 
