@@ -57,34 +57,31 @@ offload: {{sample_interval: 0.2}}
     return OffloadLoop(policy, sampler, RollingRegistry(), router, lambda: 0.0)
 
 
+@pytest.mark.parametrize(
+    ("key", "pressures", "error"),
+    [
+        # This Linux machine's PSI verdict, read through the agent: a real level.
+        ("agent-secret", ("normal", "warn", "critical"), None),
+        ("not-the-key", ("unknown",), "401"),
+    ],
+)
 async def test_remote_pressure_comes_from_the_keyed_agent(
-    agent: Service, monkeypatch: pytest.MonkeyPatch
+    agent: Service,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    pressures: tuple[str, ...],
+    error: str | None,
 ) -> None:
-    monkeypatch.setitem(os.environ, "T_REMOTE_SIGNALS_KEY", "agent-secret")
+    monkeypatch.setitem(os.environ, "T_REMOTE_SIGNALS_KEY", key)
     loop = loop_for(agent, "T_REMOTE_SIGNALS_KEY")
     await loop.start()
     try:
         signals = loop.signals()
     finally:
         await loop.stop()
-    # This Linux machine's PSI verdict, read through the agent: a real level, not "unknown".
-    assert signals.remote_pressure in ("normal", "warn", "critical")
-    assert loop.remote_samplers["m4"].error is None
-
-
-async def test_wrong_agent_key_leaves_remote_pressure_unknown(
-    agent: Service, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(os.environ, "T_REMOTE_SIGNALS_KEY", "not-the-key")
-    loop = loop_for(agent, "T_REMOTE_SIGNALS_KEY")
-    await loop.start()
-    try:
-        signals = loop.signals()
-    finally:
-        await loop.stop()
-    assert signals.remote_pressure == "unknown"
-    error = loop.remote_samplers["m4"].error
-    assert error is not None and "401" in error
+    assert signals.remote_pressure in pressures
+    seen = loop.remote_samplers["m4"].error
+    assert seen is None if error is None else (seen is not None and error in seen)
 
 
 # -- the learned single-stream baseline --------------------------------------------------------

@@ -162,26 +162,7 @@ def test_offloaded_requests_hold_remote_slots_not_local_ones(
         ScriptedUpstream(lambda request: quick) as mini,
         ScriptedUpstream(lambda request: hanging) as m4,
     ):
-        policy = tmp_path / "policy.yaml"
-        policy.write_text(f"""
-upstreams:
-  - {{name: mini, kind: openai, base_url: '{mini.url}', max_concurrency: 2}}
-  - {{name: m4, kind: openai, pool: remote, base_url: '{m4.url}', max_concurrency: 2,
-      timeouts: {{idle: 60}}}}
-admin_key: env:T_ADMIN_KEY
-lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 2, queue_timeout: 2}}
-  - {{name: batch, priority: 10, max_concurrency: 2, offloadable: true}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
-offload: {{sample_interval: 0.25}}
-""")
-        gateway = start_lanegate(
-            "gw-remote-slots",
-            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-            ready_path="/healthz",
-            log_dir=output_dir,
-            env={"T_ADMIN_KEY": "admin-secret"},
-        )
+        gateway = _two_pools("gw-remote-slots", mini, m4, 2, tmp_path, output_dir)
         admin = {"authorization": "Bearer admin-secret"}
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         try:
@@ -222,25 +203,7 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
         ScriptedUpstream(lambda request: hanging if b"hold" in request.body else quick) as mini,
         ScriptedUpstream(lambda request: hanging) as m4,
     ):
-        policy = tmp_path / "policy.yaml"
-        policy.write_text(f"""
-upstreams:
-  - {{name: mini, kind: openai, base_url: '{mini.url}', max_concurrency: 1}}
-  - {{name: m4, kind: openai, pool: remote, base_url: '{m4.url}', max_concurrency: 1}}
-admin_key: env:T_ADMIN_KEY
-lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 1, queue_timeout: 5}}
-  - {{name: batch, priority: 10, max_concurrency: 1, offloadable: true, queue_timeout: 10}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
-offload: {{sample_interval: 0.25}}
-""")
-        gateway = start_lanegate(
-            "gw-hop",
-            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-            ready_path="/healthz",
-            log_dir=output_dir,
-            env={"T_ADMIN_KEY": "admin-secret"},
-        )
+        gateway = _two_pools("gw-hop", mini, m4, 1, tmp_path, output_dir)
 
         def chat(text: str) -> dict[str, object]:
             return {"model": "m", "stream": True, "messages": [{"role": "user", "content": text}]}
@@ -279,3 +242,34 @@ offload: {{sample_interval: 0.25}}
         finally:
             release_batch.set()
             gateway.stop()
+
+
+def _two_pools(
+    name: str,
+    mini: ScriptedUpstream,
+    m4: ScriptedUpstream,
+    slots: int,
+    tmp_path: Path,
+    output_dir: Path,
+) -> Service:
+    """A gateway over a mini and a remote m4 of `slots` slots each; chat waits 2 s at most."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+upstreams:
+  - {{name: mini, kind: openai, base_url: '{mini.url}', max_concurrency: {slots}}}
+  - {{name: m4, kind: openai, pool: remote, base_url: '{m4.url}', max_concurrency: {slots},
+      timeouts: {{idle: 60}}}}
+admin_key: env:T_ADMIN_KEY
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: {slots}, queue_timeout: 2}}
+  - {{name: batch, priority: 10, max_concurrency: {slots}, offloadable: true, queue_timeout: 10}}
+classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
+offload: {{sample_interval: 0.25}}
+""")
+    return start_lanegate(
+        name,
+        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env={"T_ADMIN_KEY": "admin-secret"},
+    )
