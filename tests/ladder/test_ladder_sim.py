@@ -159,9 +159,11 @@ def test_ctrl_c_still_writes_everything_measured(knee_sim: Service, tmp_path: Pa
     assert [r["concurrency"] for r in rungs] == [1, 2]
     assert (rungs[0]["partial"], rungs[1]["partial"]) == (False, True)
     rows = read_csv(out / "requests.csv")
-    assert len(rows) == received(knee_sim) - before
     cut = [row for row in rows if row["error"] == "interrupted"]
     assert 1 <= len(cut) <= 2 and all(row["rung"] == "2" for row in cut)
+    # A request cut as it was being sent may never have been read by the simulator.
+    arrived = received(knee_sim) - before
+    assert arrived <= len(rows) <= arrived + len(cut)
     assert "Interrupted" in (out / "report.md").read_text()
     assert (out / "ladder.png").exists() and read_csv(out / "signals.csv")
 
