@@ -64,6 +64,7 @@ test-load: $(STAMP) system-deps
 	$(BIN)/pytest -m "load or soak" -p no:randomly $(PYTEST_ARGS)
 
 bench: $(STAMP) llama-server
+	@bash tests/setup/system_deps.sh bench
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
 # launchd (macOS): the CLI renders, lints and bootstraps; SERVICE_ARGS passes options,

@@ -25,6 +25,17 @@ install_optional_chromium() {
 }
 install_optional_chromium
 
+# `make bench` only (`system_deps.sh bench`): nginx, S1's reference proxy; without it S1 runs
+# without the nginx arm.
+if [ "${1:-}" = bench ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing nginx-light with apt (S1's reference proxy)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx-light \
+        >/dev/null; } || echo "system-deps: nginx could not be installed; S1 runs without it" >&2
+  fi
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
