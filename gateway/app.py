@@ -46,7 +46,7 @@ from gateway.offload_loop import OffloadLoop, upstream_signal_source
 from gateway.openapi_route import openapi_route
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
-from gateway.relay import Relay, request_id_of, send_error
+from gateway.relay import Relay, send_error
 from gateway.reload import PolicyReloader
 from gateway.request_flow import RequestFlow, Runtime
 from gateway.request_metrics import RequestTally
@@ -223,7 +223,9 @@ class Gateway:
                 await self.handle_relay(route, scope, receive, send)
             elif is_relay_path(scope["path"]):
                 shape = shape_for_path(scope["path"])
-                await send_error(send, _method_not_allowed(scope), shape, request_id_of(scope))
+                await send_error(
+                    send, _method_not_allowed(scope), shape, self.relay.request_ids.of(scope)
+                )
             else:
                 await self.control(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -237,14 +239,14 @@ class Gateway:
         try:
             if self.drain.refusing:  # shutting down: send the client elsewhere, at once
                 error = self.drain.refusal(self.clock())
-                await send_error(send, error, route.shape, request_id_of(scope))
+                await send_error(send, error, route.shape, self.relay.request_ids.of(scope))
                 return
             if route.name == "models" and self.discovered():
                 await self.serve_model_list(route, scope, send)
                 return
             await self.flow.handle(self.runtime, route, scope, receive, send)
         except Exception:  # the one outermost boundary: log with the request id, answer 500
-            request_id = request_id_of(scope)
+            request_id = self.relay.request_ids.of(scope)
             log.exception("request %s: unexpected error", request_id)
             await _try_send_internal_error(send, route.shape, request_id)
 
@@ -258,7 +260,7 @@ class Gateway:
 
     async def serve_model_list(self, route: RelayRoute, scope: Scope, send: Send) -> None:
         """`GET /v1/models`: every upstream's models merged, under their logical names."""
-        request_id = request_id_of(scope)
+        request_id = self.relay.request_ids.of(scope)
         try:
             self.runtime.auth.client_for(scope["headers"])
         except GatewayError as error:

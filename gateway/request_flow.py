@@ -39,7 +39,7 @@ from gateway.measurement import RequestRecord
 from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, request_id_of, send_error
+from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, send_error
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream
@@ -102,7 +102,7 @@ class RequestFlow:
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
     ) -> None:
         received_at = self.clock()
-        request_id = request_id_of(scope)
+        request_id = self.relay.request_ids.of(scope)
         exchange = Exchange(request_id, received_at, self.clock)
         self.active.add(exchange)
         admitted: Admitted | None = None
