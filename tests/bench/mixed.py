@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.bench.harness import percentile
 from tests.support.processes import REPO, Service, start_lanegate
 
 CHAT = "/v1/chat/completions"
+TOPICS = ("the sea", "a mountain", "the city at night", "autumn rain", "a lighthouse", "snow")
 DEMO_POLICY = REPO / "policies" / "demo.yaml"
 
 
@@ -37,12 +39,23 @@ class MixedLoad:
     heartbeat_interval_s: float = 1.0
     duration_s: float = 30.0
     batch_cap: int | None = None  # batch held to this many in flight by the client itself
+    # Each chat turn a new message, as people type (True), or the same message every turn,
+    # which an engine's prompt cache answers without any prefill (False).
+    fresh_prompts: bool = False
+    # Sets this run's messages apart from earlier runs' (which the engine may still cache).
+    salt: str = field(default_factory=lambda: secrets.token_hex(2))
     ttft: list[float] = field(default_factory=list)
     ttft_started: list[float] = field(default_factory=list)  # when each of those began
     first_remote_s: float | None = None  # when a batch answer first came from the remote pool
     batch_done: int = 0
     heartbeats: int = 0
     errors: int = 0
+
+    def chat_text(self, user: int, turn: int) -> str:
+        if not self.fresh_prompts:
+            return f"User {user}: write a haiku about the sea."
+        topic = TOPICS[turn % len(TOPICS)]
+        return f"User {user}, turn {turn} of {self.salt}: write a haiku about {topic}."
 
     def body(self, text: str, tokens: int, stream: bool) -> bytes:
         return json.dumps(
@@ -58,10 +71,10 @@ class MixedLoad:
 
 async def baseline(base_url: str, load: MixedLoad, samples: int) -> list[float]:
     """Single-stream interactive TTFT with nothing else running."""
-    body = load.body("Write a haiku about the sea.", load.interactive_tokens, True)
     async with loadgen.session(1) as http:
         ttfts = []
-        for _ in range(samples):
+        for turn in range(samples):
+            body = load.body(load.chat_text(9, turn), load.interactive_tokens, True)
             sample = await loadgen.one(http, base_url + CHAT, body, True)
             if sample.status == 200 and sample.ttft is not None:
                 ttfts.append(sample.ttft)
@@ -75,11 +88,11 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
     async with loadgen.session(64) as http:
 
         async def interactive(user: int) -> None:
-            body = load.body(
-                f"User {user}: write a haiku about the sea.", load.interactive_tokens, True
-            )
             await asyncio.sleep(user * load.pause_s / 2)  # users are not in lockstep
+            turn = 0
             while time.perf_counter() < deadline:
+                body = load.body(load.chat_text(user, turn), load.interactive_tokens, True)
+                turn += 1
                 began = time.perf_counter()
                 sample = await loadgen.one(http, url, body, True)
                 if sample.status == 200:
@@ -179,6 +192,7 @@ def fresh(load: MixedLoad, **overrides: Any) -> MixedLoad:
         "batch_tokens",
         "heartbeat_interval_s",
         "duration_s",
+        "fresh_prompts",
     )
     return MixedLoad(**{name: getattr(load, name) for name in names}, **overrides)
 
