@@ -1,4 +1,4 @@
-"""What capping batch can buy on llama.cpp's server, with no gateway at all: the engine's floor.
+"""What capping batch can buy on an inference engine, with no gateway at all: its floor.
 
 Issue #5's goal (interactive p95 TTFT ≤ 1.5 times the single-stream baseline, batch ≥ 70% of its
 uncapped throughput) rests on a by-hand experiment: batch held to 3 of 4 slots. This measures
@@ -6,9 +6,11 @@ that trade-off directly, one chat at a time (so chats never queue behind each ot
 scheduler is involved): the chat's TTFT while exactly k batch requests decode on the other
 slots, and the batch throughput those k give, against 16 batch requests left uncapped.
 Any scheduler that keeps k batch requests running when a chat arrives can do no better than
-row k. Bodies are S6's (tests/bench/mixed.py).
+row k. Bodies are S5/S6's (tests/bench/mixed.py); `--engine simulator` asks S5's simulated
+M2 mini the same question.
 
-    python -m tests.bench.engine_floor [--threads N] [--chats 20] [--fresh-prompts]
+    python -m tests.bench.engine_floor [--engine llama-server|simulator] [--threads N]
+                                       [--chats 20] [--fresh-prompts]
 
 Prints a markdown table and writes bench-results/engine-floor-<time>.json.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from tests.bench import loadgen
 from tests.bench.harness import machine, percentile
 from tests.bench.mixed import CHAT, MixedLoad
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
-from tests.support.processes import REPO
+from tests.support.processes import REPO, start_lanegate
 
 SLOTS = 4
 UNCAPPED = 16
@@ -89,22 +92,41 @@ async def _with_batch(
     return row
 
 
-async def measure(threads: int | None, chats: int, fresh_prompts: bool) -> dict[str, Any]:
-    binary, model = ensure_llama_server(), ensure_model("large")
-    with LlamaServer(binary, model, parallel=SLOTS, ctx=4096, threads=threads) as server:
-        url = server.base_url.removesuffix("/") + CHAT
-        load = MixedLoad(model=server.alias, fresh_prompts=fresh_prompts)
-        async with loadgen.session(1) as http:
-            await _chats(http, url, load, 5, 0.1, 0)  # warm-up
-            base = await _chats(http, url, load, 30, 0.1, 9)
-        base_p95 = percentile(base, 0.95)
-        uncapped = await _with_batch(url, load, UNCAPPED, 0, seconds=15.0)
-        rows = [await _with_batch(url, load, k, chats) for k in range(1, SLOTS)]
+async def _rows(base_url: str, load: MixedLoad, chats: int) -> dict[str, Any]:
+    url = base_url + CHAT
+    async with loadgen.session(1) as http:
+        await _chats(http, url, load, 5, 0.1, 0)  # warm-up
+        base = await _chats(http, url, load, 30, 0.1, 9)
+    uncapped = await _with_batch(url, load, UNCAPPED, 0, seconds=15.0)
+    rows = [await _with_batch(url, load, k, chats) for k in range(1, SLOTS)]
+    return {"baseline": base, "uncapped": uncapped, "rows": rows}
+
+
+async def measure(
+    engine: str, threads: int | None, chats: int, fresh_prompts: bool
+) -> dict[str, Any]:
+    if engine == "simulator":  # S5's upstream: the M2-mini profile, 4 slots
+        args = ["simulate", "--profile", "m2-mini-16gb", "--seed", "5"]
+        with tempfile.TemporaryDirectory() as logs:
+            sim = start_lanegate("floor-sim", args, ready_path="/health", log_dir=Path(logs))
+            try:
+                load = MixedLoad(model="llama3.1:8b", fresh_prompts=fresh_prompts)
+                found = await _rows(sim.url, load, chats)
+            finally:
+                sim.stop()
+    else:
+        binary, model = ensure_llama_server(), ensure_model("large")
+        with LlamaServer(binary, model, parallel=SLOTS, ctx=4096, threads=threads) as server:
+            load = MixedLoad(model=server.alias, fresh_prompts=fresh_prompts)
+            found = await _rows(server.base_url.removesuffix("/"), load, chats)
+    base, uncapped, rows = found["baseline"], found["uncapped"], found["rows"]
+    base_p95 = percentile(base, 0.95)
     for row in rows:
         row["p95_ratio"] = row["ttft_p95_ms"] / (base_p95 * 1000)
         row["batch_share"] = row["batch_per_s"] / uncapped["batch_per_s"]
     return {
         "machine": machine(),
+        "engine": engine,
         "llama_server_threads": threads,
         "fresh_prompts": fresh_prompts,
         "baseline_ttft_p50_ms": percentile(base, 0.5) * 1000,
@@ -133,6 +155,12 @@ def table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--engine",
+        choices=("llama-server", "simulator"),
+        default="llama-server",
+        help="S6's llama.cpp server, or S5's simulated M2 mini",
+    )
     parser.add_argument("--threads", type=int, help="llama-server --threads (default: its own)")
     parser.add_argument("--chats", type=int, default=20, help="chats measured per row")
     parser.add_argument(
@@ -140,7 +168,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(REPO / "bench-results"))
     args = parser.parse_args()
-    result = asyncio.run(measure(args.threads, args.chats, args.fresh_prompts))
+    result = asyncio.run(measure(args.engine, args.threads, args.chats, args.fresh_prompts))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
