@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from gateway.drain import Step
-from gateway.relay import DRAINING
+from gateway.exchange import DRAINING
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -5,23 +5,19 @@ chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`.
 bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
 (they are small, and a failure half-way can then still be a clean 502) and sent unchanged.
 
-Cancellation has one mechanism: `Exchange.interrupt(reason)` cancels the handler task while
-the exchange is active; the handler turns the reason into the right answer (nothing for a
-client that left, 504 or a final stream error event for a timeout). A disconnect watcher task
-and one timer per request (first byte, then idle gap) are its only sources.
+A request's id, timers and interruption live in its `Exchange` (gateway/exchange.py); the
+relay turns an interruption's reason into the right answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import secrets
 from collections.abc import Callable, Sequence
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.drain import DRAINING_CODE, cut_error
+from gateway.drain import cut_error
 from gateway.errors import (
     ErrorShape,
     GatewayError,
@@ -32,6 +28,15 @@ from gateway.errors import (
     stream_error_event,
 )
 from gateway.event_framing import EventFramer
+from gateway.exchange import (
+    BODY,
+    CLIENT_LEFT,
+    CLIENT_STALLED,
+    DRAINING,
+    FIRST_BYTE,
+    Exchange,
+    RequestIds,
+)
 from gateway.measurement import RequestMeasurement, RequestRecord
 from gateway.request_body import RequestFacts, parse_request
 from gateway.routes import Route
@@ -61,14 +66,6 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
-CLIENT_LEFT = "client_disconnected"
-# A client that takes no bytes for the idle timeout: treated as gone, so it cannot hold a
-# slot (and an upstream) forever, and the upstream is not blamed for the silence.
-CLIENT_STALLED = "client_stalled"
-FIRST_BYTE = "first_byte_timeout"
-IDLE = "idle_timeout"
-DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
-BODY = "body_timeout"
 
 
 class RetryElsewhere(Exception):
@@ -82,110 +79,6 @@ class RetryElsewhere(Exception):
         super().__init__(detail)
         self.detail = detail
         self.busy = busy
-
-
-class Exchange:
-    """The state of one relayed request; the only mutable thing the relay shares per request.
-
-    Lives from the moment the body is read (so a client leaving while queued is noticed) to
-    the end of the response. Times come from the gateway's clock; the loop only schedules.
-    """
-
-    __slots__ = (
-        "active",
-        "clock",
-        "first_byte_at",
-        "first_byte_s",
-        "headers_sent",
-        "idle_s",
-        "last_activity",
-        "loop",
-        "reason",
-        "received_at",
-        "request_id",
-        "sending_since",
-        "task",
-        "timer",
-        "watcher",
-    )
-
-    def __init__(self, request_id: str, received_at: float, clock: Callable[[], float]) -> None:
-        self.request_id = request_id
-        self.received_at = received_at
-        self.clock = clock
-        self.loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
-        self.active = True
-        self.reason: str | None = None
-        self.headers_sent = False
-        self.first_byte_at: float | None = None
-        self.last_activity = received_at
-        self.sending_since: float | None = None  # set while a send waits on the client
-        self.first_byte_s = self.idle_s = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.watcher: asyncio.Future[None] | None = None
-
-    def watch(self, receive: Receive) -> None:
-        """Notice the client leaving from the handler's first wait on (queued, or relaying).
-
-        The watcher task is made when the handler first yields to the loop: on the fast path
-        that is after the request went upstream, so making it is off the TTFT path.
-        """
-        self.loop.call_soon(self._start_watcher, receive)
-
-    def _start_watcher(self, receive: Receive) -> None:
-        if self.active:
-            self.watcher = asyncio.ensure_future(_watch_disconnect(receive, self))
-
-    def arm(self, first_byte_s: float, idle_s: float) -> None:
-        """Start the upstream timer: first byte within `first_byte_s`, then gaps < `idle_s`."""
-        self.first_byte_s, self.idle_s = first_byte_s, idle_s
-        self.disarm()  # a retry on another upstream re-arms the same exchange
-        self.timer = self.loop.call_later(first_byte_s, self._check_deadline)
-
-    def arm_body(self, body_s: float) -> None:
-        """The client must finish sending its body within `body_s` (a slow upload → 408)."""
-        self.timer = self.loop.call_later(body_s, self.interrupt, BODY)
-
-    def disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-
-    def interrupt(self, reason: str) -> None:
-        if self.active and self.reason is None and self.task is not None:
-            self.reason = reason
-            self.task.cancel()
-
-    def close(self) -> None:
-        self.active = False
-        self.disarm()
-        if self.watcher is not None:
-            self.watcher.cancel()
-
-    def _check_deadline(self) -> None:
-        # One timer per request, re-armed lazily: chunks only write `last_activity`.
-        if self.sending_since is not None:  # waiting on the client, not on the upstream
-            stalled = self.clock() - self.sending_since
-            if stalled >= self.idle_s:
-                self.interrupt(CLIENT_STALLED)
-            else:  # the upstream gets a whole idle window once the client takes the bytes
-                self.last_activity = self.clock()
-                self.timer = self.loop.call_later(self.idle_s - stalled, self._check_deadline)
-            return
-        if self.first_byte_at is None:
-            self.interrupt(FIRST_BYTE)
-            return
-        left = self.last_activity + self.idle_s - self.clock()
-        if left <= 0:
-            self.interrupt(IDLE)
-        else:
-            self.timer = self.loop.call_later(left, self._check_deadline)
-
-    def mark_first_byte(self, now: float) -> None:
-        self.first_byte_at = now
-        self.last_activity = now
-        self.disarm()
-        self.timer = self.loop.call_later(self.idle_s, self._check_deadline)
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -205,25 +98,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class RequestIds:
-    """Request ids: the client's `X-Request-Id` when it sent a sane one, else a fresh id.
-
-    A fresh id is a random per-process prefix and a counter, 32 hex digits like a uuid4's,
-    unique across restarts and processes; ~1 µs, where `uuid4` costs a `getrandom` syscall
-    per request on the TTFT path (see docs/performance.md).
-    """
-
-    def __init__(self) -> None:
-        self._prefix = secrets.token_hex(8)
-        self._next = itertools.count(1).__next__
-
-    def of(self, scope: Scope) -> str:
-        for name, value in scope["headers"]:
-            if name == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
-                return str(value.decode("ascii"))
-        return f"{self._prefix}{self._next():016x}"
 
 
 async def send_error(send: Send, error: GatewayError, shape: ErrorShape, request_id: str) -> None:
@@ -384,6 +258,7 @@ class Relay:
             else:
                 exchange.last_activity = now
         await send({"type": "http.response.body", "body": framer.flush()})
+        exchange.done()
 
     @staticmethod
     async def _start(
@@ -413,6 +288,7 @@ class Relay:
         measurement.on_body(body, self.clock())
         await self._start(send, response.status, headers, exchange)
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        exchange.done()
 
     async def _interrupted(
         self, send: Send, exchange: Exchange, shape: ErrorShape, upstream: str, status: int
@@ -437,16 +313,10 @@ class Relay:
                 event = stream_error_event(shape, failure)
                 await send({"type": "http.response.body", "body": event, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
+                exchange.done()
                 return status
             await send_error(send, failure, shape, exchange.request_id)
+            exchange.done()
         except OSError:
             log.debug("request %s: client gone while sending the error", exchange.request_id)
         return failure.status
-
-
-async def _watch_disconnect(receive: Receive, exchange: Exchange) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            exchange.interrupt(CLIENT_LEFT)
-            return

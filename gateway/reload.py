@@ -39,7 +39,7 @@ from gateway.upstream_client import UpstreamClient
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.relay import Exchange
+    from gateway.exchange import Exchange
 
 log = logging.getLogger("lanegate.reload")
 

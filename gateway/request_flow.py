@@ -34,12 +34,13 @@ from gateway.classify import (
 )
 from gateway.drain import cut_error
 from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
+from gateway.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.lane_gate import LaneGate, Ticket
 from gateway.measurement import RequestRecord
 from gateway.offload_loop import OffloadLoop
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.recorder import Recorder, RequestLabels
-from gateway.relay import CLIENT_LEFT, DRAINING, Exchange, Relay, send_error
+from gateway.relay import Relay, send_error
 from gateway.request_body import RequestFacts
 from gateway.routes import Route
 from gateway.selection import default_upstream

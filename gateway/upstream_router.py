@@ -21,10 +21,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from gateway.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome
 from gateway.errors import ServiceUnavailable, UpstreamUnavailable
+from gateway.exchange import CLIENT_LEFT
 from gateway.measurement import RequestRecord
 from gateway.model_lists import Inventory
 from gateway.policy.spec import Policy, UpstreamSpec
-from gateway.relay import CLIENT_LEFT, RetryElsewhere
+from gateway.relay import RetryElsewhere
 from gateway.rolling import RollingRegistry
 from gateway.selection import DEFAULT_POOL, Candidate, choose
 

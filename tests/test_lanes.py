@@ -7,6 +7,7 @@ rewrite seen by the upstream, and budget spend surviving a gateway restart.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,36 @@ async def test_full_queue_and_queue_timeout_are_429_with_retry_after(gateway: Se
         if response.status_code == 429:
             assert 1 <= int(response.headers["retry-after"]) <= 60
             assert response.headers["x-lanegate-lane"] == "batch"
+
+
+async def test_a_client_that_leaves_while_queued_leaves_the_queue_at_once(
+    gateway: Service,
+) -> None:
+    # batch: one slot, a queue of one, 1 s queue timeout. A holds the slot; B queues and
+    # leaves; C, sent just after, must find the queue free (not lane_queue_full), which it
+    # only is if B's leaving was noticed while B waited.
+    body = {"model": "m", "stream": True, "max_tokens": 240, "messages": MSGS}
+    lane = {"x-lane": "batch"}
+    payload = json.dumps({**body, "max_tokens": 2}).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-lane: batch\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+    )
+    async with (
+        httpx.AsyncClient(base_url=gateway.url, timeout=30) as http,
+        http.stream("POST", "/v1/chat/completions", json=body, headers=lane) as a,
+    ):
+        assert a.status_code == 200  # A is admitted and streaming (~1.2 s)
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(head.encode() + payload)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # B is queued behind A
+        writer.close()
+        await asyncio.sleep(0.1)
+        c = await http.post("/v1/chat/completions", json={**body, "max_tokens": 2}, headers=lane)
+        await a.aread()
+    if c.status_code != 200:
+        assert c.json()["error"]["code"] == "lane_queue_timeout"
 
 
 def test_clients_keys_and_x_lane_misuse(sim: Service, output_dir: Path, tmp_path: Path) -> None:

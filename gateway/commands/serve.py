@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     server = GracefulServer(config, app)
     # Everything loaded so far (modules, policy, app) lives as long as the process: moved out
     # of the collector's reach, a full collection walks only what requests made, so it no
-    # longer stalls a request for 11 to 16 ms (docs/performance.md).
+    # longer stalls a request for 11 to 16 ms (docs/performance.md). Startup's own garbage
+    # is collected first, or it would be kept for good.
+    gc.collect()
     gc.freeze()
     server.run(sockets=sockets)
     return 1 if server.forced else 0

@@ -68,11 +68,11 @@ def start_responder(*, ttft_ms: float, interval_ms: float, chunks: int) -> Respo
         str(chunks),
     ]
     process = subprocess.Popen(argv, cwd=REPO)
-    _wait_port(port)
+    wait_port(port)
     return Responder(port, process)
 
 
-def _wait_port(port: int) -> None:
+def wait_port(port: int) -> None:
     import socket
 
     deadline = time.monotonic() + 10
@@ -206,5 +206,5 @@ def start_nginx(upstream: Responder, workdir: Path) -> Responder | None:
     conf.write_text(NGINX_CONF.format(dir=home, upstream_port=upstream.port, port=port))
     process = subprocess.Popen([binary, "-c", str(conf), "-p", str(home)], cwd=home)
     proxy = Responder(port, process)
-    _wait_port(port)
+    wait_port(port)
     return proxy
