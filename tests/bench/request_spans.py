@@ -87,7 +87,14 @@ def _instrument(out: Path) -> None:
         received(self, data)
 
     protocol.LimitedHttpToolsProtocol.data_received = data_received  # type: ignore[method-assign]
-    after(app.Gateway, "__call__", "app_called", before=True)
+    call = app.Gateway.__call__
+
+    async def called(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        # Its own signature: uvicorn tells an ASGI 3 app from a factory by it.
+        now["app_called"] = clock()
+        await call(self, scope, receive, send)
+
+    app.Gateway.__call__ = called  # type: ignore[method-assign]
     after(relay.Relay, "read", "body_read")
     after(flow.RequestFlow, "_lane", "classified")
     after(flow.RequestFlow, "_admit", "admitted")
