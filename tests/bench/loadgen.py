@@ -6,12 +6,15 @@ output, found by the gateway's own stream scanner.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
 from gateway.stream_parser import Api, StreamScanner
+
+log = logging.getLogger("bench.loadgen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +39,25 @@ async def one(
     stream: bool,
     headers: dict[str, str] | None = None,
 ) -> Sample:
+    """One request; a connection that fails or closes mid-answer is a sample with status 0
+    (counted as an error by the scenarios), not the end of the benchmark."""
     started = time.perf_counter()
     ttft: float | None = None
     headers = {"content-type": "application/json", **(headers or {})}
-    async with http.post(url, data=body, headers=headers) as response:
-        if stream:
-            scanner = StreamScanner(Api.CHAT)
-            async for chunk in response.content.iter_any():
-                if ttft is None and scanner.feed(chunk):
-                    ttft = time.perf_counter() - started
-        else:
-            await response.read()
-        status = response.status
-        upstream = response.headers.get("x-lanegate-upstream")
+    try:
+        async with http.post(url, data=body, headers=headers) as response:
+            if stream:
+                scanner = StreamScanner(Api.CHAT)
+                async for chunk in response.content.iter_any():
+                    if ttft is None and scanner.feed(chunk):
+                        ttft = time.perf_counter() - started
+            else:
+                await response.read()
+            status = response.status
+            upstream = response.headers.get("x-lanegate-upstream")
+    except aiohttp.ClientError as exc:
+        log.warning("%s: %s: %s", url, type(exc).__name__, exc)
+        return Sample(None, time.perf_counter() - started, 0)
     return Sample(ttft, time.perf_counter() - started, status, upstream)
 
 
