@@ -3,7 +3,8 @@
 `create_app` builds every component from a policy and settings (no module globals); the
 upstream clients live from lifespan startup to shutdown. Relay paths are matched first by a
 dict lookup so that inference requests never go through framework routing; the control plane
-(health, readiness, later metrics/admin/dashboard) is a Starlette app behind it. (FastAPI
+(health, readiness, metrics, admin, dashboard: gateway/control_app.py) is a Starlette app
+behind it. (FastAPI
 would add ~6 MB of resident memory for routes that need none of its validation.)
 """
 
@@ -14,36 +15,22 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Authenticator
 from gateway.budget_store import Budgets, SqliteSpendStore
+from gateway.control_app import build_control_app
 from gateway.discovery import Discovery
 from gateway.drain import Drain
-from gateway.errors import (
-    BadRequest,
-    ErrorShape,
-    GatewayError,
-    MethodNotAllowed,
-    NotFound,
-    error_body,
-    shape_for_path,
-)
+from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
 from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
 from gateway.lane_gate import LaneGate
 from gateway.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
-from gateway.metrics import CONTENT_TYPE_LATEST, build_registry, exposition
+from gateway.metrics import build_registry
 from gateway.model_lists import Inventory, merged_openai_list
-from gateway.offload import Mode
 from gateway.offload_loop import OffloadLoop, upstream_signal_source
-from gateway.openapi_route import openapi_route
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.recorder import Recorder
 from gateway.relay import Relay, send_error
@@ -55,8 +42,7 @@ from gateway.routes import Route as RelayRoute
 from gateway.routes import is_relay_path, match_route
 from gateway.selection import default_upstream
 from gateway.settings import Settings
-from gateway.status import status_routes
-from gateway.upstream_client import UPSTREAM_ERRORS, UpstreamClient, create_client
+from gateway.upstream_client import UpstreamClient, create_client
 from gateway.upstream_router import UpstreamRouter
 
 if TYPE_CHECKING:
@@ -66,7 +52,6 @@ log = logging.getLogger("lanegate")
 
 Clock = Callable[[], float]
 ClientFactory = Callable[[UpstreamSpec], UpstreamClient]
-PROBE_ERRORS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, TimeoutError)
 
 
 class Gateway:
@@ -297,14 +282,6 @@ def _signal_source(policy: Policy) -> SignalSource:
     return default_source()
 
 
-def _offload_mode(body: bytes) -> Mode:
-    try:
-        return Mode(json.loads(body)["mode"])
-    except (ValueError, KeyError, TypeError) as exc:
-        modes = ", ".join(m.value for m in Mode)
-        raise BadRequest(f'send {{"mode": "..."}} with one of: {modes}', param="mode") from exc
-
-
 def _method_not_allowed(scope: Scope) -> GatewayError:
     return MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
 
@@ -315,81 +292,6 @@ async def _try_send_internal_error(send: Send, shape: ErrorShape, request_id: st
         await send_error(send, error, shape, request_id)
     except (OSError, RuntimeError):
         log.debug("request %s: could not send the 500", request_id)
-
-
-def build_control_app(gateway: Gateway) -> Starlette:
-    """The control plane: health and readiness now; metrics, admin and dashboard later."""
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        if gateway.drain.refusing:
-            return JSONResponse({"status": "draining"}, status_code=503)
-        reachable = await probe_upstreams(gateway)
-        ready = any(reachable.values())
-        body: dict[str, Any] = {"status": "ready" if ready else "unready", "upstreams": reachable}
-        if gateway.shared is not None:  # still ready while Redis is down: fail modes apply
-            body["shared"] = gateway.shared.status()
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        shape = shape_for_path(request.url.path)
-        if exc.status_code == 404:
-            error = NotFound(
-                f"no route {request.method} {request.url.path}; lanegate serves the OpenAI API "
-                "under /v1 and Ollama's under /api",
-                code="unknown_path",
-            )
-            return Response(error.body(shape), 404, media_type="application/json")
-        body = error_body(shape, str(exc.detail), "invalid_request_error", "http_error")
-        return Response(body, exc.status_code, media_type="application/json")
-
-    async def offload(request: Request) -> Response:
-        """GET: the offload state and its last reason; POST {"mode": ...}: operator override."""
-        shape = shape_for_path(request.url.path)
-        try:
-            gateway.runtime.auth.check_admin(request.headers.raw)
-            loop = gateway.flow.offload
-            if loop is None:
-                raise NotFound("offload is not configured in the policy", code="no_offload")
-            if request.method == "POST":
-                loop.set_mode(_offload_mode(await request.body()))
-        except GatewayError as error:
-            return Response(error.body(shape), error.status, media_type="application/json")
-        state, mode, reason = loop.view()
-        return JSONResponse({"state": state, "mode": mode, "reason": reason})
-
-    async def metrics(request: Request) -> Response:
-        """Prometheus exposition; open like any exporter (see docs/operations.md, Metrics)."""
-        return Response(exposition(gateway.metrics), media_type=CONTENT_TYPE_LATEST)
-
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/admin/offload", offload, methods=["GET", "POST"]),
-        *status_routes(gateway),
-        Route("/admin/reload", gateway.reloader.endpoint, methods=["POST"]),
-        openapi_route(),
-    ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-
-
-async def probe_upstreams(gateway: Gateway) -> dict[str, bool]:
-    """Is each upstream answering HTTP at all? (Health state proper comes from the prober.)"""
-
-    async def probe(name: str, client: UpstreamClient) -> tuple[str, bool]:
-        try:
-            response = await asyncio.wait_for(client.open("GET", "/", None, {}), timeout=2.0)
-            await response.aclose()
-            return name, True
-        except PROBE_ERRORS:
-            return name, False
-
-    results = await asyncio.gather(*(probe(n, c) for n, c in gateway.clients.items()))
-    return dict(results)
 
 
 def create_app(

@@ -25,6 +25,7 @@ FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
 DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
 BODY = "body_timeout"
+_REQUEST_ID = "lanegate.request_id"  # where the scope keeps the request's id
 
 
 class RequestIds:
@@ -52,9 +53,6 @@ class RequestIds:
             known = f"{self._random.getrandbits(128):032x}"
         scope[_REQUEST_ID] = known
         return known
-
-
-_REQUEST_ID = "lanegate.request_id"
 
 
 class Exchange:
@@ -138,10 +136,8 @@ class Exchange:
             self.watcher.cancel()
 
     def close(self) -> None:
-        self.active = False
+        self.done()
         self.disarm()
-        if self.watcher is not None:
-            self.watcher.cancel()
 
     def _check_deadline(self) -> None:
         # One timer per request, re-armed lazily: chunks only write `last_activity`.

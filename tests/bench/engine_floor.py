@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench import loadgen
+from tests.bench import loadgen, mixed
 from tests.bench.harness import machine, percentile
 from tests.bench.mixed import CHAT, MixedLoad
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
@@ -47,20 +47,6 @@ async def _batch_loop(
             done.append(time.perf_counter())
 
 
-async def _chats(
-    http: aiohttp.ClientSession, url: str, load: MixedLoad, count: int, pause_s: float, user: int
-) -> list[float]:
-    """`count` chats one after another; `user` sets each row's messages apart."""
-    ttfts = []
-    for turn in range(count):
-        body = load.body(load.chat_text(user, turn), load.interactive_tokens, True)
-        sample = await loadgen.one(http, url, body, True)
-        if sample.status == 200 and sample.ttft is not None:
-            ttfts.append(sample.ttft)
-        await asyncio.sleep(pause_s)
-    return ttfts
-
-
 async def _with_batch(
     url: str, load: MixedLoad, running: int, chats: int, seconds: float | None = None
 ) -> dict[str, Any]:
@@ -73,7 +59,7 @@ async def _with_batch(
         try:
             await asyncio.sleep(2.0)  # every batch slot busy before measuring
             started = time.perf_counter()
-            ttfts = await _chats(http, url, load, chats, 0.5, running) if chats else []
+            ttfts = await mixed.chats(http, url, load, chats, 0.5, running) if chats else []
             if seconds is not None:
                 await asyncio.sleep(seconds)
             elapsed = time.perf_counter() - started
@@ -95,8 +81,8 @@ async def _with_batch(
 async def _rows(base_url: str, load: MixedLoad, chats: int) -> dict[str, Any]:
     url = base_url + CHAT
     async with loadgen.session(1) as http:
-        await _chats(http, url, load, 5, 0.1, 0)  # warm-up
-        base = await _chats(http, url, load, 30, 0.1, 9)
+        await mixed.chats(http, url, load, 5, 0.1, user=0)  # warm-up
+        base = await mixed.chats(http, url, load, 30, 0.1, user=9)
     uncapped = await _with_batch(url, load, UNCAPPED, 0, seconds=15.0)
     rows = [await _with_batch(url, load, k, chats) for k in range(1, SLOTS)]
     return {"baseline": base, "uncapped": uncapped, "rows": rows}

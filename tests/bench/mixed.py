@@ -69,17 +69,24 @@ class MixedLoad:
         ).encode()
 
 
+async def chats(
+    http: aiohttp.ClientSession, url: str, load: MixedLoad, count: int, pause_s: float, user: int
+) -> list[float]:
+    """`count` chats of `user`, one after another; the TTFT of each that answered."""
+    ttfts = []
+    for turn in range(count):
+        body = load.body(load.chat_text(user, turn), load.interactive_tokens, True)
+        sample = await loadgen.one(http, url, body, True)
+        if sample.status == 200 and sample.ttft is not None:
+            ttfts.append(sample.ttft)
+        await asyncio.sleep(pause_s)
+    return ttfts
+
+
 async def baseline(base_url: str, load: MixedLoad, samples: int) -> list[float]:
     """Single-stream interactive TTFT with nothing else running."""
     async with loadgen.session(1) as http:
-        ttfts = []
-        for turn in range(samples):
-            body = load.body(load.chat_text(9, turn), load.interactive_tokens, True)
-            sample = await loadgen.one(http, base_url + CHAT, body, True)
-            if sample.status == 200 and sample.ttft is not None:
-                ttfts.append(sample.ttft)
-            await asyncio.sleep(0.1)
-    return ttfts
+        return await chats(http, base_url + CHAT, load, samples, 0.1, user=9)
 
 
 async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
