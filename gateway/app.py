@@ -3,7 +3,7 @@
 `create_app` builds every component from a policy and settings (no module globals); the
 upstream clients live from lifespan startup to shutdown. Relay paths are matched first by a
 dict lookup so that inference requests never go through framework routing; the control plane
-(health, readiness, metrics, admin, dashboard: gateway/control_app.py) is a Starlette app
+(health, readiness, metrics, admin, dashboard: gateway/ops/control.py) is a Starlette app
 behind it. (FastAPI
 would add ~6 MB of resident memory for routes that need none of its validation.)
 """
@@ -19,34 +19,36 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import Authenticator
-from gateway.budget_store import Budgets, SqliteSpendStore
-from gateway.control_app import build_control_app
-from gateway.discovery import Discovery
-from gateway.drain import Drain
 from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
-from gateway.host_signal_reader import SignalSampler, SignalSource, default_source
-from gateway.lane_gate import LaneGate
-from gateway.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
-from gateway.metrics import build_registry
-from gateway.model_lists import Inventory, merged_openai_list
-from gateway.offload_loop import OffloadLoop, upstream_signal_source
+from gateway.lanes.budget_store import Budgets, SqliteSpendStore
+from gateway.lanes.gate import LaneGate
+from gateway.observe.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
+from gateway.observe.metrics import build_registry
+from gateway.observe.recorder import Recorder
+from gateway.observe.request_metrics import RequestTally
+from gateway.observe.rolling import RollingRegistry
+from gateway.offload.loop import OffloadLoop, upstream_signal_source
+from gateway.offload.signals import SignalSampler, SignalSource, default_source
+from gateway.ops.control import build_control_app
+from gateway.ops.drain import Drain
+from gateway.ops.reload import PolicyReloader
+from gateway.policy.change import diff
 from gateway.policy.spec import Policy, UpstreamSpec
-from gateway.recorder import Recorder
-from gateway.relay import Relay, send_error
-from gateway.reload import PolicyReloader
-from gateway.request_flow import RequestFlow, Runtime
-from gateway.request_metrics import RequestTally
-from gateway.rolling import RollingRegistry
-from gateway.routes import Route as RelayRoute
-from gateway.routes import is_relay_path, match_route
-from gateway.selection import default_upstream
+from gateway.runtime import Runtime
+from gateway.serving.auth import Authenticator
+from gateway.serving.flow import RequestFlow
+from gateway.serving.relay import Relay, send_error
+from gateway.serving.routes import Route as RelayRoute
+from gateway.serving.routes import is_relay_path, match_route
 from gateway.settings import Settings
-from gateway.upstream_client import UpstreamClient, create_client
-from gateway.upstream_router import UpstreamRouter
+from gateway.upstreams.client import UpstreamClient, create_client
+from gateway.upstreams.discovery import Discovery
+from gateway.upstreams.model_lists import Inventory, merged_openai_list
+from gateway.upstreams.router import UpstreamRouter
+from gateway.upstreams.selection import default_upstream
 
 if TYPE_CHECKING:
-    from gateway.shared_state import SharedState
+    from gateway.shared.state import SharedState
 
 log = logging.getLogger("lanegate")
 
@@ -102,8 +104,8 @@ class Gateway:
         # Several gateways, one set of lanes (docs/scaling.md); `shared.healthy` is redis_ok.
         self.shared: SharedState | None = None
         if settings.redis_url:  # imported here: a gateway without Redis never loads its client
-            from gateway.shared_budgets import SharedBudgets
-            from gateway.shared_state import SharedState
+            from gateway.shared.budgets import SharedBudgets
+            from gateway.shared.state import SharedState
 
             self.shared = SharedState(
                 settings.redis_url,
@@ -112,32 +114,46 @@ class Gateway:
                 wall_clock=wall_clock or time.time,
             )
             self.flow.shared_budgets = SharedBudgets(self.shared, self.budgets)
+        self.wall_clock = wall_clock or time.time
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)
         self.reloader = PolicyReloader(self, settings.policy)
-        # What status reports about the policy: reload (SIGHUP, file watch, admin) bumps the
-        # version on success and keeps the last refusal here, with file, line and field.
-        self.policy_version = 1
-        self.policy_loaded_at = (wall_clock or time.time)()
-        self.reload_error: str | None = None
-        self.sampler, self.flow.offload = self.build_offload(policy)
         self.metrics = build_registry(self, self.tally)
-        self.control = build_control_app(self)
+        self.control = build_control_app(self, self.metrics, self.reloader.endpoint)
 
     @property
     def policy(self) -> Policy:
         return self.runtime.policy
 
-    def build_runtime(
-        self,
-        policy: Policy,
-        gate: LaneGate | None = None,
-        remote_gate: LaneGate | None = None,
-    ) -> Runtime:
-        """The runtime of `policy`: one lane gate per capacity domain, the local pool and the
-        remote pool that offloaded lanes use (so offloaded requests never hold the local Mac's
-        slots). A reload passes the gates in use, reconfigured in place so that the slots held
-        by requests in flight keep counting (see LaneGate)."""
+    @property
+    def reload_error(self) -> str | None:
+        """The last refused reload (file, line, field), until the next success."""
+        return self.reloader.last_error
+
+    def swap(self, runtime: Runtime) -> None:
+        """The one write a reload makes: the next requests see the new runtime."""
+        self.runtime = runtime
+
+    def build_runtime(self, policy: Policy, previous: Runtime | None = None) -> Runtime:
+        """The runtime of `policy`. A reload passes the runtime in use: its gates are
+        reconfigured in place (slots held by requests in flight keep counting, see LaneGate),
+        and its sampler and offload loop are kept unless the offload inputs changed."""
+        gate, remote_gate = self._gates(policy, previous)
+        if previous is not None and not diff(previous.policy, policy).offload:
+            sampler, offload = previous.sampler, previous.offload
+        else:
+            sampler, offload = self.build_offload(policy)
+        version = previous.version + 1 if previous is not None else 1
+        return Runtime(
+            policy, Authenticator(policy), gate, remote_gate, sampler, offload,
+            version=version, loaded_at=self.wall_clock(),
+        )  # fmt: skip
+
+    def _gates(self, policy: Policy, previous: Runtime | None) -> tuple[LaneGate, LaneGate | None]:
+        """One lane gate per capacity domain: the local pool, and the remote pool that
+        offloaded lanes use (so offloaded requests never hold the local Mac's slots)."""
+        gate = previous.gate if previous is not None else None
+        remote_gate = previous.remote_gate if previous is not None else None
         local_pool = policy.pool(default_upstream(policy).pool)
         remote = [u for u in policy.upstreams if u not in local_pool]
         gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate, self.shared)
@@ -147,7 +163,7 @@ class Gateway:
             remote_gate = self._gate(policy, remote_capacity, remote_gate, None)
         else:
             remote_gate = None  # requests still holding its slots release into it as before
-        return Runtime(policy, Authenticator(policy), gate, remote_gate)
+        return gate, remote_gate
 
     def _gate(
         self,
@@ -169,7 +185,7 @@ class Gateway:
             return sampler, None
         loop = OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
         if self.shared is not None:  # one leader decides for all gateways (docs/scaling.md)
-            from gateway.shared_offload import SharedOffload
+            from gateway.shared.offload import SharedOffload
 
             loop.shared = SharedOffload(self.shared, loop)
         return sampler, loop
@@ -182,16 +198,17 @@ class Gateway:
         if self.shared is not None:
             await self.shared.start()
         self.discovery.start()
-        await self.sampler.start()
-        if self.flow.offload is not None:
-            await self.flow.offload.start()
+        await self.runtime.sampler.start()
+        if self.runtime.offload is not None:
+            await self.runtime.offload.start()
         self.reloader.start()
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
-        if self.flow.offload is not None:
-            await self.flow.offload.stop()
-        await self.sampler.stop()
+        runtime = self.runtime
+        if runtime.offload is not None:
+            await runtime.offload.stop()
+        await runtime.sampler.stop()
         await self.discovery.stop()
         clients = list(self.clients.values())
         self.clients.clear()

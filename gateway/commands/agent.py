@@ -41,8 +41,8 @@ def register(subparsers: Any) -> None:
 
 def check_args(args: argparse.Namespace, env: dict[str, str]) -> str | None:
     """Why these arguments must not start an agent, or None if they may."""
-    from gateway.keys import KEY_REF_HELP, is_key_ref
-    from gateway.listen import is_loopback
+    from gateway.ops.listen import is_loopback
+    from gateway.serving.keys import KEY_REF_HELP, is_key_ref
 
     if args.interval <= 0:
         return f"--interval must be positive, not {args.interval:g}"
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
     import uvicorn
 
-    from gateway.agent_app import create_agent_app
-    from gateway.host_signal_reader import default_source
+    from gateway.offload.signals import default_source
+    from gateway.tools.agent import create_agent_app
 
     app = create_agent_app(default_source(), args.key, env, args.interval)
     config = uvicorn.Config(

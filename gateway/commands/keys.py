@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_new(args: argparse.Namespace) -> int:
-    from gateway.keys import hash_key, new_key
+    from gateway.serving.keys import hash_key, new_key
 
     if not NAME.match(args.name):
         print(

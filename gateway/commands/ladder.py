@@ -89,7 +89,7 @@ def _gate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.ladder.command import LadderUsageError, compare_runs, run_ladder
+    from gateway.tools.ladder.command import LadderUsageError, compare_runs, run_ladder
 
     try:
         if args.ladder_action == "compare":

@@ -2,7 +2,7 @@
 
 Reads `STATE_DIR/ledger.sqlite` read-only, so it works while the gateway runs (the ledger is
 in WAL mode: readers never block the writer). The arithmetic and the table are pure
-(`gateway.ledger_report`); this module only reads, prints and writes the CSV.
+(`gateway.observe.ledger_report`); this module only reads, prints and writes the CSV.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.ledger_report import LedgerRow
+    from gateway.observe.ledger_report import LedgerRow
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import sqlite3
     import time
 
-    from gateway.ledger import LEDGER_FILE, read_rows
-    from gateway.ledger_report import parse_duration
+    from gateway.observe.ledger import LEDGER_FILE, read_rows
+    from gateway.observe.ledger_report import parse_duration
 
     try:
         window = parse_duration(args.since)
@@ -77,7 +77,7 @@ def _state_dir(given: str | None) -> Path:
 def _report(rows: list[LedgerRow], since: str, start: float) -> str:
     import time
 
-    from gateway.ledger_report import render_summaries, summarize
+    from gateway.observe.ledger_report import render_summaries, summarize
 
     when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(start))
     head = f"{len(rows)} requests in the last {since} (since {when})"
@@ -91,7 +91,7 @@ def _report(rows: list[LedgerRow], since: str, start: float) -> str:
 def _write_csv(path: Path, rows: list[LedgerRow]) -> None:
     import csv
 
-    from gateway.ledger_report import COLUMNS
+    from gateway.observe.ledger_report import COLUMNS
 
     with path.open("w", newline="") as out:
         writer = csv.writer(out)

@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.cors_app import with_cors
-    from gateway.graceful_server import GracefulServer
-    from gateway.http_protocol import HeaderLimits, limited_protocol
-    from gateway.listen import bind_sockets, is_loopback
+    from gateway.ops.http_protocol import HeaderLimits, limited_protocol
+    from gateway.ops.listen import bind_sockets, is_loopback
+    from gateway.ops.server import GracefulServer
     from gateway.policy import PolicyError, load_policy
+    from gateway.serving.cors_app import with_cors
     from gateway.settings import Settings
 
     overrides = {k: v for k in ("policy", "host", "port", "log_level") if (v := getattr(args, k))}
@@ -102,8 +102,8 @@ def exposure_problem(
     settings: Settings, has_clients: bool, allow_unauthenticated: bool
 ) -> str | None:
     """Why these settings must not start a gateway, or None. Refuses before binding anything."""
-    from gateway.cors import parse_origins
-    from gateway.listen import is_loopback
+    from gateway.ops.listen import is_loopback
+    from gateway.serving.cors import parse_origins
 
     if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
         return "set both LANEGATE_TLS_CERTFILE and LANEGATE_TLS_KEYFILE, or neither"

@@ -4,7 +4,7 @@
 reviewed on Linux too); the others drive `launchctl` and exist only on macOS: elsewhere they
 say so and exit 2, unless `--dry-run`, which prints the commands they would run. The command
 runner, the platform and the user's ids are injectable (`Host`), so tests check the exact
-command lines without a Mac. Rendering and command lines are pure (`gateway.launchd`).
+command lines without a Mac. Rendering and command lines are pure (`gateway.ops.launchd`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import launchd
-from gateway.launchd import KINDS, Install, ServiceFileError, ServiceKind
+from gateway.ops import launchd
+from gateway.ops.launchd import KINDS, Install, ServiceFileError, ServiceKind
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "launchd"
 Runner = Callable[[Sequence[str]], "tuple[int, str]"]

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.simulator.engine import Profile
+    from gateway.tools.simulator.engine import Profile
 
 DEFAULT_PORT = 11500  # not 11434, so it never collides with a real Ollama
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the profile, apply overrides, serve until interrupted; 2 on a bad profile."""
     import sys
 
-    from gateway.simulator.profiles import ProfileError
+    from gateway.tools.simulator.profiles import ProfileError
 
     try:
         profile = resolve_profile(args)
@@ -54,7 +54,7 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
     import dataclasses
     from pathlib import Path
 
-    from gateway.simulator.profiles import ProfileError, load_profiles
+    from gateway.tools.simulator.profiles import ProfileError, load_profiles
 
     profiles = load_profiles(Path(args.profiles) if args.profiles else None)
     if args.profile not in profiles:
@@ -73,7 +73,7 @@ def resolve_profile(args: argparse.Namespace) -> Profile:
 def serve(profile: Profile, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
-    from gateway.simulator.server import create_app
+    from gateway.tools.simulator.server import create_app
 
     config = uvicorn.Config(
         create_app(profile),

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import httpx
 
-    from gateway.status_table import render_status
+    from gateway.observe.status_table import render_status
 
     url = (args.url or default_url()).rstrip("/")
     key = args.admin_key or os.environ.get("LANEGATE_ADMIN_KEY")

@@ -1,6 +1,6 @@
 """The `clients` section of the policy: who may call, with which key, into which lanes.
 
-Keys are never written here, only references to them (see `gateway.keys`): a plain key in a
+Keys are never written here, only references to them (see `gateway.serving.keys`): a plain key in a
 file that gets copied, committed and pasted into chats would not stay secret for long.
 """
 
@@ -10,10 +10,10 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from gateway.keys import KEY_REF_HELP, is_key_ref
 from gateway.policy.lanes import BudgetFields
 from gateway.policy.spec import ClientSpec
 from gateway.policy.upstreams import NAME_PATTERN
+from gateway.serving.keys import KEY_REF_HELP, is_key_ref
 
 LaneName = Annotated[str, Field(pattern=NAME_PATTERN)]
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.offload import OffloadConfig
+from gateway.offload.controller import OffloadConfig
 
 
 class OffloadModel(BaseModel):

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.ladder.gates import SloThresholds
+from gateway.tools.ladder.gates import SloThresholds
 
 
 class SloModel(BaseModel):

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
-from gateway.ladder.gates import SloThresholds
-from gateway.offload import OffloadConfig
+from gateway.offload.controller import OffloadConfig
+from gateway.tools.ladder.gates import SloThresholds
 
 
 class UpstreamKind(Enum):

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.ledger import RequestLedger, SqliteLedgerStore, ledger_row
-from gateway.measurement import RequestRecord
-from gateway.recorder import Recorder, RequestLabels, access_log
-from gateway.rolling import RollingRegistry
+from gateway.observe.ledger import RequestLedger, SqliteLedgerStore, ledger_row
+from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.recorder import Recorder, access_log
+from gateway.observe.rolling import RollingRegistry
 
 
 def _inputs(n: int) -> list[tuple[RequestLabels, RequestRecord]]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from gateway.stream_parser import Api, StreamScanner
+from gateway.serving.stream_parser import Api, StreamScanner
 
 log = logging.getLogger("bench.loadgen")
 

@@ -13,11 +13,11 @@ import argparse
 import time
 from collections.abc import Callable
 
-from gateway.measurement import RequestMeasurement, RequestRecord
-from gateway.recorder import Recorder, RequestLabels
-from gateway.request_metrics import RequestTally
-from gateway.rolling import RollingRegistry
-from gateway.stream_parser import Api
+from gateway.observe.measurement import RequestLabels, RequestMeasurement, RequestRecord
+from gateway.observe.recorder import Recorder
+from gateway.observe.request_metrics import RequestTally
+from gateway.observe.rolling import RollingRegistry
+from gateway.serving.stream_parser import Api
 
 CHUNK = (
     b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",'
@@ -119,7 +119,7 @@ def _client_library_us(record: RequestRecord, chunks: int, n: int) -> tuple[floa
     """The straightforward alternative: prometheus_client Counter/Histogram per request."""
     from prometheus_client import CollectorRegistry, Counter, Histogram
 
-    from gateway.request_metrics import GAP_BUCKETS, LATENCY_BUCKETS, QUEUE_BUCKETS
+    from gateway.observe.request_metrics import GAP_BUCKETS, LATENCY_BUCKETS, QUEUE_BUCKETS
 
     registry = CollectorRegistry()
     pair = ["lane", "upstream"]
@@ -150,7 +150,7 @@ def _client_library_us(record: RequestRecord, chunks: int, n: int) -> tuple[floa
 def _scrape_us(tally: RequestTally) -> float:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from gateway.metrics import request_families
+    from gateway.observe.metrics import request_families
 
     class Only:
         def collect(self):  # type: ignore[no-untyped-def]

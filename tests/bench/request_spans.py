@@ -44,10 +44,10 @@ SPANS = (
 def _instrument(out: Path) -> None:
     """Wrap the request path of this process's gateway with timestamps (the `--serve` side)."""
     import gateway.app as app
-    import gateway.http_protocol as protocol
-    import gateway.relay as relay
-    import gateway.request_flow as flow
-    import gateway.upstream_http as upstream
+    import gateway.ops.http_protocol as protocol
+    import gateway.serving.flow as flow
+    import gateway.serving.relay as relay
+    import gateway.upstreams.http11 as upstream
 
     clock = time.perf_counter
     rows: list[dict[str, float]] = []

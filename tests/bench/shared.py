@@ -23,11 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from gateway.budget_store import Budgets
-from gateway.lane_gate import LaneGate
+from gateway.lanes.budget_store import Budgets
+from gateway.lanes.gate import LaneGate
 from gateway.policy.spec import Budget, LaneSpec, Policy, Timeouts, UpstreamKind, UpstreamSpec
-from gateway.shared_budgets import SharedBudgets
-from gateway.shared_state import SharedState
+from gateway.shared.budgets import SharedBudgets
+from gateway.shared.state import SharedState
 from tests.bench import harness, loadgen
 from tests.bench.harness import median, percentile
 from tests.support.processes import Service, start_lanegate

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from gateway.host_signal_reader import HttpSource
-from gateway.host_signals import Pressure, parse_meminfo, parse_simulator_signals
-from gateway.keys import hash_key
+from gateway.offload.host_signals import Pressure, parse_meminfo, parse_simulator_signals
+from gateway.offload.signals import HttpSource
+from gateway.serving.keys import hash_key
 from tests.support.processes import Service, start_lanegate
 
 pytestmark = pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")

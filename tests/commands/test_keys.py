@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from gateway.commands import keys as keys_command
-from gateway.keys import KEY_PREFIX, hash_key, is_key_ref, key_matches, new_key
 from gateway.policy import load_policy_text
+from gateway.serving.keys import KEY_PREFIX, hash_key, is_key_ref, key_matches, new_key
 
 
 def run(argv: list[str]) -> int:

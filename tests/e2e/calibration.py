@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from gateway.simulator.profiles import load_profiles, packaged_profiles_path
+from gateway.tools.simulator.profiles import load_profiles, packaged_profiles_path
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
 from tests.support.processes import REPO, start_lanegate
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from gateway.classify import Decision, RequestView, classify, model_allowed, rewrite_model
-from gateway.keys import key_matches
+from gateway.lanes.classify import Decision, RequestView, classify, model_allowed, rewrite_model
 from gateway.policy import PolicyError, load_policy, load_policy_text
 from gateway.policy.loader import check_policy_text, policy_schema
 from gateway.policy.spec import Policy
+from gateway.serving.keys import key_matches
+from tests.lanes.test_classify import view
 from tests.support.processes import REPO
-from tests.test_classify import view
 
 UPSTREAMS = """\
 upstreams:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.keys import hash_key
+from gateway.serving.keys import hash_key
 from tests.support.processes import REPO, Service, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 

@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from gateway import auth, keys
+from gateway.serving import auth, keys
 from tests.reliability.conftest import KEY
 from tests.reliability.raw_http import assert_error_shape, parse, raw_exchange
 from tests.support.processes import Service

@@ -28,12 +28,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from gateway.classify import LaneRefusal, classify, model_allowed, request_view, rewrite_model
 from gateway.errors import GatewayError
-from gateway.openapi import openapi_document
+from gateway.lanes.classify import LaneRefusal, classify, model_allowed, request_view, rewrite_model
+from gateway.ops.openapi import openapi_document
 from gateway.policy.loader import load_policy
-from gateway.request_body import parse_request
-from gateway.routes import RELAY_PATHS, RELAY_ROUTES, Route
+from gateway.serving.request_body import parse_request
+from gateway.serving.routes import RELAY_PATHS, RELAY_ROUTES, Route
 from tests.reliability.conftest import KEY, LANES, serve, upstream_line, write_policy
 from tests.reliability.raw_http import (
     assert_error_shape,

@@ -1,0 +1,1 @@
+"""Lanes: classification, admission, budgets and the per-lane gate."""

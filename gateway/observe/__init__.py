@@ -1,0 +1,2 @@
+"""Observation: per-request measurement, rolling percentiles, metrics, the ledger, status and
+the dashboard."""

@@ -1,0 +1,71 @@
+"""Where each finished request goes: rolling percentiles, the access log and the ledger.
+
+Called once per request after the response is complete, off the per-chunk path. Bodies,
+prompts, completions and Authorization are never passed here, so they cannot be logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gateway.observe.ledger import RequestLedger, error_code
+from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.request_metrics import RequestTally
+from gateway.observe.rolling import RollingRegistry
+
+access_log = logging.getLogger("lanegate.access")
+
+
+class Recorder:
+    def __init__(
+        self,
+        rolling: RollingRegistry,
+        *,
+        access_log_enabled: bool,
+        ledger: RequestLedger | None = None,
+        tally: RequestTally | None = None,
+    ) -> None:
+        self.rolling = rolling
+        self.access_log_enabled = access_log_enabled
+        self.ledger = ledger
+        self.tally = tally  # the /metrics counters and histograms
+
+    def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
+        series = (labels.lane, labels.upstream)
+        if record.ttft_s is not None:
+            self.rolling.add(("ttft", *series), record.ttft_s, now)
+        if record.gap_p95_s is not None:
+            self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
+        self.rolling.add(("duration", *series), record.duration_s, now)
+        if self.tally is not None:
+            self.tally.observe(*series, labels.model, labels.queue_s, record)
+        if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
+            access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+        if self.ledger is not None:
+            self.ledger.append(labels, record)
+
+
+def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, object]:
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value * 1000, 3)
+
+    return {
+        "request_id": labels.request_id,
+        "client": labels.client,
+        "method": labels.method,
+        "path": labels.path,
+        "lane": labels.lane,
+        "upstream": labels.upstream,
+        "model": labels.model,
+        "status": record.status,
+        "queue_ms": ms(labels.queue_s),
+        "ttft_ms": ms(record.ttft_s),
+        "gap_max_ms": ms(record.gap_max_s),
+        "gap_p95_ms": ms(record.gap_p95_s),
+        "duration_ms": ms(record.duration_s),
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "tokens_estimated": record.tokens_estimated,
+        "error": error_code(record.error),  # a code only: upstream text may echo a prompt
+    }

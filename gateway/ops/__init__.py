@@ -1,0 +1,1 @@
+"""Running the process: the server, HTTP limits, drain, reload, control plane, OpenAPI, launchd."""

@@ -1,0 +1,1 @@
+"""Serving one request: routes, body, auth, the flow, the relay, streamed framing."""

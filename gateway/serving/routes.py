@@ -1,0 +1,83 @@
+"""Which paths the gateway relays, and what each one means. Pure: a lookup over data.
+
+Nothing is passed through blindly: a path not listed here is a 404 in the API's error shape.
+The stream format of a route is decided by the upstream's response content type, not here;
+`api` only tells the measurement which events carry generated output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.errors import ErrorShape
+from gateway.serving.stream_parser import Api
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    method: str
+    path: str
+    shape: ErrorShape
+    api: Api | None = None  # None: no generated output to measure (metadata, embeddings)
+    needs_model: bool = False
+    inference: bool = False  # takes an upstream slot
+    stream_default: bool = False  # Ollama's native API streams unless told not to
+    prefix: bool = False  # path continues with a parameter (`/v1/models/{model}`)
+
+
+_OPENAI = ErrorShape.OPENAI
+_OLLAMA = ErrorShape.OLLAMA
+
+RELAY_ROUTES: tuple[Route, ...] = (
+    Route("chat", "POST", "/v1/chat/completions", _OPENAI, Api.CHAT, True, True),
+    Route("completions", "POST", "/v1/completions", _OPENAI, Api.COMPLETIONS, True, True),
+    Route("embeddings", "POST", "/v1/embeddings", _OPENAI, None, True, True),
+    Route("responses", "POST", "/v1/responses", _OPENAI, Api.RESPONSES, True, True),
+    Route("models", "GET", "/v1/models", _OPENAI),
+    Route("model", "GET", "/v1/models/", _OPENAI, prefix=True),
+    Route("ollama_chat", "POST", "/api/chat", _OLLAMA, Api.OLLAMA_CHAT, True, True, True),
+    Route(
+        "ollama_generate", "POST", "/api/generate", _OLLAMA, Api.OLLAMA_GENERATE, True, True, True
+    ),
+    Route("ollama_embed", "POST", "/api/embed", _OLLAMA, None, True, True),
+    Route("ollama_show", "POST", "/api/show", _OLLAMA, None, True),
+    Route("ollama_tags", "GET", "/api/tags", _OLLAMA),
+    Route("ollama_ps", "GET", "/api/ps", _OLLAMA),
+    Route("ollama_version", "GET", "/api/version", _OLLAMA),
+    Route("ollama_root", "GET", "/", _OLLAMA),
+    Route("ollama_root_head", "HEAD", "/", _OLLAMA),
+)
+
+_EXACT = {(r.method, r.path): r for r in RELAY_ROUTES if not r.prefix}
+_PREFIXED = tuple(r for r in RELAY_ROUTES if r.prefix)
+RELAY_PATHS = frozenset(r.path for r in RELAY_ROUTES)
+
+
+def match_route(method: str, path: str) -> Route | None:
+    """The relay route for this request, or None (not a relayed path, or wrong method)."""
+    route = _EXACT.get((method, path))
+    if route is not None:
+        return route
+    for candidate in _PREFIXED:
+        if (
+            method == candidate.method
+            and path.startswith(candidate.path)
+            and len(path) > len(candidate.path)
+            and not _has_dot_segment(path)
+        ):
+            return candidate
+    return None
+
+
+def _has_dot_segment(path: str) -> bool:
+    # `/v1/models/../../api/pull` would reach another upstream path once the upstream
+    # normalises it: a parameter is a name, never a way out of its prefix.
+    return "." in path and any(part in (".", "..") for part in path.split("/"))
+
+
+def is_relay_path(path: str) -> bool:
+    """True for paths the relay owns with any method (to answer 405, not 404)."""
+    if path in RELAY_PATHS:
+        return True
+    return any(path.startswith(r.path) for r in _PREFIXED) and not _has_dot_segment(path)

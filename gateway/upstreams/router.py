@@ -1,0 +1,202 @@
+"""Which upstream each attempt goes to, and what its result teaches the circuit breakers.
+
+Selection is the pure `selection.choose` over what the shell knows: each upstream's breaker,
+its discovered models, and its requests in flight. A failure before anything reached the
+client (connection refused or closed, a 502/503 answer) is retried on another upstream of the
+same pool, with tenacity, never the same one twice; once a byte has gone to the client the
+request is never retried. Timeouts before the first byte are not retried either: the client
+has already waited `first_byte` seconds.
+
+A request that had its upstream to itself from start to end measures that engine's
+single-stream TTFT: those go to the `solo` series, from which offload learns its baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from gateway.errors import ServiceUnavailable, UpstreamUnavailable
+from gateway.observe.measurement import RequestRecord
+from gateway.observe.rolling import RollingRegistry
+from gateway.policy.spec import Policy, UpstreamSpec
+from gateway.serving.exchange import CLIENT_LEFT
+from gateway.serving.relay import RetryElsewhere
+from gateway.upstreams.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome
+from gateway.upstreams.model_lists import Inventory
+from gateway.upstreams.selection import DEFAULT_POOL, Candidate, choose
+
+log = logging.getLogger("lanegate.router")
+
+Attempt = Callable[[UpstreamSpec, bool], Awaitable[RequestRecord]]
+
+
+class UpstreamRouter:
+    def __init__(
+        self,
+        inventories: Callable[[], Mapping[str, Inventory]],
+        clock: Callable[[], float],
+        breaker_config: BreakerConfig | None = None,
+        solo: RollingRegistry | None = None,
+    ) -> None:
+        self.inventories = inventories
+        self.clock = clock
+        self.breaker_config = breaker_config or BreakerConfig()
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.in_flight: dict[str, int] = {}
+        self.sent: dict[str, int] = {}  # attempts sent per upstream, ever
+        self.solo = solo  # ("ttft_solo", lane, upstream) -> TTFTs of requests sent alone
+        self._pool: tuple[Policy, tuple[UpstreamSpec, ...]] | None = None
+
+    def breaker(self, upstream: str) -> CircuitBreaker:
+        breaker = self.breakers.get(upstream)
+        if breaker is None:
+            breaker = self.breakers[upstream] = CircuitBreaker(self.breaker_config)
+        return breaker
+
+    def probed(self, upstream: str, reachable: bool, detail: str) -> None:
+        """An active probe's result (discovery's periodic read): an unreachable upstream counts
+        a failure even when no request goes there, and a half-open breaker may close on a
+        probe instead of risking a user's request. Probes that reach a closed upstream say
+        nothing new: passive results from real traffic decide."""
+        breaker, now = self.breaker(upstream), self.clock()
+        state = breaker.state(now)
+        if state is BreakerState.CLOSED and not reachable:
+            breaker.record(Outcome.FAILURE, now, f"probe: {detail}")
+        elif state is BreakerState.HALF_OPEN and breaker.allow(now):
+            outcome = Outcome.SUCCESS if reachable else Outcome.FAILURE
+            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe")
+
+    def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
+        if self._pool is None or self._pool[0] is not policy:  # computed once per policy
+            pool = policy.pool(DEFAULT_POOL) or policy.pool(policy.upstreams[0].pool)
+            self._pool = (policy, pool)
+        return self._pool[1]
+
+    def pick(
+        self, policy: Policy, pool: tuple[UpstreamSpec, ...], model: str | None, exclude: set[str]
+    ) -> UpstreamSpec | None:
+        now = self.clock()
+        if len(pool) == 1 and not exclude:  # one local server, the common case: no ranking
+            only = pool[0]
+            return only if self.breaker(only.name).allow(now) else None
+        inventories = self.inventories()
+        skipped = set(exclude)
+        while True:
+            candidates = [
+                self._candidate(
+                    spec, policy.model_id(model, spec.name) if model else None, inventories, now
+                )
+                for spec in pool
+                if spec.name not in skipped
+            ]
+            best = choose(candidates)
+            if best is None:
+                return None
+            if self.breaker(best.spec.name).allow(now):  # half-open: this reserves the probe
+                return best.spec
+            skipped.add(best.spec.name)
+
+    def _candidate(
+        self,
+        spec: UpstreamSpec,
+        model: str | None,
+        inventories: Mapping[str, Inventory],
+        now: float,
+    ) -> Candidate:
+        """`model` is the upstream's own id for the requested model (None: no model)."""
+        inventory = inventories.get(spec.name)
+        has = None if inventory is None or model is None else model in inventory.models
+        resident = inventory is not None and model is not None and model in inventory.resident
+        healthy = self.breaker(spec.name).state(now) is not BreakerState.OPEN
+        return Candidate(spec, healthy, has, resident, self.in_flight.get(spec.name, 0))
+
+    async def run(
+        self,
+        policy: Policy,
+        model: str | None,
+        attempt: Attempt,
+        pool: tuple[UpstreamSpec, ...] | None = None,
+        lane: str | None = None,
+    ) -> RequestRecord:
+        """Try upstreams of the pool (default: the local one) until one answers; the last try
+        handles its own errors."""
+        pool = pool or self.pool_of(policy)
+        tried: set[str] = set()
+        try:  # the common case, kept off tenacity's machinery: the first upstream answers
+            return await self._once(policy, pool, model, attempt, tried, lane)
+        except RetryElsewhere as first:
+            if not any(s.name not in tried for s in pool):
+                raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryElsewhere),
+            stop=stop_after_attempt(len(pool)),
+            reraise=True,
+        )
+        try:
+            async for try_ in retrying:
+                with try_:
+                    return await self._once(policy, pool, model, attempt, tried, lane)
+        except RetryElsewhere as exc:  # every upstream failed before any byte was sent
+            raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _once(
+        self,
+        policy: Policy,
+        pool: tuple[UpstreamSpec, ...],
+        model: str | None,
+        attempt: Attempt,
+        tried: set[str],
+        lane: str | None,
+    ) -> RequestRecord:
+        spec = self.pick(policy, pool, model, tried)
+        if spec is None:
+            raise self._none_healthy(pool)
+        tried.add(spec.name)
+        others = any(s.name not in tried for s in pool)
+        in_flight = self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + 1
+        sent = self.sent[spec.name] = self.sent.get(spec.name, 0) + 1
+        try:
+            record = await attempt(spec, others)
+        except RetryElsewhere as exc:
+            outcome = Outcome.BUSY if exc.busy else Outcome.FAILURE
+            self.breaker(spec.name).record(outcome, self.clock(), exc.detail)
+            log.info(
+                "upstream %s failed before the first byte (%s); trying another",
+                spec.name,
+                exc.detail,
+            )
+            raise
+        finally:
+            self.in_flight[spec.name] -= 1
+        self._account(spec, record)
+        alone = in_flight == 1 and self.sent[spec.name] == sent  # nobody came or went meanwhile
+        if alone and self.solo is not None and record.ttft_s is not None and lane:
+            self.solo.add(("ttft_solo", lane, spec.name), record.ttft_s, self.clock())
+        return record
+
+    def _account(self, spec: UpstreamSpec, record: RequestRecord) -> None:
+        breaker = self.breaker(spec.name)
+        if record.status == 499 or record.error == CLIENT_LEFT:
+            breaker.release_probe()  # the client left: this says nothing about the upstream
+        elif record.status == 503:
+            breaker.record(Outcome.BUSY, self.clock(), "503 server busy")
+        elif record.status >= 500 or record.upstream_failed:  # mid-stream failures too
+            breaker.record(Outcome.FAILURE, self.clock(), record.error or str(record.status))
+        else:
+            breaker.record(Outcome.SUCCESS, self.clock())
+
+    def _none_healthy(self, pool: tuple[UpstreamSpec, ...]) -> ServiceUnavailable:
+        now = self.clock()
+        waits = [max(0.0, (self.breaker(s.name).open_until or now) - now) for s in pool]
+        seconds = max(1, math.ceil(min(waits, default=1.0)))
+        names = ", ".join(f"{s.name} ({self.breaker(s.name).reason})" for s in pool)
+        return ServiceUnavailable(
+            f"no healthy upstream: {names}; retry in {seconds} s",
+            code="no_upstream",
+            headers={"retry-after": str(seconds)},
+        )

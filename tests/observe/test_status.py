@@ -1,0 +1,363 @@
+"""`GET /admin/status` and `lanegate status` against a real gateway in front of a real
+simulator, and the status table rendered from a sample document."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from gateway.observe.rolling import RollingRegistry
+from gateway.observe.status_table import render_status
+from tests.support.processes import REPO, Service, free_port, start_lanegate
+
+ADMIN_KEY = "status-admin-key"
+CLIENT_KEY = "status-client-key"
+MODEL = "llama3.1:8b"
+SIM_TTFT_MS = 100
+ENV = {"T_STATUS_ADMIN": ADMIN_KEY, "T_STATUS_CLIENT": CLIENT_KEY}
+
+
+@pytest.fixture(scope="module")
+def sim(output_dir: Path) -> Iterator[Service]:
+    args = ["simulate", "--profile", "fast", "--ttft-ms", str(SIM_TTFT_MS)]
+    args += ["--chunk-interval-ms", "20"]
+    service = start_lanegate("sim-status", args, ready_path="/health", log_dir=output_dir)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    policy = tmp_path_factory.mktemp("status") / "policy.yaml"
+    policy.write_text(f"""
+upstreams:
+  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
+      signals_url: '{sim.url}/sim/signals'}}
+admin_key: env:T_STATUS_ADMIN
+clients:
+  - {{name: app, key: env:T_STATUS_CLIENT, lanes: [interactive, batch]}}
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 1000000}}
+  - {{name: batch, priority: 10, max_concurrency: 1, queue_timeout: 60}}
+classify: {{default_lane: interactive}}
+""")
+    service = start_lanegate(
+        "gw-status",
+        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env=ENV,
+    )
+    yield service
+    service.stop()
+
+
+def status(gateway: Service, key: str | None = ADMIN_KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(f"{gateway.url}/admin/status", headers=headers, timeout=10)
+
+
+def doc(gateway: Service) -> dict[str, Any]:
+    response = status(gateway)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def lane(document: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(item for item in document["lanes"] if item["name"] == name)
+
+
+def client(gateway: Service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+
+
+def chat(oa: openai.OpenAI, lane_name: str = "interactive") -> str:
+    stream = oa.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=8,
+        stream=True,
+        extra_headers={"X-Lane": lane_name},
+    )
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+def test_status_needs_the_admin_key(gateway: Service) -> None:
+    missing = status(gateway, None)
+    assert missing.status_code == 401
+    assert "admin key" in missing.json()["error"]["message"]
+    wrong = status(gateway, "not-the-key")
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["type"] == "authentication_error"
+    as_client = status(gateway, CLIENT_KEY)
+    assert as_client.status_code == 403
+    assert as_client.json()["error"]["code"] == "admin_only"
+
+
+# -- what traffic does to the document --------------------------------------------------------
+
+
+def test_status_reports_traffic_per_lane_and_upstream(gateway: Service) -> None:
+    before = doc(gateway)
+    oa = client(gateway)
+    requests = 6
+    for _ in range(requests):
+        assert chat(oa)
+    after = doc(gateway)
+
+    interactive, old = lane(after, "interactive"), lane(before, "interactive")
+    assert interactive["requests"]["1m"] - old["requests"]["1m"] == requests
+    for window in ("1m", "5m", "15m"):
+        ttft = interactive["ttft"][window]
+        assert ttft["count"] - old["ttft"][window]["count"] == requests
+        # The simulator waits SIM_TTFT_MS before its first token; 1% histogram error.
+        assert ttft["p50_ms"] >= SIM_TTFT_MS * 0.99
+        assert ttft["p50_ms"] <= ttft["p95_ms"] <= ttft["p99_ms"]
+        assert interactive["gap_p95"][window]["p95_ms"] > 0
+    assert interactive["in_flight"] == 0
+    assert interactive["queued"] == 0
+    assert interactive["max_concurrency"] == 3
+    (minute,) = interactive["budget"]
+    assert minute["window"] == "minute"
+    assert minute["limit"] == 1_000_000
+    used_before = old["budget"][0]["used"] if old["budget"][0]["window"] == "minute" else 0
+    assert minute["used"] > used_before
+
+    (sim,) = after["upstreams"]
+    assert sim["name"] == "sim"
+    assert sim["healthy"] is True
+    assert sim["in_flight"] == 0
+    assert sim["breaker"]["state"] == "closed"
+    assert "sim-fast" in sim["models"]
+    assert sim["ttft"]["1m"]["count"] >= requests
+    assert (
+        lane(after, "batch")["ttft"]["1m"]["count"] == lane(before, "batch")["ttft"]["1m"]["count"]
+    )
+
+
+def test_status_has_host_signals_without_an_offload_section(gateway: Service) -> None:
+    document = doc(gateway)
+    host = document["host"]
+    assert host["source"] == "simulator"
+    assert host["pressure"] in ("normal", "warn", "critical")
+    assert isinstance(host["swap_total_bytes"], int)
+    assert isinstance(host["memory_total_bytes"], int)
+    assert host["sampled_at"] is not None
+    assert host["error"] is None
+    assert document["offload"]["configured"] is False
+    assert document["policy"]["version"] == 1
+    assert document["policy"]["reload_error"] is None
+    assert document["policy"]["source"].endswith("policy.yaml")
+    assert document["generated_at"] >= document["policy"]["loaded_at"]
+
+
+def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
+    """Batch has one slot: three concurrent batch requests show 1 in flight and a queue."""
+    oa = client(gateway)
+    start = lane(doc(gateway), "batch")["requests"]["1m"]
+    workers = [threading.Thread(target=chat, args=(oa, "batch")) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    seen: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 30
+    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+        batch = lane(doc(gateway), "batch")
+        seen.append((batch["in_flight"], batch["queued"]))
+        time.sleep(0.02)
+    for worker in workers:
+        worker.join(timeout=30)
+    assert all(in_flight <= 1 for in_flight, _ in seen), seen
+    assert any(in_flight == 1 and queued >= 1 for in_flight, queued in seen), seen
+    final = lane(doc(gateway), "batch")
+    assert (final["in_flight"], final["queued"]) == (0, 0)
+    assert final["requests"]["1m"] - start == 3
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "LANEGATE_ADMIN_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "status", *args],
+        cwd=REPO,
+        env={**full_env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_cli_prints_tables_and_json(gateway: Service) -> None:
+    assert chat(client(gateway))
+    shown = run_cli("--url", gateway.url, env={"LANEGATE_ADMIN_KEY": ADMIN_KEY})
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("interactive "))
+    assert "/3" in row.split()[1]  # in flight / cap
+    assert any(line.startswith("UPSTREAM") for line in lines)
+    assert any(line.startswith("sim ") and " ok " in line for line in lines)
+    assert any(line.startswith("host (simulator): pressure") for line in lines)
+
+    as_json = run_cli("--url", gateway.url, "--admin-key", ADMIN_KEY, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert [item["name"] for item in document["lanes"]] == ["interactive", "batch"]
+
+
+def test_cli_says_why_it_failed(gateway: Service) -> None:
+    refused = run_cli("--url", gateway.url, "--admin-key", "wrong")
+    assert refused.returncode == 1
+    assert "401" in refused.stderr and "admin key is not valid" in refused.stderr
+    no_key = run_cli("--url", gateway.url)
+    assert no_key.returncode == 1
+    assert "LANEGATE_ADMIN_KEY" in no_key.stderr
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port just freed: nothing listens there
+    unreachable = run_cli("--url", nobody, "--admin-key", ADMIN_KEY)
+    assert unreachable.returncode == 1
+    assert "cannot reach the gateway" in unreachable.stderr
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+SAMPLE: dict[str, Any] = {
+    "generated_at": 1000.0,
+    "version": "0.1.0",
+    "policy": {"version": 3, "source": "p.yaml", "loaded_at": 940.0, "reload_error": "x:4: bad"},
+    "capacity": 8,
+    "in_flight": 3,
+    "lanes": [
+        {
+            "name": "interactive",
+            "in_flight": 2,
+            "max_concurrency": 4,
+            "queued": 1,
+            "max_queue": 50,
+            "requests": {"1m": 41, "5m": 100, "15m": 200},
+            "ttft": {
+                "1m": {"count": 41, "p50_ms": 120.4, "p95_ms": 340.0, "p99_ms": 1250.0},
+                "5m": {"count": 100, "p50_ms": 8.25, "p95_ms": 99.6, "p99_ms": 900.0},
+                "15m": {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None},
+            },
+            "gap_p95": {"1m": {"p95_ms": 12.0}, "5m": {"p95_ms": 11.0}, "15m": {}},
+            "budget": [{"window": "minute", "limit": 5000, "used": 1200, "reserved": 300}],
+        },
+        {"name": "batch", "in_flight": 1, "max_concurrency": 2, "queued": 0, "max_queue": 9},
+    ],
+    "upstreams": [
+        {
+            "name": "mini",
+            "pool": "local",
+            "healthy": True,
+            "in_flight": 3,
+            "max_concurrency": 4,
+            "resident": ["llama3.1:8b", "qwen3:4b"],
+            "breaker": {"state": "closed"},
+            "ttft": {"1m": {"p95_ms": 350.0}},
+        },
+        {
+            "name": "m4",
+            "pool": "remote",
+            "healthy": False,
+            "in_flight": 0,
+            "max_concurrency": 8,
+            "resident": [],
+            "breaker": {"state": "open", "reason": "5 consecutive failures", "retry_in_s": 7.5},
+        },
+    ],
+    "host": {
+        "source": "macos",
+        "pressure": "warn",
+        "swap_used_bytes": 3 * 1024**3,
+        "swap_total_bytes": 4 * 1024**3,
+        "memory_total_bytes": 16 * 1024**3,
+        "memory_available_bytes": 512 * 1024**2,
+        "swap_trend_bytes_per_s": 1024**2 / 60,
+        "error": None,
+    },
+    "offload": {"configured": True, "state": "offloading", "mode": "auto", "reason": "swap +2GB"},
+}
+
+
+def _row(text: str, first: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(first + " "))
+    return line.split("  ")
+
+
+def test_table_renders_the_sample_document() -> None:
+    text = render_status(SAMPLE)
+    lines = text.splitlines()
+    assert lines[0] == "lanegate 0.1.0: 3/8 in flight; policy v3 (p.yaml, loaded 60 s ago)"
+    assert lines[1] == "last reload refused: x:4: bad"
+    assert lines[2] == "offload: offloading (mode auto): swap +2GB"
+    assert "host (macos): pressure warn, swap 3.0 GiB of 4.0 GiB (+1.0 MiB/min)" in text
+    assert "memory available 512.0 MiB of 16.0 GiB" in text
+    cells = [cell.strip() for cell in _row(text, "interactive") if cell.strip()]
+    assert cells == [
+        "interactive",
+        "2/4",
+        "1/50",
+        "41",
+        "120 ms",
+        "340 ms",
+        "12 ms",
+        "1500/5000 per minute",
+    ]
+    batch = [cell.strip() for cell in _row(text, "batch") if cell.strip()]
+    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "no budget"]
+    assert "interactive  5m      100  8.2 ms    100 ms    900 ms    11 ms" in text
+    assert "interactive  15m     0    -         -         -         -" in text
+    mini = [cell.strip() for cell in _row(text, "mini") if cell.strip()]
+    assert mini == ["mini", "local", "ok", "3/4", "350 ms", "llama3.1:8b, qwen3:4b", "closed"]
+    m4 = [cell.strip() for cell in _row(text, "m4") if cell.strip()]
+    assert m4[2] == "DOWN"
+    assert m4[-1] == "open (5 consecutive failures, retry in 7.5 s)"
+    assert "1.25 s" in text  # p99 over a second
+
+
+def test_table_columns_line_up() -> None:
+    lines = render_status(SAMPLE).splitlines()
+    header = next(line for line in lines if line.startswith("LANE "))
+    row = next(line for line in lines if line.startswith("interactive "))
+    assert row.index("2/4") == header.index("IN FLIGHT")
+    assert row.index("340 ms") == header.index("TTFT p95")
+
+
+def test_table_survives_a_sparse_document() -> None:
+    text = render_status({"lanes": [], "upstreams": [], "host": None})
+    assert "no lanes" in text
+    assert "host: no signals" in text
+    assert "offload: not configured" in text
+
+
+def test_merged_snapshot_equals_one_series_with_every_sample() -> None:
+    merged, single = RollingRegistry(), RollingRegistry()
+    values = [0.01 * (i % 37 + 1) for i in range(300)]
+    for i, value in enumerate(values):
+        merged.add(("ttft", "interactive", f"u{i % 3}"), value, now=100.0 + i * 0.1)
+        single.add(("all",), value, now=100.0 + i * 0.1)
+    merged.add(("ttft", "batch", "u0"), 99.0, now=120.0)
+    keys = [key for key in merged if key[:2] == ("ttft", "interactive")]
+    for window in (60.0, 300.0):
+        assert merged.merged_snapshot(keys, 130.0, window) == single.snapshot(
+            ("all",), 130.0, window
+        )
+    assert merged.merged_snapshot([], 130.0, 60.0).count == 0
+    assert merged.merged_snapshot([("ttft", "nope", "u0")], 130.0, 60.0).p95 is None

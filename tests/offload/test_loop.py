@@ -1,0 +1,165 @@
+"""The offload loop's remote view: memory pressure read from the agents of the remote pool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.observe.measurement import RequestRecord
+from gateway.observe.rolling import RollingRegistry
+from gateway.offload.controller import Signals
+from gateway.offload.loop import OffloadLoop
+from gateway.offload.signals import SignalSampler, UnsupportedSource
+from gateway.policy.loader import load_policy_text
+from gateway.policy.spec import UpstreamSpec
+from gateway.upstreams.router import UpstreamRouter
+from tests.support.processes import Service, start_lanegate
+
+pytestmark = pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
+
+
+@pytest.fixture
+def agent(output_dir: Path) -> Iterator[Service]:
+    service = start_lanegate(
+        "agent-remote",
+        ["agent", "--host", "127.0.0.1", "--key", "env:T_AGENT_KEY", "--interval", "0.2"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env={"T_AGENT_KEY": "agent-secret"},
+    )
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def loop_for(agent: Service, key_var: str) -> OffloadLoop:
+    policy = load_policy_text(
+        f"""
+upstreams:
+  - {{name: mini, kind: ollama, base_url: 'http://127.0.0.1:9'}}
+  - {{name: m4, kind: ollama, pool: remote, base_url: 'http://127.0.0.1:9',
+      signals_url: '{agent.url}/signals', signals_key: 'env:{key_var}'}}
+lanes:
+  - {{name: interactive, priority: 100, max_concurrency: 4}}
+  - {{name: batch, priority: 10, max_concurrency: 4, offloadable: true}}
+classify: {{default_lane: interactive}}
+offload: {{sample_interval: 0.2}}
+""",
+        "test-policy.yaml",
+    )
+    sampler = SignalSampler(UnsupportedSource("test"))
+    router = UpstreamRouter(dict, clock=lambda: 0.0)
+    return OffloadLoop(policy, sampler, RollingRegistry(), router, lambda: 0.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "pressures", "error"),
+    [
+        # This Linux machine's PSI verdict, read through the agent: a real level.
+        ("agent-secret", ("normal", "warn", "critical"), None),
+        ("not-the-key", ("unknown",), "401"),
+    ],
+)
+async def test_remote_pressure_comes_from_the_keyed_agent(
+    agent: Service,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    pressures: tuple[str, ...],
+    error: str | None,
+) -> None:
+    monkeypatch.setitem(os.environ, "T_REMOTE_SIGNALS_KEY", key)
+    loop = loop_for(agent, "T_REMOTE_SIGNALS_KEY")
+    await loop.start()
+    try:
+        signals = loop.signals()
+    finally:
+        await loop.stop()
+    assert signals.remote_pressure in pressures
+    seen = loop.remote_samplers["m4"].error
+    assert seen is None if error is None else (seen is not None and error in seen)
+
+
+# -- the learned single-stream baseline --------------------------------------------------------
+
+LEARNING_POLICY = """
+upstreams:
+  - {name: mini, kind: ollama, base_url: 'http://127.0.0.1:9', max_concurrency: 4}
+  - {name: m4, kind: ollama, pool: remote, base_url: 'http://127.0.0.1:9'}
+lanes:
+  - {name: interactive, priority: 100, max_concurrency: 4}
+  - {name: batch, priority: 10, max_concurrency: 4, offloadable: true}
+classify: {default_lane: interactive}
+offload: {min_samples: 5}
+"""
+
+
+def record(ttft_s: float) -> RequestRecord:
+    return RequestRecord(
+        ttft_s=ttft_s,
+        gap_max_s=None,
+        gap_p95_s=None,
+        duration_s=ttft_s,
+        prompt_tokens=None,
+        completion_tokens=None,
+        tokens_estimated=False,
+        chunks=1,
+        status=200,
+        error=None,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_not() -> None:
+    policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
+    clock, rolling = Clock(), RollingRegistry()
+    router = UpstreamRouter(dict, clock, solo=rolling)
+    loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
+    calm = Signals(clock.now, 0, "normal", None, 0, True, None, "unknown")
+    loop.controller.observe(calm)
+
+    async def alone(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
+        return record(0.2)
+
+    for _ in range(6):  # one at a time: each was alone on `mini`
+        await router.run(policy, "m", alone, lane="interactive")
+    release = asyncio.Event()
+
+    async def overlapping(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
+        await release.wait()
+        return record(5.0)
+
+    tasks = [
+        asyncio.create_task(router.run(policy, "m", overlapping, lane="interactive"))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*tasks)
+    clock.now += 1
+    # Only the six lone requests count: the overlapping 5 s TTFTs would have dominated the p95.
+    baseline = loop.learn(clock.now)
+    assert baseline is not None and abs(baseline - 0.2) < 0.01
+    assert loop.controller.baseline_ttft_s == baseline
+
+
+async def test_no_baseline_is_learned_on_a_host_that_is_not_calm() -> None:
+    policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
+    clock, rolling = Clock(), RollingRegistry()
+    router = UpstreamRouter(dict, clock, solo=rolling)
+    loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
+    loop.controller.observe(Signals(clock.now, 0, "warn", None, 0, True, None, "unknown"))
+    for _ in range(6):
+        rolling.add(("ttft_solo", "interactive", "mini"), 0.2, clock.now)
+    assert loop.learn(clock.now + 1) is None
