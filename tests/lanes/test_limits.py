@@ -167,8 +167,8 @@ def test_nonsense_samples_are_ignored() -> None:
 
 
 def test_reload_keeps_what_was_learned_within_new_bounds() -> None:
-    state, _ = limits.chat_arrived(_state(), 0.0)
-    state = _sample(state, 1.0, BASE * 3, running=2)
+    state, _ = limits.chat_arrived(_state(), 0.0)  # limit 2 of 4
+    state = _sample(state, 1.0, BASE, running=2)
     state, changes = limits.reconfigure(state, CONFIG, [limits.lane_limit("batch", 1, 0, 4)])
     assert _only(state).limit == 1 and _only(state).bound == 1
     assert changes and "policy reloaded" in changes[0].reason
