@@ -21,7 +21,7 @@ from gateway.policy.lanes import LaneModel, implicit_lane
 from gateway.policy.models import ModelsModel
 from gateway.policy.offload_section import OffloadModel
 from gateway.policy.slo_section import SloModel
-from gateway.policy.spec import Policy
+from gateway.policy.spec import Policy, Protection
 from gateway.policy.upstreams import UpstreamModel
 
 Location = tuple[str | int, ...]
@@ -69,7 +69,10 @@ class PolicyDocument(BaseModel):
     ] = None
     slo: Annotated[
         SloModel | None,
-        Field(description="Gate thresholds `lanegate ladder --policy` checks a run against"),
+        Field(
+            description="Chats' TTFT target for lower lanes' adaptive limits, and the gate "
+            "thresholds `lanegate ladder --policy` checks a run against"
+        ),
     ] = None
 
     @field_validator("upstreams")
@@ -161,24 +164,11 @@ class PolicyDocument(BaseModel):
 
     def _lane_capacity(self) -> Iterator[Finding]:
         local, pool = self.local_slots(), self.local_pool()
-        elsewhere = sum(u.max_concurrency for u in self.upstreams) - local
         reserved = sum(lane.reserved for lane in self.lanes)
         if reserved > local:
             yield self._over_reserved(reserved, local, pool)
         for index, lane in enumerate(self.lanes):
-            # Slots other lanes reserve are out of reach; offloadable lanes may use other pools.
-            reach = max(local - (reserved - lane.reserved), 0)
-            where = f"the {pool!r} pool less other lanes' reserved slots"
-            if lane.offloadable:
-                reach, where = reach + elsewhere, where + ", plus the other pools"
-            if lane.max_concurrency > reach:
-                yield Finding(
-                    ("lanes", index, "max_concurrency"),
-                    f"{lane.max_concurrency} is more than the {_slots(reach)} this lane can reach "
-                    f"({where}): the extra requests would wait inside the upstream, where lane "
-                    "priorities cannot reorder them",
-                    warning=True,
-                )
+            yield from self._lane_cap(index, lane, pool)
             if lane.queue_timeout >= CLIENT_READ_TIMEOUT_S:
                 yield Finding(
                     ("lanes", index, "queue_timeout"),
@@ -187,6 +177,52 @@ class PolicyDocument(BaseModel):
                     warning=True,
                 )
         yield from self._starved_lanes(reserved, local)
+
+    def _lane_cap(self, index: int, lane: LaneModel, pool: str) -> Iterator[Finding]:
+        """A hand cap that contradicts the slots: more than the lane can reach, or (with
+        adaptive limits) less than the local slots a lower lane could use while no chat runs."""
+        if lane.max_concurrency is None:
+            return
+        reach = self.reach(lane)
+        if lane.max_concurrency > reach:
+            where = f"the {pool!r} pool less other lanes' reserved slots"
+            if lane.offloadable:
+                where += ", plus the other pools"
+            yield Finding(
+                ("lanes", index, "max_concurrency"),
+                f"{lane.max_concurrency} is more than the {_slots(reach)} this lane can reach "
+                f"({where}): the extra requests would wait inside the upstream, where lane "
+                "priorities cannot reorder them",
+                warning=True,
+            )
+        elif self._adapts(lane) and lane.max_concurrency < self.reach(lane, local_only=True):
+            yield self._hand_cap(index, lane.max_concurrency, self.reach(lane, local_only=True), pool)
+
+    def reach(self, lane: LaneModel, *, local_only: bool = False) -> int:
+        """The slots a lane can use: the local pool less the slots other lanes reserve, plus
+        the other pools when it is offloadable (unless `local_only`)."""
+        local = self.local_slots()
+        reserved = sum(other.reserved for other in self.lanes) - lane.reserved
+        reach = max(local - reserved, 0)
+        if lane.offloadable and not local_only:
+            reach += sum(u.max_concurrency for u in self.upstreams) - local
+        return reach
+
+    def _adapts(self, lane: LaneModel) -> bool:
+        """Is this lane below the top priority, with adaptive limits on (the default)?"""
+        top = max(other.priority for other in self.lanes)
+        enabled = self.slo.adaptive_limits if self.slo is not None else True
+        return enabled and lane.priority < top
+
+    def _hand_cap(self, index: int, cap: int, reach: int, pool: str) -> Finding:
+        return Finding(
+            ("lanes", index, "max_concurrency"),
+            f"a hand cap of {cap} holds this lane below the {_slots(reach)} of the {pool!r} "
+            "pool it could use while no chat runs; its adaptive limit already shrinks when "
+            "chats slow down (slo.interactive_ttft_ratio): leave max_concurrency unset unless "
+            "this lane must never use more",
+            warning=True,
+        )
 
     def _over_reserved(self, reserved: int, local: int, pool: str) -> Finding:
         """Pointed at the lane whose reservation first goes past the pool's slots."""
@@ -294,7 +330,7 @@ class PolicyDocument(BaseModel):
 
     def to_spec(self, source: str) -> Policy:
         """The frozen policy; call only when `findings()` holds no error."""
-        lanes = tuple(lane.to_spec() for lane in self.lanes) or (implicit_lane(self.local_slots()),)
+        lanes = tuple(lane.to_spec(self.reach(lane)) for lane in self.lanes) or (implicit_lane(self.local_slots()),)
         names = tuple(lane.name for lane in lanes)
         return Policy(
             source=source,
@@ -309,6 +345,7 @@ class PolicyDocument(BaseModel):
             offload=self.offload.to_spec() if self.offload else None,
             offload_sample_s=self.offload.sample_interval if self.offload else 5.0,
             slo=self.slo.to_spec() if self.slo else None,
+            protection=self.slo.to_protection() if self.slo else Protection(),
         )
 
 

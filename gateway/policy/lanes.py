@@ -52,8 +52,14 @@ class LaneModel(BudgetFields):
         int, Field(ge=0, le=1000, description="Higher is admitted first (waiting ages it up)")
     ]
     max_concurrency: Annotated[
-        int, Field(ge=1, le=1024, description="Requests of this lane in flight at once")
-    ]
+        int | None,
+        Field(
+            ge=1,
+            le=1024,
+            description="Upper bound on this lane's requests in flight at once (unset: the slots "
+            "it can reach; lower lanes' adaptive limits stay below it)",
+        ),
+    ] = None
     reserved: Annotated[
         int,
         Field(ge=0, le=1024, description="Local slots kept for this lane; no other lane uses them"),
@@ -104,18 +110,20 @@ class LaneModel(BudgetFields):
     @classmethod
     def _reserved_within_cap(cls, reserved: int, info: ValidationInfo) -> int:
         cap = info.data.get("max_concurrency")
-        if cap is not None and reserved > cap:
+        if cap is not None and reserved > cap:  # unset: bounded by the slots (document.py)
             raise ValueError(
                 f"reserved ({reserved}) is more than this lane's max_concurrency ({cap}): "
                 "a lane cannot use more reserved slots than it may run at once"
             )
         return reserved
 
-    def to_spec(self) -> LaneSpec:
+    def to_spec(self, reach: int) -> LaneSpec:
+        """The frozen lane; `reach` is its cap when `max_concurrency` is unset (the slots it
+        can reach, see `PolicyDocument.reach`)."""
         return LaneSpec(
             name=self.name,
             priority=self.priority,
-            max_concurrency=self.max_concurrency,
+            max_concurrency=self.max_concurrency or max(reach, 1),
             reserved=self.reserved,
             max_queue=self.max_queue,
             queue_timeout_s=self.queue_timeout,

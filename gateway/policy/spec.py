@@ -160,6 +160,16 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class Protection:
+    """The chats' SLO the adaptive limits of lower lanes hold (`slo` section; on by default)."""
+
+    enabled: bool = True  # acts only when lanes have different priorities
+    ttft_ratio: float = 1.3  # top-priority lanes' TTFT target, x the learned no-load baseline
+    chat_idle_s: float = 30.0  # no chat this long: lower lanes may use every slot
+    baseline_ttft_s: float | None = None  # pinned no-load TTFT; None: learned from solo chats
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     source: str
     upstreams: tuple[UpstreamSpec, ...]
@@ -175,6 +185,7 @@ class Policy:
     offload: OffloadConfig | None = None  # None: offloadable lanes stay on the local pool
     offload_sample_s: float = 5.0
     slo: SloThresholds | None = None  # the ladder's gate thresholds; the gateway ignores them
+    protection: Protection = field(default_factory=Protection)
 
     # What classification reads of a request, worked out once: the request path decodes only
     # these headers, and counts prompt characters only when a rule or a budget needs them.

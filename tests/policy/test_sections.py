@@ -329,6 +329,39 @@ def test_lane_cap_beyond_reachable_slots_is_a_warning() -> None:
     assert checked.policy.lane("batch").max_concurrency == 6
 
 
+def test_hand_cap_below_the_slots_of_a_lower_lane_is_a_warning() -> None:
+    lanes = (
+        "lanes:\n  - {name: interactive, priority: 100}\n"
+        "  - {name: batch, priority: 10, max_concurrency: 2}\n"
+        "  - {name: bulk, priority: 5}\n"
+    )
+    checked = check_policy_text(UPSTREAMS + lanes + CLASSIFY, "ops.yaml")
+    assert [(w.line, w.field) for w in checked.warnings] == [(6, "lanes[1].max_concurrency")]
+    assert "a hand cap of 2 holds this lane below the 4 slots" in checked.warnings[0].message
+    # Unset caps are the slots each lane can reach; the adaptive limits are on by default.
+    assert checked.policy.lane("interactive").max_concurrency == 4
+    assert checked.policy.lane("bulk").max_concurrency == 4
+    assert checked.policy.protection.enabled
+    # With adaptive limits off, a hand cap is the operator's only tool: no warning.
+    off = check_policy_text(UPSTREAMS + lanes + CLASSIFY + "slo: {adaptive_limits: false}\n", "x")
+    assert off.warnings == () and not off.policy.protection.enabled
+
+
+@pytest.mark.parametrize(
+    ("slo", "field"),
+    [
+        ("{interactive_ttft_ratio: 1}", "slo.interactive_ttft_ratio"),
+        ("{chat_idle: 0}", "slo.chat_idle"),
+        ("{baseline_ttft: -0.1}", "slo.baseline_ttft"),
+        ("{adaptive_limits: maybe}", "slo.adaptive_limits"),
+    ],
+)
+def test_broken_slo_protection_fields_name_line_and_field(slo: str, field: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(BASE + f"slo: {slo}\n", "ops.yaml")
+    assert str(caught.value.problems[0]).startswith(f"ops.yaml:9: {field}: ")
+
+
 def test_long_queue_timeout_and_starved_lane_are_warnings() -> None:
     text = (
         UPSTREAMS
@@ -464,8 +497,11 @@ def test_default_policy_clients() -> None:
 def test_demo_policy_lanes_and_x_lane_for_everybody() -> None:
     policy = load_policy(REPO / "policies" / "demo.yaml")
     lanes = {lane.name: lane for lane in policy.lanes}
-    assert (lanes["interactive"].priority, lanes["interactive"].reserved) == (100, 1)
-    assert (lanes["batch"].priority, lanes["batch"].max_concurrency) == (10, 3)
+    assert (lanes["interactive"].priority, lanes["interactive"].reserved) == (100, 0)
+    # Intent, not caps: batch's bound is every slot it can reach (4 local + 8 remote), and
+    # the adaptive limits (on by default) keep chats fast.
+    assert (lanes["batch"].priority, lanes["batch"].max_concurrency) == (10, 12)
+    assert policy.protection.enabled and policy.protection.ttft_ratio == 1.3
     assert lanes["batch"].offloadable
     assert lanes["heartbeat"].priority == 50
     assert rewrite_model(lanes["heartbeat"], "llama3.1:8b") == "llama3.2:3b"

@@ -40,9 +40,13 @@ def test_a_bad_slo_field_names_file_line_and_field(body: str, line: int, field: 
 
 @pytest.mark.parametrize("name", ["default.yaml", "demo.yaml"])
 def test_the_shipped_policies_commented_slo_example_is_valid(name: str) -> None:
+    """The shipped `slo` section is valid as it stands, and with its commented fields on."""
     text = (REPO / "policies" / name).read_text()
-    block = re.search(r"^# slo:\n(?:#   .*\n)+", text, re.MULTILINE)
-    assert block is not None, f"policies/{name} has no commented slo example"
-    uncommented = "\n".join(line[2:] for line in block.group(0).splitlines())
-    policy = load_policy_text(BASE + uncommented + "\n", name)
+    block = re.search(r"^slo:\n(?:  .*\n)+", text, re.MULTILINE)
+    assert block is not None, f"policies/{name} has no slo section"
+    as_shipped = load_policy_text(BASE + block.group(0), name)
+    assert as_shipped.protection.enabled and as_shipped.protection.ttft_ratio == 1.3
+    uncommented = re.sub(r"^  # ", "  ", block.group(0), flags=re.MULTILINE)
+    policy = load_policy_text(BASE + uncommented, name)
     assert policy.slo == SloThresholds(interactive_p95_ttft_ms=1500)
+    assert policy.protection.baseline_ttft_s is not None
