@@ -195,8 +195,10 @@ class PolicyDocument(BaseModel):
                 "priorities cannot reorder them",
                 warning=True,
             )
-        elif self._adapts(lane) and lane.max_concurrency < self.reach(lane, local_only=True):
-            yield self._hand_cap(index, lane.max_concurrency, self.reach(lane, local_only=True), pool)
+        elif self._adapts(lane) and lane.max_concurrency < (
+            local := self.reach(lane, local_only=True)
+        ):
+            yield self._hand_cap(index, lane.max_concurrency, local, pool)
 
     def reach(self, lane: LaneModel, *, local_only: bool = False) -> int:
         """The slots a lane can use: the local pool less the slots other lanes reserve, plus
@@ -330,7 +332,8 @@ class PolicyDocument(BaseModel):
 
     def to_spec(self, source: str) -> Policy:
         """The frozen policy; call only when `findings()` holds no error."""
-        lanes = tuple(lane.to_spec(self.reach(lane)) for lane in self.lanes) or (implicit_lane(self.local_slots()),)
+        lanes = tuple(lane.to_spec(self.reach(lane)) for lane in self.lanes)
+        lanes = lanes or (implicit_lane(self.local_slots()),)
         names = tuple(lane.name for lane in lanes)
         return Policy(
             source=source,
