@@ -22,7 +22,9 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
 from gateway.lanes.budget_store import Budgets, SqliteSpendStore
 from gateway.lanes.gate import LaneGate
+from gateway.lanes.limits_feed import AdaptiveLimits
 from gateway.observe.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
+from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.observe.metrics import build_registry
 from gateway.observe.recorder import Recorder
 from gateway.observe.request_metrics import RequestTally
@@ -115,6 +117,7 @@ class Gateway:
             )
             self.flow.shared_budgets = SharedBudgets(self.shared, self.budgets)
         self.wall_clock = wall_clock or time.time
+        self.recorder.listeners.append(self._measured)
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)
         self.reloader = PolicyReloader(self, settings.policy)
@@ -156,7 +159,11 @@ class Gateway:
         remote_gate = previous.remote_gate if previous is not None else None
         local_pool = policy.pool(default_upstream(policy).pool)
         remote = [u for u in policy.upstreams if u not in local_pool]
-        gate = self._gate(policy, sum(u.max_concurrency for u in local_pool), gate, self.shared)
+        if gate is not None and gate.adaptive is not None:  # before the gate's admission round
+            gate.adaptive.configure(policy, local_pool)
+        adaptive = AdaptiveLimits(policy, local_pool) if gate is None else None
+        capacity = sum(u.max_concurrency for u in local_pool)
+        gate = self._gate(policy, capacity, gate, self.shared, adaptive)
         if policy.offload is not None and remote:
             remote_capacity = sum(u.max_concurrency for u in remote)
             # The remote pool's slots are counted per gateway (not shared through Redis).
@@ -171,11 +178,18 @@ class Gateway:
         capacity: int,
         gate: LaneGate | None,
         shared: SharedState | None,
+        adaptive: AdaptiveLimits | None = None,
     ) -> LaneGate:
         if gate is None:
-            return LaneGate(policy, capacity, self.clock, shared)
+            return LaneGate(policy, capacity, self.clock, shared, adaptive)
         gate.reconfigure(policy, capacity)
         return gate
+
+    def _measured(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
+        """A finished request: a chat's TTFT feeds the local gate's adaptive limits."""
+        adaptive = self.runtime.gate.adaptive
+        if adaptive is not None and record.ttft_s is not None:
+            adaptive.observed(labels.lane, labels.upstream, record.ttft_s, record.duration_s, now)
 
     def build_offload(self, policy: Policy) -> tuple[SignalSampler, OffloadLoop | None]:
         """The host-signal sampler (always: status and metrics show host signals) and, with an

@@ -11,6 +11,10 @@ their order; a waiter the local decision admits must also win a shared lease for
 client). If it loses, it goes back to its place in the queue and its lane (client, or the whole
 gate when the pool is full) is skipped until a "freed" message from any gateway or a re-check
 after `FREED_RECHECK_S`, whichever comes first.
+
+With adaptive limits (`limits_feed.AdaptiveLimits`, the local gate only), admission sees each
+lower lane's cap as the smaller of its `max_concurrency` and its adaptive limit; a protected
+lane's arrival is told to the limits before it is admitted, and every in-flight change after.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
 from gateway.lanes import admission
 from gateway.lanes.admission import Occupancy, Waiter
+from gateway.lanes.limits_feed import AdaptiveLimits
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy
 from gateway.shared.plan import FREED_RECHECK_S, LeaseOutcome
 
@@ -94,9 +99,17 @@ class LaneGate:
     oversubscribe the upstreams until the old requests finished."""
 
     def __init__(
-        self, policy: Policy, capacity: int, clock: Clock, shared: SharedSlots | None = None
+        self,
+        policy: Policy,
+        capacity: int,
+        clock: Clock,
+        shared: SharedSlots | None = None,
+        adaptive: AdaptiveLimits | None = None,
     ) -> None:
         self.clock = clock
+        self.adaptive = adaptive
+        if adaptive is not None:
+            adaptive.wake = self._pump
         self.capacity = capacity
         self.lanes: dict[str, LaneSpec] = {}
         self.clients: dict[str, ClientSpec] = {}
@@ -139,10 +152,13 @@ class LaneGate:
         client_name = client.name if client else None
         waiter = Waiter(next(self._ids), lane.name, client_name, now)
         deadline = now + lane.queue_timeout_s
+        if self.adaptive is not None:
+            self.adaptive.arrived(lane.name, now)
+        lanes = self._capped()
         if (
             not any(self.queues.values())
             and not self._blocked(waiter)
-            and admission.can_admit(lane, client, self._occupancy(), self.lanes)
+            and admission.can_admit(lanes[lane.name], client, self._occupancy(), lanes)
         ):
             self._count(waiter, +1)
             admitted_at = now
@@ -267,7 +283,7 @@ class LaneGate:
             waiter = admission.next_to_admit(
                 self._admissible(),
                 self._occupancy(),
-                self.lanes,
+                self._capped(),
                 self.clients,
                 self.clock(),
                 self.aging_s,
@@ -327,6 +343,18 @@ class LaneGate:
     def _occupancy(self) -> Occupancy:
         return Occupancy(self.capacity, self.by_lane, self.by_client)
 
+    def _capped(self) -> Mapping[str, LaneSpec]:
+        """The lanes as admission sees them: lower lanes held to their adaptive limits."""
+        if self.adaptive is None or not self.adaptive.enabled:
+            return self.lanes
+        caps = self.adaptive.caps(self.clock())
+        return {
+            name: replace(lane, max_concurrency=min(lane.max_concurrency, caps[name]))
+            if name in caps
+            else lane
+            for name, lane in self.lanes.items()
+        }
+
     def _count(self, waiter: Waiter, delta: int) -> None:
         self._count_names(waiter.lane, waiter.client, delta)
 
@@ -340,6 +368,8 @@ class LaneGate:
                 self.by_client[client] = count
             else:
                 self.by_client.pop(client, None)
+        if self.adaptive is not None:
+            self.adaptive.counted(self.by_lane, self.clock())
 
     def _rate_limited(self, lane: LaneSpec, code: str, what: str) -> RateLimited:
         seconds = admission.retry_after_s(

@@ -1,4 +1,5 @@
-"""Where each finished request goes: rolling percentiles, the access log and the ledger.
+"""Where each finished request goes: rolling percentiles, the access log, the ledger, and the
+listeners that act on measurements (the adaptive lane limits read chats' TTFT here).
 
 Called once per request after the response is complete, off the per-chunk path. Bodies,
 prompts, completions and Authorization are never passed here, so they cannot be logged.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from gateway.observe.ledger import RequestLedger, error_code
 from gateway.observe.measurement import RequestLabels, RequestRecord
@@ -15,6 +17,8 @@ from gateway.observe.request_metrics import RequestTally
 from gateway.observe.rolling import RollingRegistry
 
 access_log = logging.getLogger("lanegate.access")
+
+Listener = Callable[[RequestLabels, RequestRecord, float], None]
 
 
 class Recorder:
@@ -30,6 +34,7 @@ class Recorder:
         self.access_log_enabled = access_log_enabled
         self.ledger = ledger
         self.tally = tally  # the /metrics counters and histograms
+        self.listeners: list[Listener] = []  # called last, with what was recorded
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -44,6 +49,8 @@ class Recorder:
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
         if self.ledger is not None:
             self.ledger.append(labels, record)
+        for listener in self.listeners:
+            listener(labels, record, now)
 
 
 def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, object]:
