@@ -93,6 +93,10 @@ class AdaptiveLimits:
         """Each lower lane's cap over the pool (the sum of its limits on the pool's upstreams),
         after letting time pass (`tick`)."""
         self._tick(now)
+        return self.limits()
+
+    def limits(self) -> dict[str, int]:
+        """Each lower lane's limit over the pool, as last decided (for status; no tick)."""
         caps: dict[str, int] = {}
         for state in self.states.values():
             for entry in state.lanes:

@@ -162,6 +162,28 @@ def lane_families(gateway: GatewayView) -> Iterator[Metric]:
             for state in gateway.budgets.ledger.remaining(("lane", lane.name), lane.budget, now):
                 budget.add_metric([lane.name, state.window], state.remaining)
     yield from (in_flight, capacity, depth, budget)
+    yield from adaptive_families(gateway)
+
+
+def adaptive_families(gateway: GatewayView) -> Iterator[Metric]:
+    """Lower lanes' adaptive limits per local upstream, and the baseline they are held to."""
+    adaptive = gateway.runtime.gate.adaptive
+    limit = GaugeMetricFamily(
+        "lanegate_lane_adaptive_limit",
+        "Requests a lower-priority lane may run on a local upstream now (adaptive limit).",
+        labels=list(LANE_UPSTREAM),
+    )
+    baseline = GaugeMetricFamily(
+        "lanegate_adaptive_baseline_ttft_seconds",
+        "The no-load chat TTFT the adaptive limits hold chats near, per local upstream.",
+        labels=["upstream"],
+    )
+    for entry in adaptive.status()["upstreams"] if adaptive is not None else ():
+        for lane in entry["lanes"]:
+            limit.add_metric([lane["lane"], entry["upstream"]], lane["limit"])
+        if entry["baseline_ttft_ms"] is not None:
+            baseline.add_metric([entry["upstream"]], entry["baseline_ttft_ms"] / 1000)
+    yield from (limit, baseline)
 
 
 def upstream_families(gateway: GatewayView) -> Iterator[Metric]:

@@ -78,6 +78,8 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
         "in_flight": gate.by_lane.get(lane.name, 0) + remote_in_flight,
         "remote_in_flight": remote_in_flight,  # of those, holding the remote pool's slots
         "max_concurrency": lane.max_concurrency,
+        # The lane's adaptive limit over the local pool now (null: none applies to it).
+        "adaptive_limit": _adaptive_limit(gateway, lane.name),
         "reserved": lane.reserved,
         "queued": gate.queue_depth(lane.name) + remote_queued,
         "remote_queued": remote_queued,
@@ -163,6 +165,21 @@ def offload_status(gateway: GatewayView) -> Doc:
     }
 
 
+def adaptive_status(gateway: GatewayView) -> Doc:
+    """The adaptive limits of lower lanes: per local upstream, each lane's limit and why."""
+    adaptive = gateway.runtime.gate.adaptive
+    if adaptive is None:
+        return {"enabled": False, "upstreams": []}
+    return adaptive.status()
+
+
+def _adaptive_limit(gateway: GatewayView, lane: str) -> int | None:
+    adaptive = gateway.runtime.gate.adaptive
+    if adaptive is None or not adaptive.enabled:
+        return None
+    return adaptive.limits().get(lane)
+
+
 def build_status(gateway: GatewayView, wall_now: float | None = None) -> Doc:
     """The whole status document, read from the gateway's objects at one moment."""
     now = gateway.clock()
@@ -183,6 +200,7 @@ def build_status(gateway: GatewayView, wall_now: float | None = None) -> Doc:
         "upstreams": [upstream_status(gateway, spec, now) for spec in policy.upstreams],
         "host": host_status(gateway.runtime.sampler, wall_now),
         "offload": offload_status(gateway),
+        "adaptive": adaptive_status(gateway),
         # Several gateways through Redis (docs/scaling.md); null when this one stands alone.
         "shared": gateway.shared.status() if gateway.shared is not None else None,
     }
