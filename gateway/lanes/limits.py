@@ -9,9 +9,11 @@ top priority) on this upstream, against a learned no-load baseline. The target i
 ``ratio x baseline`` (``slo.interactive_ttft_ratio``, 1.3 by default).
 
 Baseline. The p95 of the last ``learn_max`` *solo* chat TTFTs (chats that ran while no lower
-lane had a request in flight), once there are ``learn_min`` of them; a pinned
-``baseline_ttft_s`` wins. Until then the minimum chat TTFT seen stands in ("provisional"):
-strict on purpose, so chats are protected before the engine was ever seen alone.
+lane had a request in flight), leaving out those above 3 x their median (a cold load), once
+there are ``learn_min`` of them; a pinned ``baseline_ttft_s`` wins. Until then the minimum chat
+TTFT seen stands in ("provisional"): strict on purpose, so chats are protected before the
+engine was ever seen alone. A solo chat only teaches: no lower lane ran beside it, so limiting
+them could not have helped it, whatever its TTFT.
 
 Rules (Netflix concurrency-limits' AIMD/Gradient2 and Envoy's gradient controller, turned
 round: the latency watched belongs to another lane than the one throttled, because the engine
@@ -42,6 +44,7 @@ LEARN_MIN = 5  # solo chat samples before the baseline is learned
 LEARN_MAX = 64  # solo samples kept (the newest)
 RECENT_MAX = 64  # any chat samples kept, for the provisional baseline
 MIN_GRADIENT = 0.5
+OUTLIER = 3.0  # solo samples above this multiple of their median do not teach the baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +175,7 @@ def chat_sample(
     if not state.active:  # a chat that arrived before the state knew of it
         state, _ = chat_arrived(state, now)
     base, where = baseline(state)
-    if base is None:
+    if base is None or solo:  # no lower lane ran beside it: limiting them cannot help it
         return state, ()
     target = state.config.ttft_ratio * base
     if ttft_s > target:
@@ -256,5 +259,10 @@ def _clip(value: int, entry: LaneLimit) -> int:
 
 
 def _p95(samples: tuple[float, ...]) -> float:
+    """Nearest-rank p95, without outliers above OUTLIER x the median: a cold model load or a
+    scheduler hiccup on a shared host is not the engine's no-load TTFT, and with few samples
+    the p95 is their maximum."""
     ordered = sorted(samples)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    median = ordered[(len(ordered) - 1) // 2]
+    kept = [value for value in ordered if value <= OUTLIER * median]
+    return kept[max(0, math.ceil(0.95 * len(kept)) - 1)]

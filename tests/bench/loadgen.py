@@ -55,7 +55,7 @@ async def one(
                 await response.read()
             status = response.status
             upstream = response.headers.get("x-lanegate-upstream")
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:  # TimeoutError: the session's total
         log.warning("%s: %s: %s", url, type(exc).__name__, exc)
         return Sample(None, time.perf_counter() - started, 0)
     return Sample(ttft, time.perf_counter() - started, status, upstream)

@@ -159,6 +159,27 @@ def test_learns_the_baseline_from_solo_chats_and_is_strict_before() -> None:
     assert value == 0.07 and "solo" in where
 
 
+def test_a_slow_solo_chat_teaches_but_never_shrinks() -> None:
+    state, _ = limits.chat_arrived(_state(), 0.0)
+    before = _only(state).limit
+    state, changes = limits.chat_sample(state, 1.0, BASE * 10, solo=True, in_flight={})
+    assert _only(state).limit == before and not changes and state.solo == (BASE * 10,)
+
+
+def test_a_cold_load_does_not_set_the_baseline() -> None:
+    state = limits.start(LimitConfig(learn_min=5), [limits.lane_limit("batch", 4, 0, 4)])
+    for second, ttft in enumerate((0.42, 0.05, 0.06, 0.05, 0.07, 0.06)):
+        state = _sample(state, float(second), ttft, running=0)
+    assert limits.baseline(state)[0] == 0.07
+
+
+def test_samples_kept_are_bounded() -> None:
+    state, _ = limits.chat_arrived(_state(), 0.0)
+    for second in range(1000):
+        state = _sample(state, float(second), BASE, running=second % 2)
+    assert len(state.recent) <= limits.RECENT_MAX and len(state.solo) <= limits.LEARN_MAX
+
+
 def test_nonsense_samples_are_ignored() -> None:
     state, _ = limits.chat_arrived(_state(), 0.0)
     for bad in (float("nan"), float("inf"), -1.0):

@@ -118,11 +118,13 @@ async def test_slow_chats_never_starve_batch() -> None:
     """The attacker's side: a stream of very slow chats (a huge prompt each) drives the limit
     to its floor, never to zero: one batch request still runs."""
     gate = _gate()
+    running = await gate.acquire(BATCH, None)
     for _ in range(50):
         chat = await gate.acquire(CHAT, None)
         _advance(gate, 1.0)
         _chat_done(gate, chat, 100.0)
     assert _adaptive(gate).limits()["batch"] == 1
+    running.release()
     ticket = await asyncio.wait_for(gate.acquire(BATCH, None), 1)
     ticket.release()
 
@@ -164,8 +166,10 @@ async def test_chats_alone_teach_the_baseline() -> None:
 
 async def test_a_reload_keeps_what_was_learned_and_takes_new_bounds() -> None:
     gate = _gate()
+    running = await gate.acquire(BATCH, None)
     chat = await gate.acquire(CHAT, None)
     _chat_done(gate, chat, BASE_S * 5)
+    running.release()
     shrunk = _adaptive(gate).limits()["batch"]
     capped = replace(POLICY, lanes=(CHAT, replace(BATCH, max_concurrency=3)))
     _adaptive(gate).configure(capped, capped.upstreams)
