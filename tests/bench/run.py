@@ -3,8 +3,9 @@
 S1 one stream at a time (added TTFT); S2 32 concurrent streams (upstream TTFT 20 ms, 32
 chunks 5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), with the lean
 (default), aiohttp and httpx upstream clients; S4 gateway RSS idle and after load; S5/S6
-lane isolation under mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile
-and on llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload; S8 the
+lane isolation under mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile,
+and S6 its arms (direct, hand caps, priorities-only adaptive: tests/bench/isolation.py) on
+llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload; S8 the
 admission cost of lanes shared through Redis (tests/bench/shared.py).
 Writes bench-results/<time>.json and .md, and prints the markdown. Goals are reported,
 never asserted.
@@ -25,7 +26,7 @@ from typing import Any
 
 import uvloop
 
-from tests.bench import harness, loadgen, mixed, report, shared
+from tests.bench import harness, isolation, loadgen, mixed, report, shared
 from tests.bench.harness import median
 from tests.support.processes import REPO, Service, start_lanegate
 
@@ -211,19 +212,11 @@ class Bench:
         return result
 
     async def s6_mixed_llama_server(self) -> dict[str, Any]:
-        from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
-
-        binary, model = ensure_llama_server(), ensure_model("large")
-        with LlamaServer(binary, model, parallel=4, ctx=4096) as server:
-            url = server.base_url.removesuffix("/")
-            policy = mixed.demo_lanes_policy(self.workdir / "mixed-llama.yaml", url, 4, "llamacpp")
-            gateway = mixed.start_gateway(policy, self.workdir)
-            load = mixed.MixedLoad(model=server.alias, duration_s=self._mixed_seconds())
-            try:
-                # The demo policy holds batch to 3 of the 4 slots; so does the client by hand.
-                return await mixed.compare(url, gateway.url, load, baseline_samples=30, hand_cap=3)
-            finally:
-                gateway.stop()
+        """The isolation arms (tests/bench/isolation.py) on llama.cpp's server, 4 slots."""
+        seconds = 60.0 if self.args.quick else 160.0  # >= 100 chats per arm at full length
+        load = {"duration_s": seconds, "batch_tokens": 256}
+        result: dict[str, Any] = await isolation.on_engine("llama-server", load, isolation.ARMS)
+        return result
 
     def _mixed_seconds(self) -> float:
         return 15.0 if self.args.quick else 25.0
