@@ -219,6 +219,11 @@ def _shrink(
         f"chat TTFT {ttft_s * 1000:.0f} ms over the target {target * 1000:.0f} ms "
         f"({state.config.ttft_ratio:g} x baseline, {where})"
     )
+    if all(entry.limit == entry.floor for entry in lanes):
+        reason += (
+            "; lower lanes at their floor: the target is below what this engine gives with "
+            "them running (raise slo.interactive_ttft_ratio, or offload them)"
+        )
     new_state = replace(state, lanes=tuple(lanes), streak=0, reason=reason)
     return new_state, _changes(state, new_state, reason)
 

@@ -90,6 +90,7 @@ def test_floor_is_kept_however_much_chats_suffer() -> None:
     for second in range(1, 50):
         state = _sample(state, float(second), BASE * 100, running=_only(state).limit)
     assert _only(state).limit == 1
+    assert "at their floor: the target is below what this engine gives" in state.reason
 
 
 def test_batch_takes_every_slot_when_no_chat_is_active() -> None:
