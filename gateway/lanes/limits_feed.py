@@ -103,6 +103,12 @@ class AdaptiveLimits:
                 caps[entry.lane] = caps.get(entry.lane, 0) + entry.limit
         return caps
 
+    def holds_back(self, lane: str, in_flight: int) -> bool:
+        """Is `lane` at its adaptive limit while a chat is active (early offload asks)?"""
+        active = any(state.active for state in self.states.values())
+        limit = self.limits().get(lane)
+        return active and limit is not None and in_flight >= limit
+
     def _tick(self, now: float) -> None:
         chats = sum(self._by_lane.get(name, 0) for name in self.protected)
         for name, state in self.states.items():

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from gateway.observe.rolling import RollingRegistry
 from gateway.offload.controller import Mode, OffloadController, Route, Signals, State, route_for
+from gateway.offload.early import EarlyView, go_remote_early
 from gateway.offload.host_signals import Pressure
 from gateway.offload.signals import HttpSource, SignalSampler
 from gateway.ops.periodic import Periodic
@@ -90,6 +91,28 @@ class OffloadLoop:
 
     def route(self, lane: LaneSpec) -> Route:
         return route_for(self.state, lane.offloadable)
+
+    def early(self, lane: LaneSpec, held_back: bool, remote_free: int) -> bool:
+        """Send this request remote now, before any sustained breach (`early.py`)?"""
+        if not lane.offloadable or not held_back:  # the common case: nothing to read
+            return False
+        now = self.clock()
+        lanes = tuple(spec.name for spec in self.policy.lanes)
+        healthy = any(
+            self.router.breaker(u.name).state(now) is not BreakerState.OPEN for u in self.remote
+        )
+        view = EarlyView(
+            offloadable=True,
+            held_back=True,
+            remote_free=remote_free,
+            remote_healthy=healthy,
+            remote_ttft_s=self._p95(self.remote, lanes, REMOTE_WINDOW_S, now)[0],
+            local_ttft_s=self._p95(self.local, lanes, REMOTE_WINDOW_S, now)[0],
+        )
+        go, reason = go_remote_early(view)
+        if go:
+            log.info("offload: early, lane %s goes remote: %s", lane.name, reason)
+        return go
 
     def set_mode(self, mode: Mode) -> str:
         reason = self.apply_mode(mode)

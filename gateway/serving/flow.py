@@ -230,7 +230,7 @@ class RequestFlow:
         trades its local slot for one of the remote pool's (the local one frees at once)."""
         if pool is not None or admitted.ticket.gate is not runtime.gate:
             return pool
-        pool = _offload_pool(runtime, admitted.lane)
+        pool = _offload_pool(runtime, admitted.lane, early=False)  # it holds a local slot now
         if pool is not None and runtime.remote_gate is not None:
             admitted.ticket.release()
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
@@ -347,8 +347,11 @@ def _rejected(status: int, code: str, received_at: float, now: float) -> Request
     )
 
 
-def _offload_pool(runtime: Runtime, lane: LaneSpec) -> tuple[UpstreamSpec, ...] | None:
-    """The remote pool while offloading (offloadable lanes only); None: the local pool."""
+def _offload_pool(
+    runtime: Runtime, lane: LaneSpec, *, early: bool = True
+) -> tuple[UpstreamSpec, ...] | None:
+    """The remote pool while offloading (offloadable lanes only), or early (see
+    `offload/early.py`) for a request not yet admitted locally; None: the local pool."""
     offload = runtime.offload
     if offload is None:
         return None
@@ -360,4 +363,15 @@ def _offload_pool(runtime: Runtime, lane: LaneSpec) -> tuple[UpstreamSpec, ...] 
             code="offload_shed",
             headers={"retry-after": "30"},
         )
+    if where == "local" and early and _early(runtime, lane):  # before a sustained breach
+        return offload.remote
     return offload.remote if where == "remote" else None
+
+
+def _early(runtime: Runtime, lane: LaneSpec) -> bool:
+    """Would the local adaptive limit hold this request back while the remote pool is free?"""
+    adaptive, remote = runtime.gate.adaptive, runtime.remote_gate
+    if runtime.offload is None or adaptive is None or remote is None:
+        return False
+    held = adaptive.holds_back(lane.name, runtime.gate.by_lane.get(lane.name, 0))
+    return runtime.offload.early(lane, held, remote.capacity - remote.in_flight)
