@@ -42,6 +42,7 @@ lanes:
 classify:
   default_lane: chat
   anonymous_lanes: [{anonymous}]
+slo: {{adaptive_limits: false}}  # the hand caps alone: what a reload must carry over
 """
 
 
