@@ -30,8 +30,12 @@ LANES = (
 classify:
   default_lane: interactive
   anonymous_lanes: [interactive, work]
+slo: {adaptive_limits: false}
 """
 )
+# Adaptive limits off: the leak probe (tests/support/gateway_state.py) asks every lane for its
+# full concurrency at once, which an adaptive limit rightly withholds from `work` for chat_idle
+# seconds after a chat. The limits' own behaviour is tested in tests/lanes.
 
 
 def upstream_line(name: str, url: str, kind: str = "ollama", **extra: Any) -> str:
