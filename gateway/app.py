@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -129,6 +129,11 @@ class Gateway:
     def reload_error(self) -> str | None:
         """The last refused reload (file, line, field), until the next success."""
         return self.reloader.last_error
+
+    @property
+    def access_change(self) -> dict[str, Any] | None:
+        """The last reload that changed who may call: {version, at, changes}."""
+        return self.reloader.last_access_change
 
     def swap(self, runtime: Runtime) -> None:
         """The one write a reload makes: the next requests see the new runtime."""

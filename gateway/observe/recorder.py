@@ -38,6 +38,8 @@ class Recorder:
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)
+        if labels.queue_s is not None:
+            self.rolling.add(("queue", *series), labels.queue_s, now)
         if self.tally is not None:
             self.tally.observe(*series, labels.model, labels.queue_s, record)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):

@@ -204,6 +204,11 @@ class RollingPercentiles:
                 merged.merge(histogram)
         return merged
 
+    def slices(self, now: float) -> list[tuple[int, LogHistogram]]:
+        """(slice index, histogram) within the horizon, oldest first; read, never change."""
+        self._expire(self.slice_index(now))
+        return list(self._slices)
+
     def is_empty(self, now: float) -> bool:
         """True when nothing within the horizon remains."""
         self._expire(self.slice_index(now))
@@ -258,6 +263,27 @@ class RollingRegistry:
             else:
                 merged.merge(histogram)
         return EMPTY if merged is None else merged.summary()
+
+    @property
+    def slice_s(self) -> float:
+        return self._options[1]
+
+    def history(self, keys: Iterable[Key], now: float, q: float) -> list[float | None]:
+        """The q-quantile of each time slice over the horizon, oldest first, merged over
+        `keys`; None for a slice without samples. Always ``ceil(horizon_s / slice_s)``
+        values (90 for 15 minutes of 10 s slices), the last one the current, partial slice."""
+        horizon_s, slice_s, error = self._options
+        current = math.floor(now / slice_s)
+        first = current - math.ceil(horizon_s / slice_s) + 1
+        merged: dict[int, LogHistogram] = {}
+        for key in keys:
+            series = self._series.get(key)
+            for index, histogram in series.slices(now) if series is not None else ():
+                merged.setdefault(index, LogHistogram(error)).merge(histogram)
+        return [
+            merged[index].quantile(q) if index in merged else None
+            for index in range(first, current + 1)
+        ]
 
     def keys(self) -> list[Key]:
         """Keys that have series, in insertion order."""

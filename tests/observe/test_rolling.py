@@ -261,3 +261,38 @@ def test_registry_validates_options_once() -> None:
         RollingRegistry(horizon_s=10, slice_s=0)
     with pytest.raises(ValueError):
         RollingRegistry(relative_error=2.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.floats(0, 200), st.floats(0.001, 5)),
+        max_size=60,
+    ),
+    st.floats(200, 400),
+)
+def test_history_is_each_slice_merged_over_keys(
+    samples: list[tuple[str, float, float]], now: float
+) -> None:
+    registry = RollingRegistry(horizon_s=100, slice_s=10)
+    for name, at, value in sorted(samples, key=lambda s: s[1]):
+        registry.add(("m", name), value, at)
+    points = registry.history([("m", "a"), ("m", "b"), ("m", "absent")], now, 0.95)
+    assert len(points) == 10  # always the horizon's slices, oldest first
+    current = math.floor(now / 10)
+    for offset, point in enumerate(points):
+        index = current - 9 + offset
+        # What a histogram of exactly that slice's samples says (same bucket maths).
+        exact = LogHistogram()
+        for _, at, value in samples:
+            if math.floor(at / 10) == index:
+                exact.add(value)
+        assert point == exact.quantile(0.95)
+
+
+def test_history_shows_a_slow_minute_where_it_happened() -> None:
+    registry = RollingRegistry()  # 15 minutes of 10 s slices
+    for second in range(0, 900, 5):
+        registry.add(("queue", "batch", "mini"), 2.0 if 300 <= second < 360 else 0.01, second)
+    points = registry.history([("queue", "batch", "mini")], 899.0, 0.95)
+    assert len(points) == 90
+    assert points[30:36] == [2.0] * 6 and points[29] == points[36] == 0.01
