@@ -42,6 +42,7 @@ from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.relay import Relay, send_error
 from gateway.serving.request_body import RequestFacts
 from gateway.serving.routes import Route
+from gateway.serving.usage import asking_body, should_ask
 from gateway.shared.plan import SharedReservation
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
@@ -115,11 +116,13 @@ class RequestFlow:
             async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
                 nonlocal upstream_name
                 upstream_name = spec.name
+                body, asked = _body_for(runtime.policy, route, facts, raw, model, spec)
                 return await self.relay.forward(
                     route,
                     scope,
                     send,
-                    raw=_body_for(runtime.policy, facts, raw, model, spec),
+                    raw=body,
+                    strip_usage=asked,
                     client=self.clients[spec.name],
                     exchange=exchange,
                     extra_headers=extra,
@@ -266,15 +269,24 @@ async def _try_send(send: Send, error: GatewayError, route: Route, request_id: s
 
 
 def _body_for(
-    policy: Policy, facts: RequestFacts, raw: bytes, model: str | None, spec: UpstreamSpec
-) -> bytes:
-    """The body for this upstream: the model under the name that upstream uses for it."""
+    policy: Policy,
+    route: Route,
+    facts: RequestFacts,
+    raw: bytes,
+    model: str | None,
+    spec: UpstreamSpec,
+) -> tuple[bytes, bool]:
+    """The body for this upstream: the model under the name that upstream uses for it, and
+    usage asked for where the client did not ask (serving.usage); True when it was asked."""
     if model is None or facts.body is None:
-        return raw
+        return raw, False
     upstream_id = policy.model_id(model, spec.name)
-    if upstream_id == model:
-        return raw
-    return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
+    body = {**facts.body, "model": upstream_id}  # `model`: after the lane's rewrite
+    if upstream_id != model:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+    if should_ask(route.api, facts.stream, facts.body, spec.kind):
+        return asking_body(raw, body), True
+    return raw, False
 
 
 def _over_budget(refusal: Refusal) -> GatewayError:

@@ -172,9 +172,11 @@ class Relay:
         exchange: Exchange,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
         retryable: bool = False,
+        strip_usage: bool = False,
     ) -> RequestRecord:
         """Relay one request; with `retryable`, a failure before any byte reached the client
-        (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead."""
+        (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead. With
+        `strip_usage` the usage event the gateway asked for is measured, not forwarded."""
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
         timeouts = client.spec.timeouts
@@ -195,7 +197,8 @@ class Relay:
             headers.extend(extra_headers)
             content_type = response.content_type
             if status < 400 and content_type.startswith(_STREAM_TYPES):
-                framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
+                ndjson = content_type.startswith(b"application/x-ndjson")
+                framer = EventFramer(ndjson=ndjson, strip_usage=strip_usage)
                 await self._stream(response, send, headers, exchange, measurement, framer)
             else:
                 await self._whole(response, send, headers, exchange, measurement, route.method)
