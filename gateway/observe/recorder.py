@@ -41,7 +41,7 @@ class Recorder:
         if labels.queue_s is not None:
             self.rolling.add(("queue", *series), labels.queue_s, now)
         if self.tally is not None:
-            self.tally.observe(*series, labels.model, labels.queue_s, record)
+            self.tally.observe(*series, labels.model, labels.queue_s, record, labels.client)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
         if self.ledger is not None:

@@ -25,6 +25,26 @@ install_optional_chromium() {
 }
 install_optional_chromium
 
+# tests/observe/test_promtool.py and test_metrics.py check the alert rules and the /metrics page
+# with Prometheus' own promtool, which Debian ships only in its `prometheus` package. The
+# package would also start a Prometheus server: it is stopped and disabled right after.
+install_optional_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing prometheus with apt (for promtool; its server stays off)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus \
+        >/dev/null; } \
+      || echo "system-deps: prometheus could not be installed; the promtool checks will skip" >&2
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+  else
+    echo "system-deps: no promtool and cannot apt-get here; the promtool checks will skip" >&2
+  fi
+}
+install_optional_promtool
+
 # `make bench` only (`system_deps.sh bench`): nginx, S1's reference proxy; without it S1 runs
 # without the nginx arm.
 if [ "${1:-}" = bench ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
