@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     log_level: str = "info"
+    # `json`: one JSON object per line for every log record (jq, Loki); `text`: classic lines.
+    log_format: Literal["text", "json"] = "text"
     # How often each upstream's model list (and llama.cpp's slots) is read, seconds.
     discovery_interval: Annotated[float, Field(gt=0)] = 30.0
     # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.

@@ -135,10 +135,12 @@ def configure_logging(level: str, settings: Settings | None = None) -> None:
             settings.log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups
         )
         handlers = [rotating]
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        handlers=handlers,
-    )
+    from gateway.observe.log_format import formatter
+
+    shape = formatter(settings.log_format if settings is not None else "text")
+    for handler in handlers:
+        handler.setFormatter(shape)
+    logging.basicConfig(level=level.upper(), handlers=handlers)
+    logging.captureWarnings(True)  # Python warnings as log records, in the same format
     # httpx logs every request at INFO: lanegate's access log already says it, once.
     logging.getLogger("httpx").setLevel(logging.WARNING)

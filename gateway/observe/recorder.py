@@ -10,6 +10,7 @@ import json
 import logging
 
 from gateway.observe.ledger import RequestLedger, error_code
+from gateway.observe.log_format import FIELDS
 from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.observe.request_metrics import RequestTally
 from gateway.observe.rolling import RollingRegistry
@@ -43,7 +44,10 @@ class Recorder:
         if self.tally is not None:
             self.tally.observe(*series, labels.model, labels.queue_s, record, labels.client)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
-            access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+            fields = access_fields(labels, record)
+            # The JSON text for `text` logs; the fields themselves for `json` logs (merged into
+            # the line's object by gateway.observe.log_format rather than nested as a string).
+            access_log.info(json.dumps(fields, separators=(",", ":")), extra={FIELDS: fields})
         if self.ledger is not None:
             self.ledger.append(labels, record)
 
