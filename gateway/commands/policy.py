@@ -39,6 +39,12 @@ def run_check(args: argparse.Namespace) -> int:
             print(problem)
         errors = sum(not problem.warning for problem in exc.problems)
         print(f"{args.file}: {errors} error{'' if errors == 1 else 's'}", file=sys.stderr)
+        if not exc.complete:
+            print(
+                "names used across sections (lanes, clients, upstreams) are checked once the "
+                "errors above are fixed",
+                file=sys.stderr,
+            )
         return 1
     for warning in checked.warnings:
         print(warning)

@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.errors import ConfigError
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
+from gateway.policy.suggest import did_you_mean, field_names, without
 
 log = logging.getLogger("lanegate.policy")
 
@@ -39,9 +41,12 @@ class PolicyProblem:
 class PolicyError(ConfigError):
     """A policy file that cannot be used; `problems` lists every error found."""
 
-    def __init__(self, problems: list[PolicyProblem]) -> None:
+    def __init__(self, problems: list[PolicyProblem], *, complete: bool = True) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+        # False: a field in error could not be set aside (a required one), so the names used
+        # across sections (lanes, clients, upstreams) are checked only once it is fixed.
+        self.complete = complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +81,50 @@ def check_policy(path: str | Path) -> CheckedPolicy:
 
 
 def check_policy_text(text: str, source: str) -> CheckedPolicy:
+    """Every problem of the file in one run: field errors first found by pydantic, then the
+    cross-references (lanes, clients, upstreams named elsewhere) of what is left once the
+    fields in error are set aside, so fixing the first batch never reveals a second."""
     data, lines = _parse_yaml(text, source)
-    try:
-        document = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(_problems(source, exc, lines)) from exc
-    found = [_finding_problem(source, finding, lines) for finding in document.findings()]
-    if any(not problem.warning for problem in found):
-        raise PolicyError(sorted(found, key=lambda p: (p.warning, p.line or 0)))
-    return CheckedPolicy(document.to_spec(source), tuple(found))
+    problems, document, pruned = _validate_all(data, source, lines)
+    if document is not None:
+        problems += [
+            _finding_problem(source, finding, lines)
+            for finding in document.findings()
+            if not any(finding.loc[: len(loc)] == loc for loc in pruned)
+        ]
+    if document is None or any(not problem.warning for problem in problems):
+        ordered = sorted(problems, key=lambda p: (p.warning, p.line or 0))
+        raise PolicyError(ordered, complete=document is not None)
+    return CheckedPolicy(document.to_spec(source), tuple(problems))
+
+
+MAX_PASSES = 8  # pydantic stops at nothing, so a few passes find every field error
+
+
+def _validate_all(
+    data: dict[str, Any], source: str, lines: dict[Location, int]
+) -> tuple[list[PolicyProblem], PolicyDocument | None, list[Location]]:
+    """Validate; on errors, set the fields in error aside and validate the rest again, so
+    the cross-section checks still run. Returns the problems, the document of what was left
+    (None when a field in error cannot be set aside, e.g. a required one) and the fields
+    set aside."""
+    problems: list[PolicyProblem] = []
+    pruned: list[Location] = []
+    for _ in range(MAX_PASSES):
+        try:
+            return problems, PolicyDocument.model_validate(data), pruned
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        if any(tuple(error["loc"]) in pruned for error in errors):
+            return problems, None, pruned  # setting a field aside made it missing: required
+        problems += _problems(source, errors, lines)
+        for error in errors:
+            loc: Location = tuple(error["loc"])
+            smaller = without(data, loc)
+            if smaller is None:
+                return problems, None, pruned
+            data, pruned = smaller, [*pruned, loc]
+    return problems, None, pruned
 
 
 def policy_schema() -> dict[str, Any]:
@@ -153,9 +193,11 @@ def _line_index(
     return index, repeated
 
 
-def _problems(source: str, exc: ValidationError, lines: dict[Location, int]) -> list[PolicyProblem]:
+def _problems(
+    source: str, errors: list[ErrorDetails], lines: dict[Location, int]
+) -> list[PolicyProblem]:
     problems = []
-    for error in exc.errors(include_url=False):
+    for error in errors:
         loc: Location = tuple(error["loc"])
         problems.append(
             PolicyProblem(source, _nearest_line(loc, lines), dotted(loc), _message(error))
@@ -174,7 +216,9 @@ def _message(error: object) -> str:
     assert isinstance(error, dict)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return "unknown field (check spelling; see `lanegate policy schema`)"
+        loc = tuple(error["loc"])
+        hint = did_you_mean(str(loc[-1]), field_names(PolicyDocument, loc)) if loc else ""
+        return f"unknown field{hint or ' (check spelling; see `lanegate policy schema`)'}"
     if error["type"] == "missing":
         return "required field is missing"
     return message
