@@ -99,3 +99,17 @@ def test_a_json_gateway_writes_only_json_lines(output_dir: Path, tmp_path: Path)
     reload_error = next(e for e in entries if "refused" in e.get("message", ""))
     assert reload_error["level"] == "error" and "priority" in reload_error["message"]
     assert any("listening" in e.get("message", "") for e in entries)
+
+
+def test_the_agent_logs_json_too(output_dir: Path) -> None:
+    env = {"LANEGATE_LOG_FORMAT": "json", "T_AGENT_KEY": "agent-key"}
+    agent = start_lanegate(
+        "agent-json-logs",
+        ["agent", "--key", "env:T_AGENT_KEY", "--host", "127.0.0.1"],
+        ready_path="/healthz",
+        log_dir=output_dir,
+        env=env,
+    )
+    agent.stop()
+    lines = [line for line in agent.log().splitlines() if line.strip()]
+    assert lines and all(json.loads(line)["logger"] for line in lines)
