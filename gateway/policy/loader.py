@@ -98,7 +98,9 @@ def check_policy_text(text: str, source: str) -> CheckedPolicy:
     return CheckedPolicy(document.to_spec(source), tuple(problems))
 
 
-MAX_PASSES = 8  # pydantic stops at nothing, so a few passes find every field error
+# Each pass reports every field error pydantic finds; a field set aside may only uncover
+# errors of validators that needed it, so two passes are usual and eight are plenty.
+MAX_PASSES = 8
 
 
 def _validate_all(
@@ -115,9 +117,10 @@ def _validate_all(
             return problems, PolicyDocument.model_validate(data), pruned
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
-        if any(tuple(error["loc"]) in pruned for error in errors):
+        fresh = [error for error in errors if tuple(error["loc"]) not in pruned]
+        problems += _problems(source, fresh, lines)
+        if len(fresh) < len(errors):
             return problems, None, pruned  # setting a field aside made it missing: required
-        problems += _problems(source, errors, lines)
         for error in errors:
             loc: Location = tuple(error["loc"])
             smaller = without(data, loc)
