@@ -1,11 +1,13 @@
 """`/metrics`: the gateway's numbers in Prometheus text format, built at scrape time.
 
-Owns: one `CollectorRegistry` per gateway (no module globals) holding one custom collector.
+Owns: one `CollectorRegistry` per gateway (no module globals) holding lanegate's collector and
+the process collector (psutil).
 Counters and histograms come from the `RequestTally` the recorder feeds once per finished
 request; every gauge (in flight, queue depth, budgets, breakers, host signals, offload, policy)
 is read from the gateway's live objects when Prometheus scrapes, so none of them costs anything
 on the request path. Must not: be called per request or per chunk, or label anything by client
-key, request id or raw model name (see `request_metrics` for the label bounds).
+key, request id or a model name nobody configured or listed (see `request_metrics` for the
+label bounds).
 """
 
 from __future__ import annotations
