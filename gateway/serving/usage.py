@@ -2,16 +2,18 @@
 
 OpenAI-style streams report usage only when the request says
 `stream_options: {"include_usage": true}`; most clients never do, so the ledger, budgets and
-token counters saw estimates. Ollama answers that option with one extra event just before
-`[DONE]` (`"choices": []` plus `usage`) and changes nothing else (its other chunks omit
-`usage`), so the gateway asks on the client's behalf and removes that one event from what the
-client receives: the client's stream is the one it would have had without the gateway.
+token counters saw estimates. Ollama and mlx_lm answer that option with one extra event just
+before `[DONE]` (`"choices": []` plus `usage`) and change nothing else (their other chunks
+carry no `usage`: Ollama's `openai/openai.go` omits it, mlx_lm's `server.py` adds it only to
+non-streamed bodies), so the gateway asks on the client's behalf and removes that one event
+from what the client receives: the client's stream is the one it would have had without the
+gateway.
 
 Not asked: llama.cpp's server already puts exact counts in the finish chunk's `timings`, and
 `include_usage` would move them from that chunk into the extra one; OpenAI adds
-`"usage": null` to every chunk; LM Studio and mlx_lm are not known to leave the other chunks
-alone. Their streams keep the counts they carry (or the counted estimate). Ollama's native API
-needs nothing: its final `done` object always carries the counts.
+`"usage": null` to every chunk; LM Studio is not known to leave the other chunks alone. Their
+streams keep the counts they carry (or the counted estimate). Ollama's native API needs
+nothing: its final `done` object always carries the counts.
 
 Must not: parse anything but the few events that mention `"usage"` (one substring search per
 forwarded piece otherwise), or change any other byte of the stream.
@@ -26,7 +28,7 @@ from typing import Any
 from gateway.policy.spec import UpstreamKind
 from gateway.serving.stream_parser import Api
 
-ASKING_KINDS = frozenset({UpstreamKind.OLLAMA})
+ASKING_KINDS = frozenset({UpstreamKind.OLLAMA, UpstreamKind.MLX})
 _APIS = frozenset({Api.CHAT, Api.COMPLETIONS})
 _OPTION = b'"stream_options":{"include_usage":true}'
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n")

@@ -55,7 +55,9 @@ BODY = {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": True, "
         (Api.OLLAMA_CHAT, True, {"model": "m"}, UpstreamKind.OLLAMA, False),  # native: counts
         (Api.RESPONSES, True, {"model": "m"}, UpstreamKind.OLLAMA, False),
         (Api.CHAT, True, {"model": "m"}, UpstreamKind.LLAMACPP, False),  # timings: counts
+        (Api.CHAT, True, {"model": "m"}, UpstreamKind.MLX, True),  # one extra event, as Ollama
         (Api.CHAT, True, {"model": "m"}, UpstreamKind.OPENAI, False),  # "usage": null everywhere
+        (Api.CHAT, True, {"model": "m"}, UpstreamKind.LMSTUDIO, False),  # not known to be clean
     ],
 )
 def test_who_is_asked(
