@@ -32,11 +32,10 @@ needs_promtool = pytest.mark.skipif(
 )
 
 
-def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
     return subprocess.run(
         [PROMTOOL, *args],
-        input=None if stdin is None else stdin.decode(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,8 +61,7 @@ def test_alerts_fire_when_they_should_and_only_then() -> None:
 def test_a_broken_rule_is_caught() -> None:
     """The check is not a formality: a typo in a rule file fails it."""
     broken = RULES.read_text().replace("> 5\n", "> > 5\n", 1)
-    checked = promtool("check", "metrics", stdin=b"")  # promtool runs at all
-    assert checked.returncode == 0
+    assert broken != RULES.read_text()
     path = Path(RULES.parent / ".broken-rules.yml")
     path.write_text(broken)
     try:
