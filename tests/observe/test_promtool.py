@@ -58,16 +58,13 @@ def test_alerts_fire_when_they_should_and_only_then() -> None:
 
 
 @needs_promtool
-def test_a_broken_rule_is_caught() -> None:
+def test_a_broken_rule_is_caught(tmp_path: Path) -> None:
     """The check is not a formality: a typo in a rule file fails it."""
     broken = RULES.read_text().replace("> 5\n", "> > 5\n", 1)
     assert broken != RULES.read_text()
-    path = Path(RULES.parent / ".broken-rules.yml")
+    path = tmp_path / "broken-rules.yml"
     path.write_text(broken)
-    try:
-        assert promtool("check", "rules", str(path)).returncode != 0
-    finally:
-        path.unlink()
+    assert promtool("check", "rules", str(path)).returncode != 0
 
 
 def test_rules_read_only_exported_metrics(tmp_path: Path) -> None:
