@@ -110,10 +110,15 @@ def test_any_splitting_gives_the_same_stream(parts: int, strip: bool) -> None:
 # -- through a real gateway --------------------------------------------------------------------
 
 
+NATIVE = (DATA / "streams" / "ollama__api_chat.ndjson").read_bytes()
+
+
 def ollama_like(request: SeenRequest) -> Script:
-    """Adds the usage event only when asked, as Ollama does."""
+    """Adds the usage event only when asked, as Ollama does; its native chat always counts."""
     if request.method != "POST":
         return Script(chunks=[b'{"models": []}'], content_type="application/json")
+    if request.path == "/api/chat":
+        return Script(chunks=split_into(NATIVE, 5), content_type="application/x-ndjson")
     options = json.loads(request.body).get("stream_options") or {}
     stream = ASKED if options.get("include_usage") else PLAIN
     return Script(chunks=split_into(stream, 7))
@@ -179,3 +184,18 @@ def test_the_client_gets_the_stream_it_asked_for_and_the_ledger_the_usage(
         time.sleep(0.2)
     assert ledger_tokens(gateway, "plain") == (30, 5)  # the real counts, not an estimate
     assert ledger_tokens(gateway, "asked") == (30, 5)
+
+
+def test_ollama_native_streams_keep_their_bytes_and_give_their_counts(
+    gateway: Service, upstream: ScriptedUpstream
+) -> None:
+    body = {"model": "gemma2:2b", "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(
+        f"{gateway.url}/api/chat", json=body, headers={"x-request-id": "native"}, timeout=10
+    )
+    assert answer.content == NATIVE  # nothing asked, nothing removed
+    assert "stream_options" not in json.loads(upstream.requests[-1].body)
+    deadline = time.monotonic() + 10
+    while ledger_tokens(gateway, "native") == (None, None) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ledger_tokens(gateway, "native") == (10, 17)  # the done object's counts
