@@ -73,8 +73,8 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
     budget = gateway.budgets
     remote_in_flight = remote.by_lane.get(lane.name, 0) if remote else 0
     remote_queued = remote.queue_depth(lane.name) if remote else 0
-    durations = _windows(rolling, _series_keys(rolling, "duration", lane.name, None), now)
-    relayed = [key for key in _series_keys(rolling, "duration", lane.name, None) if key[2] != NONE]
+    finished = _series_keys(rolling, "duration", lane.name, None)  # every request, refused too
+    relayed = [key for key in finished if key[2] != NONE]
     return {
         "name": lane.name,
         "priority": lane.priority,
@@ -86,7 +86,7 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
         "queued": gate.queue_depth(lane.name) + remote_queued,
         "remote_queued": remote_queued,
         "max_queue": lane.max_queue,
-        "requests": {name: window["count"] for name, window in durations.items()},
+        "requests": {name: rolling.count(finished, now, seconds) for name, seconds in WINDOWS},
         "ttft": _windows(rolling, _series_keys(rolling, "ttft", lane.name, None), now),
         "gap_p95": _windows(rolling, _series_keys(rolling, "gap_p95", lane.name, None), now),
         # Waiting for a lane slot (admitted requests), and arrival to last byte of every
