@@ -19,6 +19,12 @@ iff ``slice(now) - k < slice(t) <= slice(now)``. So a sample aged at most ``(k -
 is always in, and one aged ``k * slice_s`` or more is always out (for the default 10 s slices:
 the 1/5/15 min windows are exact to within one slice). Slices older than the horizon are
 dropped on every add and snapshot, so a series holds at most ``ceil(horizon_s / slice_s)``.
+
+Reads. A registry merges several series at read time (a lane across its upstreams) and also
+gives each slice's quantile over the horizon (`history`, the dashboard's trends). Time passed
+in only moves forward and a sample joins the newest slice, so slices before the current one
+never change: their merge per window, and their per-slice quantiles, are computed once and
+remembered until the current slice moves on (for at most MAX_REMEMBERED key sets).
 """
 
 from __future__ import annotations
