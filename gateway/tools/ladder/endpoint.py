@@ -83,3 +83,30 @@ def _digest_from_models(body: Any, model: str) -> str | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+async def live_gateway_warning(base_url: str, *, timeout_s: float = 5.0) -> str | None:
+    """A warning when `base_url` is a running lanegate whose offload this load may trip.
+
+    A lanegate answers `/metrics` (open, like any exporter) with `lanegate_` series, and with
+    `lanegate_offload_state` when its policy has an offload section: a ladder through it
+    raises TTFT on purpose, which the offload loop reads as a slow host and answers by sending
+    offloadable lanes to the remote pool, so later rungs measure the pool, not this host.
+    """
+    url = host_of(base_url) + "/metrics"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200 or "lanegate_" not in response.text:
+        return None
+    if "lanegate_offload_state" not in response.text:
+        return None
+    return (
+        f"{host_of(base_url)} is a lanegate gateway with offload configured: this ladder's "
+        "load can trip its offload (rising TTFT reads as a slow host), and later rungs would "
+        "then measure the remote pool. Ladder the engine directly, or pin it local for the run: "
+        "`curl -X POST -H 'Authorization: Bearer <admin key>' -d '{\"mode\": \"force-local\"}' "
+        f"{host_of(base_url)}/admin/offload`."
+    )

@@ -13,23 +13,15 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import psutil
 
 from gateway.offload.signals import SignalSource, default_source
 from gateway.ops.periodic import Periodic
+from gateway.tools.ladder.host_probe import HostProbe
+from gateway.tools.ladder.host_summary import SignalRow
 
-
-@dataclass(frozen=True, slots=True)
-class SignalRow:
-    t_s: float  # seconds since the ladder started
-    swap_used_bytes: int | None
-    swap_total_bytes: int | None
-    pressure: str
-    memory_available_bytes: int | None
-    rss_bytes: int | None  # of the watched process(es); None when none is watched or found
-    processes: int  # how many processes the RSS sums
+__all__ = ["ProcessWatch", "SignalRecorder", "SignalRow", "peak_rss", "swap_growth", "window"]
 
 
 class ProcessWatch:
@@ -84,11 +76,13 @@ class SignalRecorder:
         *,
         watch: ProcessWatch | None = None,
         source: SignalSource | None = None,
+        probe: HostProbe | None = None,
         interval_s: float = 1.0,
     ) -> None:
         self.now = now
         self.watch = watch or ProcessWatch()
         self.source = source or default_source()
+        self.probe = probe or HostProbe()
         self.interval_s = interval_s
         self.rows: list[SignalRow] = []
         self.error: str | None = None
@@ -102,6 +96,7 @@ class SignalRecorder:
         except TimeoutError:
             signals, self.error = None, "host signals timed out"
         rss, count = await asyncio.to_thread(self.watch.rss) if self.watch.active else (None, 0)
+        host = await self.probe.read()
         row = SignalRow(
             t_s=t,
             swap_used_bytes=signals.swap_used_bytes if signals else None,
@@ -110,11 +105,20 @@ class SignalRecorder:
             memory_available_bytes=signals.memory_available_bytes if signals else None,
             rss_bytes=rss,
             processes=count,
+            cpu_busy_pct=host.cpu_busy_pct,
+            cpu_clusters=host.cpu_clusters,
+            disk_read_bps=host.disk_read_bps,
+            disk_write_bps=host.disk_write_bps,
+            thermal=host.thermal,
+            thermal_level=host.thermal_level,
+            cpu_speed_limit_pct=host.cpu_speed_limit_pct,
+            top=host.top,
         )
         self.rows.append(row)
         return row
 
     async def start(self) -> None:
+        await self.probe.start()
         await self.sample()
         self._periodic.start()
 
