@@ -51,6 +51,7 @@ T = TypeVar("T")
 class HostReading:
     cpu_busy_pct: float | None
     cpu_clusters: str
+    cpu_cores: str
     disk_read_bps: float | None
     disk_write_bps: float | None
     thermal: str
@@ -95,26 +96,27 @@ class HostProbe:
         self._process_uses()
 
     async def read(self) -> HostReading:
-        cpu, clusters, disk, top = await asyncio.to_thread(self._psutil_part)
+        per_cpu, disk, top = await asyncio.to_thread(self._psutil_part)
         if disk is None and self.mac:
             disk = await self._iostat()
         thermal, level, limit = await self._thermal()
         read_bps, write_bps = disk if disk else (None, None)
-        return HostReading(cpu, clusters, read_bps, write_bps, thermal, level, limit, top)
+        busy = round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else None
+        clusters = (
+            format_clusters(cluster_busy(per_cpu, self.ranges)) if per_cpu and self.ranges else ""
+        )
+        cores = ";".join(f"{v:.1f}" for v in per_cpu or ())
+        return HostReading(busy, clusters, cores, read_bps, write_bps, thermal, level, limit, top)
 
     def _psutil_part(
         self,
-    ) -> tuple[float | None, str, tuple[float | None, float | None] | None, tuple[ProcessUse, ...]]:
+    ) -> tuple[
+        list[float] | None, tuple[float | None, float | None] | None, tuple[ProcessUse, ...]
+    ]:
         per_cpu = _guarded(self.errors, "cpu", lambda: psutil.cpu_percent(percpu=True))
-        busy = round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else None
-        clusters = ""
-        if per_cpu and self.ranges:
-            clusters = format_clusters(cluster_busy(per_cpu, self.ranges))
-        elif per_cpu and not self.mac:  # Linux: every core
-            clusters = " ".join(f"cpu{i}={v:.1f}" for i, v in enumerate(per_cpu))
         disk = _guarded(self.errors, "disk", self._disk_rates)
         top = _guarded(self.errors, "processes", self._process_uses) or ()
-        return busy, clusters, disk, top
+        return per_cpu, disk, top
 
     def _disk_rates(self) -> tuple[float | None, float | None] | None:
         counters = psutil.disk_io_counters()

@@ -35,7 +35,8 @@ class SignalRow:
     rss_bytes: int | None  # of the watched process(es); None when none is watched or found
     processes: int  # how many processes the RSS sums
     cpu_busy_pct: float | None = None  # all cores, since the previous sample
-    cpu_clusters: str = ""  # "Efficiency=12.0 Performance=80.5", or per core on Linux
+    cpu_clusters: str = ""  # Apple Silicon: "Efficiency=12.0 Performance=80.5"
+    cpu_cores: str = ""  # every core's busy %, in the OS's order: "12.0;80.5;..."
     disk_read_bps: float | None = None
     disk_write_bps: float | None = None
     thermal: str = ""  # "nominal", "warning 2", "speed 62%", "71.0 C", "unknown"

@@ -35,6 +35,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if any(len(rung["lanes"]) > 1 for rung in rungs):
         lines += ["## Lanes", "", *_lane_table(rungs), ""]
     lines += ["## Host during each rung", "", *_host_table(rungs), ""]
+    if not report["host"].get("process_io", True):
+        lines += ["Top disk: this OS reports no per-process disk I/O (macOS).", ""]
     lines += ["## Why the tail moved", "", *_tail_lines(rungs), ""]
     lines += ["## Knee", "", _knee_line(report["knee"]), ""]
     lines += ["## Gates", "", *_gate_table(report["gates"]), ""]
@@ -162,8 +164,10 @@ def _top(items: Sequence[Mapping[str, Any]] | None, kind: str) -> str:
     if not items:
         return "–"
     if kind == "cpu":
-        return ", ".join(f"{p['name']} {p['cpu_pct']:.0f}" for p in items)
-    return ", ".join(f"{p['name']} {(p['disk_bytes'] or 0) / 1e6:.0f} MB" for p in items)
+        return ", ".join(f"{p['name']}[{p['pid']}] {p['cpu_pct']:.0f}" for p in items)
+    return ", ".join(
+        f"{p['name']}[{p['pid']}] {(p['disk_bytes'] or 0) / 1e6:.1f} MB" for p in items
+    )
 
 
 def _tail_lines(rungs: Sequence[Mapping[str, Any]]) -> list[str]:

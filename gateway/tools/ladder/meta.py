@@ -47,6 +47,8 @@ def host_info(sys_root: Path = Path("/sys")) -> dict[str, Any]:
         "python": platform.python_version(),
         "os_build": os_build(),
         "machine_sku": machine_sku(sys_root),
+        # psutil reports per-process disk I/O on Linux, not on macOS: "top disk" is then empty.
+        "process_io": hasattr(psutil.Process, "io_counters"),
     }
 
 

@@ -79,7 +79,8 @@ def _ladder(ax: Any, rungs: Sequence[Mapping[str, Any]], knee: Mapping[str, Any]
     ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
     ax.set_xlabel("concurrency (requests in flight)")
     ax.set_ylabel("TTFT (ms)")
-    ax.set_ylim(bottom=0)
+    peaks = [r["ttft_ms"]["p99"] for r in rungs if r["ttft_ms"]["p99"] is not None]
+    ax.set_ylim(0, max(peaks, default=1.0) * 1.15)  # room for the n= labels
     rps = ax.twinx()
     rps.plot(xs, [r["throughput_rps"] for r in rungs], "--", color="grey", label="req/s")
     rps.set_ylabel("throughput (completed req/s)")
@@ -143,7 +144,8 @@ def _host(ax: Any, rungs: Sequence[Mapping[str, Any]], signals: Sequence[SignalR
             )
     handles, labels = ax.get_legend_handles_labels()
     extra, extra_labels = disk.get_legend_handles_labels()
-    ax.legend(handles + extra, labels + extra_labels, loc="upper left", fontsize=7)
+    ax.legend(handles + extra, labels + extra_labels, loc="lower right", fontsize=7,
+              framealpha=0.8)  # fmt: skip
 
 
 def _nan(value: float | None) -> float:

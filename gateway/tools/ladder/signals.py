@@ -107,6 +107,7 @@ class SignalRecorder:
             processes=count,
             cpu_busy_pct=host.cpu_busy_pct,
             cpu_clusters=host.cpu_clusters,
+            cpu_cores=host.cpu_cores,
             disk_read_bps=host.disk_read_bps,
             disk_write_bps=host.disk_write_bps,
             thermal=host.thermal,

@@ -11,6 +11,7 @@ threshold against the first rung (below). The verdict reads them in this order:
 - errors rose while the tail did not → timeouts or a proxy, not the host;
 - the tail rose and no host signal moved → the server's own queueing (its slots are full),
   the expected reason past the knee.
+Signals that moved while the tail held (and errors did not rise) are listed, not blamed.
 
 Pure: summaries in, a line out; no clock, no I/O.
 """
@@ -113,6 +114,8 @@ def _verdict(
     memory = [name for name in moved if name in MEMORY_SIGNALS]
     if "thermal" in moved:
         return "thermal", _thermal_text(rung)
+    if not rose and not errors:  # what moved did not hurt the tail: context, not a cause
+        return "steady", "steady"
     if ({"swap-in", "memory pressure"} & set(memory)) and len(memory) >= 2:
         return "memory", "suspect memory"
     cpu = [name for name in moved if name.endswith("saturated")]
