@@ -24,6 +24,8 @@ _CPU_KEY = re.compile(r"^\s*(CPU_[A-Za-z_]{1,40}?)\s*=\s*([0-9]{1,4})\s*$")
 _NOT_RECORDED = re.compile(r"No (thermal|performance) warning level has been recorded", re.I)
 _PERFLEVEL = re.compile(r"^hw\.perflevel([0-9]{1,2})\.(name|logicalcpu)\s*[:=]\s*(.{1,40}?)\s*$")
 _NUMBER = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{1,6})?$")
+# ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+_INTEGER = re.compile(r"^-?[0-9]{1,9}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def parse_perflevels(text: str) -> tuple[Cluster, ...]:
         level, field, value = int(match.group(1)), match.group(2), match.group(3)
         if field == "name":
             names[level] = value
-        elif value.isdigit() and int(value) > 0:
+        elif _INTEGER.match(value) and int(value) > 0:
             counts[level] = int(value)
     return tuple(
         Cluster(level, names.get(level, f"perflevel{level}"), counts[level])
@@ -175,7 +177,7 @@ def parse_iostat(text: str) -> tuple[DiskRate, ...]:
 def parse_millidegrees(text: str) -> float | None:
     """`/sys/class/thermal/thermal_zoneN/temp`: millidegrees Celsius → degrees."""
     value = text.strip()
-    if not value.lstrip("-").isdigit() or len(value) > 9:
+    if not _INTEGER.match(value):
         return None
     celsius = int(value) / 1000
     return celsius if -60 <= celsius <= 200 else None  # outside: a sensor not wired up
@@ -184,4 +186,4 @@ def parse_millidegrees(text: str) -> float | None:
 def parse_khz(text: str) -> int | None:
     """A cpufreq file (`scaling_cur_freq`, `scaling_max_freq`): kHz → MHz."""
     value = text.strip()
-    return int(value) // 1000 if value.isdigit() and len(value) <= 9 else None
+    return int(value) // 1000 if _INTEGER.match(value) and not value.startswith("-") else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.tools.ladder.host_formats import (
@@ -96,6 +96,7 @@ def test_linux_thermal_zone_and_cpufreq_files() -> None:
     assert parse_khz("2400000\n") == 2400 and parse_khz("") is None
 
 
+@example("hw.perflevel0.logicalcpu: ²\n²")  # a digit to str.isdigit, not to int()
 @given(st.text(max_size=400))
 def test_every_parser_is_total(text: str) -> None:
     parse_pmset_therm(text).text()
