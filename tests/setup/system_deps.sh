@@ -8,6 +8,8 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 # tests/test_redis_shared.py: a real Redis for the shared-state backend (never a fake).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# tests/tools/ladder: `ladder sign --key` / `verify` run OpenSSH's ssh-keygen -Y sign/verify.
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 
 # The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
 # Optional: if it cannot be installed, that test skips and says why; nothing else needs it.
