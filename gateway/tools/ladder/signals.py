@@ -1,9 +1,10 @@
-"""Host signals sampled beside the load, on the requests' clock: swap, pressure, a process's RSS.
+"""Host signals sampled beside the load, on the requests' clock: memory, a process's RSS, and
+the CPU, disk, thermal and process readings of `host_probe`.
 
 Owns the sampling loop and finding the watched process(es): `--watch-pid` (one process) or
 `--watch-name` (every process whose name or command line's first word matches, summed: Ollama
 runs its models in `ollama runner` children of `ollama serve`). Swap and pressure come from
-`host_signal_reader.default_source()` (sysctl on macOS, /proc on Linux). A reading that fails
+`offload.signals.default_source()` (sysctl on macOS, /proc on Linux). A reading that fails
 is recorded as empty, never fatal: the ladder's requests matter more than one sample.
 """
 
