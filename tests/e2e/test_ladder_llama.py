@@ -100,3 +100,4 @@ def check_signals_and_tail_lines(
     counts = [b["metrics"]["request_totals"]["successful"] for b in bench["benchmarks"]]
     assert counts == [r["completed"] for r in report["rungs"]]
     assert report["host"]["os_build"] and report["contract"]["prompt_set_sha256"]
+    assert report["target"]["server_version"].startswith("llama.cpp ")  # /props build_info

@@ -3,6 +3,7 @@
 The digest comes from the same host as `--base-url`: Ollama's `/api/tags` (and so a lanegate
 gateway in front of Ollama, which relays it), else an OpenAI `/v1/models` entry that carries
 one. llama.cpp and LM Studio publish none: the report then says "unknown" rather than guess.
+The server version: Ollama's `/api/version`, else llama.cpp's `/props` `build_info`.
 """
 
 from __future__ import annotations
@@ -45,11 +46,20 @@ async def model_info(
         if digest is None:
             digest = _digest_from_models(await _get_json(client, models_url), model)
             source = models_url
-        version = await _get_json(client, host_of(base_url) + "/api/version")
-    server_version = version.get("version") if isinstance(version, dict) else None
+        server_version = await _server_version(client, host_of(base_url))
     if digest is None:
         return ModelInfo(UNKNOWN, "the server publishes no digest", _text(server_version))
     return ModelInfo(digest, source, _text(server_version))
+
+
+async def _server_version(client: httpx.AsyncClient, host: str) -> str | None:
+    """Ollama's `/api/version`, else llama.cpp's `/props` `build_info` ("b5123-1a2b3c4")."""
+    version = await _get_json(client, host + "/api/version")
+    if isinstance(version, dict) and isinstance(version.get("version"), str):
+        return str(version["version"])
+    props = await _get_json(client, host + "/props")
+    build = props.get("build_info") if isinstance(props, dict) else None
+    return f"llama.cpp {build}" if isinstance(build, str) and build else None
 
 
 class Unreachable(Exception):

@@ -57,6 +57,7 @@ class HostReading:
     thermal: str
     thermal_level: int | None
     cpu_speed_limit_pct: int | None
+    temp_max_c: float | None
     top: tuple[ProcessUse, ...]
 
 
@@ -99,14 +100,16 @@ class HostProbe:
         per_cpu, disk, top = await asyncio.to_thread(self._psutil_part)
         if disk is None and self.mac:
             disk = await self._iostat()
-        thermal, level, limit = await self._thermal()
+        thermal, level, limit, temp = await self._thermal()
         read_bps, write_bps = disk if disk else (None, None)
         busy = round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else None
         clusters = (
             format_clusters(cluster_busy(per_cpu, self.ranges)) if per_cpu and self.ranges else ""
         )
         cores = ";".join(f"{v:.1f}" for v in per_cpu or ())
-        return HostReading(busy, clusters, cores, read_bps, write_bps, thermal, level, limit, top)
+        return HostReading(
+            busy, clusters, cores, read_bps, write_bps, thermal, level, limit, temp, top
+        )
 
     def _psutil_part(
         self,
@@ -157,14 +160,14 @@ class HostProbe:
         rates = parse_iostat(await self._run("disk", IOSTAT) or "")
         return (sum(r.mb_per_s for r in rates) * MIB, None) if rates else None
 
-    async def _thermal(self) -> tuple[str, int | None, int | None]:
+    async def _thermal(self) -> tuple[str, int | None, int | None, float | None]:
         if self.mac:
             text = await self._run("thermal", PMSET_THERM)
             reading = parse_pmset_therm(text) if text is not None else None
             return _mac_thermal(reading)
         return await asyncio.to_thread(self._linux_thermal)
 
-    def _linux_thermal(self) -> tuple[str, int | None, int | None]:
+    def _linux_thermal(self) -> tuple[str, int | None, int | None, float | None]:
         zones = sorted((self.sys_root / "class" / "thermal").glob("thermal_zone*/temp"))
         temps = [t for t in (parse_millidegrees(_read(p)) for p in zones) if t is not None]
         cpu_dir = self.sys_root / "devices" / "system" / "cpu"
@@ -176,8 +179,9 @@ class HostProbe:
             )
             if cur is not None and top:
                 ratios.append(round(100 * cur / top))
-        text = f"{max(temps):.1f} C" if temps else "not present"
-        return text, None, min(ratios) if ratios else None
+        hottest = max(temps) if temps else None
+        text = "not present" if hottest is None else f"{hottest:.1f} C"
+        return text, None, min(ratios) if ratios else None, hottest
 
     async def _run(self, what: str, argv: Sequence[str]) -> str | None:
         try:
@@ -189,13 +193,14 @@ class HostProbe:
         return text
 
 
-def _mac_thermal(reading: Thermal | None) -> tuple[str, int | None, int | None]:
+def _mac_thermal(reading: Thermal | None) -> tuple[str, int | None, int | None, float | None]:
+    """macOS tells no temperature without root (powermetrics): levels and limits only."""
     if reading is None:
-        return "unknown", None, None
+        return "unknown", None, None, None
     levels = [v for v in (reading.warning_level, reading.performance_level) if v is not None]
     limited = reading.speed_limit_pct is not None and reading.speed_limit_pct < 100
     level = max(levels) if levels else (1 if limited else None)
-    return reading.text(), level, reading.speed_limit_pct
+    return reading.text(), level, reading.speed_limit_pct, None
 
 
 def _io_bytes(proc: psutil.Process) -> int | None:

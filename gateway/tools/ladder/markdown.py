@@ -157,6 +157,8 @@ def _thermal(host: Mapping[str, Any]) -> str:
     parts = [] if level is None else [f"level {level}"]
     if limit is not None:
         parts.append(f"speed {limit}%")
+    if host.get("temp_max_c") is not None:
+        parts.append(f"{host['temp_max_c']:.0f} C")
     return ", ".join(parts) or "–"
 
 

@@ -76,6 +76,7 @@ def host_dict(host: HostSummary) -> dict[str, Any]:
         "disk_write_bps": None if host.disk_write_bps is None else round(host.disk_write_bps),
         "thermal_level": host.thermal_level,
         "speed_limit_pct": host.speed_limit_pct,
+        "temp_max_c": host.temp_max_c,
         "pressure": host.pressure,
         "min_available_bytes": host.min_available_bytes,
         "top_cpu": top(host.top_cpu),

@@ -114,6 +114,7 @@ class SignalRecorder:
             thermal=host.thermal,
             thermal_level=host.thermal_level,
             cpu_speed_limit_pct=host.cpu_speed_limit_pct,
+            temp_max_c=host.temp_max_c,
             top=host.top,
         )
         self.rows.append(row)

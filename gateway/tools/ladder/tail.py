@@ -77,6 +77,9 @@ def read_tail(rung: RungSignals, base: RungSignals) -> TailReading:
     moved = _moved(rung, base)
     errors = rung.error_rate > base.error_rate + ERROR_RISE
     verdict, why = _verdict(rose, moved, errors, rung)
+    if rung is base and verdict == "steady":  # what the others are read against
+        line = "baseline" + (f" (already: {', '.join(moved)})" if moved else "")
+        return TailReading(rung.concurrency, rose, moved, verdict, line)
     return TailReading(rung.concurrency, rose, moved, verdict, _line(rose, moved, why, verdict))
 
 

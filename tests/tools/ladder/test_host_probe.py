@@ -48,7 +48,8 @@ async def test_linux_reads_cores_disk_zones_cpufreq_and_the_busiest_processes(
     cores = reading.cpu_cores.split(";")
     assert len(cores) == psutil.cpu_count() and all(0 <= float(c) <= 100 for c in cores)
     assert reading.cpu_busy_pct is not None and reading.cpu_clusters == ""  # no clusters here
-    assert reading.thermal == "71.5 C" and reading.cpu_speed_limit_pct == 50
+    assert reading.thermal == "71.5 C" and reading.temp_max_c == 71.5
+    assert reading.cpu_speed_limit_pct == 50  # cpu0 at half its maximum frequency
     assert reading.disk_read_bps is not None and reading.disk_read_bps >= 0
     (mine,) = [use for use in reading.top if use.pid == burner.pid]
     assert mine.cpu_s > 0 and mine.disk_bytes is not None  # Linux reports process I/O

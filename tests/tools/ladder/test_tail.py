@@ -80,6 +80,9 @@ def test_disk_alone_and_one_memory_signal_alone() -> None:
 def test_the_first_rung_is_the_baseline_and_is_steady_unless_already_hot() -> None:
     first, later = read_tails([BASE, rung()])
     assert (first.verdict, later.verdict) == ("steady", "steady")
+    assert (first.line, later.line) == ("baseline", "tail steady")
+    busy = dataclasses.replace(BASE, cpu_busy_pct=100.0)
+    assert read_tails([busy])[0].line == "baseline (already: CPU saturated)"
     hot = dataclasses.replace(BASE, speed_limit_pct=70)
     assert read_tails([hot])[0].verdict == "thermal"
 
