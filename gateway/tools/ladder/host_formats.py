@@ -12,7 +12,7 @@ ladder must not lose its measurements to one odd line of a side signal.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # `pmset -g therm` (pmset.c): "<date> Thermal Warning Level = N", and the CPU power status
@@ -187,3 +187,25 @@ def parse_khz(text: str) -> int | None:
     """A cpufreq file (`scaling_cur_freq`, `scaling_max_freq`): kHz → MHz."""
     value = text.strip()
     return int(value) // 1000 if _INTEGER.match(value) and not value.startswith("-") else None
+
+
+_IDLE_FIELDS = ("idle", "iowait")
+_GUEST_FIELDS = ("guest", "guest_nice")  # Linux counts them inside user and nice already
+
+
+def busy_pct(before: Mapping[str, float], after: Mapping[str, float]) -> float | None:
+    """One core's busy percent between two readings of its CPU times (psutil `cpu_times`).
+
+    Each field's delta is clamped at zero: on some VMs a counter (iowait above all) steps
+    backwards between reads, and a difference of totals then reads as 0% busy on a saturated
+    host. None when no time passed (two reads within one clock tick)."""
+    deltas = {
+        name: max(0.0, after[name] - before[name])
+        for name in after
+        if name in before and name not in _GUEST_FIELDS
+    }
+    total = sum(deltas.values())
+    if total <= 0:
+        return None
+    idle = sum(deltas.get(name, 0.0) for name in _IDLE_FIELDS)
+    return round(100 * (total - idle) / total, 1)

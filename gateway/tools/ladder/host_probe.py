@@ -27,6 +27,7 @@ from gateway.offload.signals import run_command
 from gateway.tools.ladder.host_formats import (
     Cluster,
     Thermal,
+    busy_pct,
     cluster_busy,
     cluster_ranges,
     parse_iostat,
@@ -81,6 +82,7 @@ class HostProbe:
         self.ranges: dict[str, range] | None = None
         self.errors: dict[str, str] = {}
         self._disk: tuple[float, int, int] | None = None
+        self._cpu_times: list[dict[str, float]] = []
         self._procs: dict[tuple[int, float], tuple[str, float, int | None]] = {}
 
     async def start(self) -> None:
@@ -92,7 +94,7 @@ class HostProbe:
         await asyncio.to_thread(self._prime)
 
     def _prime(self) -> None:
-        psutil.cpu_percent(percpu=True)
+        self._per_cpu()
         self._disk_rates()
         self._process_uses()
 
@@ -116,10 +118,19 @@ class HostProbe:
     ) -> tuple[
         list[float] | None, tuple[float | None, float | None] | None, tuple[ProcessUse, ...]
     ]:
-        per_cpu = _guarded(self.errors, "cpu", lambda: psutil.cpu_percent(percpu=True))
+        per_cpu = _guarded(self.errors, "cpu", self._per_cpu)
         disk = _guarded(self.errors, "disk", self._disk_rates)
         top = _guarded(self.errors, "processes", self._process_uses) or ()
         return per_cpu, disk, top
+
+    def _per_cpu(self) -> list[float] | None:
+        """Busy % of each core since the last call (None for the first, or no time passed)."""
+        now = [times._asdict() for times in psutil.cpu_times(percpu=True)]
+        before, self._cpu_times = self._cpu_times, now
+        if len(before) != len(now):
+            return None
+        busy = [busy_pct(b, a) for b, a in zip(before, now, strict=True)]
+        return None if any(v is None for v in busy) else [v for v in busy if v is not None]
 
     def _disk_rates(self) -> tuple[float | None, float | None] | None:
         counters = psutil.disk_io_counters()

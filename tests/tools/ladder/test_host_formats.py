@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.tools.ladder.host_formats import (
     Cluster,
+    busy_pct,
     cluster_busy,
     cluster_ranges,
     parse_iostat,
@@ -94,6 +95,31 @@ def test_linux_thermal_zone_and_cpufreq_files() -> None:
     assert parse_millidegrees("-274000") is None  # below absolute zero: not wired up
     assert parse_millidegrees("n/a") is None
     assert parse_khz("2400000\n") == 2400 and parse_khz("") is None
+
+
+def test_busy_percent_clamps_a_counter_that_steps_back() -> None:
+    before = {"user": 10.0, "system": 5.0, "idle": 80.0, "iowait": 5.0, "guest": 3.0}
+    after = {"user": 19.0, "system": 6.0, "idle": 80.0, "iowait": 4.0, "guest": 9.0}
+    # iowait went back by 1 s: a saturated core, not "0% busy"; guest is inside user already.
+    assert busy_pct(before, after) == 100.0
+    after_idle = {**after, "idle": 90.0}
+    assert busy_pct(before, after_idle) == 50.0
+    assert busy_pct(before, before) is None  # no time passed
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["user", "system", "idle", "iowait", "irq"]), st.floats(0, 1e6)
+    ),
+    st.dictionaries(
+        st.sampled_from(["user", "system", "idle", "iowait", "irq"]), st.floats(0, 1e6)
+    ),
+)
+def test_busy_percent_is_a_percent_or_none(
+    before: dict[str, float], after: dict[str, float]
+) -> None:
+    busy = busy_pct(before, after)
+    assert busy is None or 0.0 <= busy <= 100.0
 
 
 @example("hw.perflevel0.logicalcpu: ²\n²")  # a digit to str.isdigit, not to int()

@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -63,6 +64,22 @@ async def test_no_thermal_zones_says_not_present(tmp_path: Path) -> None:
     assert (reading.thermal, reading.cpu_speed_limit_pct) == ("not present", None)
 
 
+class MacCpuTimes(NamedTuple):
+    """psutil's scputimes on macOS: these four fields only."""
+
+    user: float
+    nice: float
+    system: float
+    idle: float
+
+
+def cpu_times(busy: list[float] | None) -> list[MacCpuTimes]:
+    """Counters after 100 s at these busy percentages (all zero at the start: busy=None)."""
+    if busy is None:
+        return [MacCpuTimes(0.0, 0.0, 0.0, 0.0)] * 10
+    return [MacCpuTimes(user=b, nice=0.0, system=0.0, idle=100.0 - b) for b in busy]
+
+
 def mac_runner(therm: str, topology: str) -> tuple[list[tuple[str, ...]], object]:
     calls: list[tuple[str, ...]] = []
 
@@ -90,8 +107,10 @@ async def test_a_mac_reads_pmset_and_splits_cores_into_clusters(
 ) -> None:
     calls, run = mac_runner(therm, "sysctl_perflevel_names_m1pro.txt")
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 10)
-    per_cpu = [100.0, 80.0] + [10.0] * 8  # efficiency cores first, as a Mac numbers them
-    monkeypatch.setattr(psutil, "cpu_percent", lambda percpu=False: per_cpu)
+    # Efficiency cores first, as a Mac numbers them: busy 100% and 80%, the rest 10%.
+    busy = [100.0, 80.0] + [10.0] * 8
+    reads = iter([None, busy])
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: cpu_times(next(reads)))
     probe = HostProbe(runner=run, platform="darwin")  # type: ignore[arg-type]
     await probe.start()
     reading = await probe.read()
