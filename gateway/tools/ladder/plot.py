@@ -125,7 +125,7 @@ def _load(lane: Mapping[str, Any]) -> str:
 def _host(ax: Any, rungs: Sequence[Mapping[str, Any]], signals: Sequence[SignalRow]) -> None:
     ts = [s.t_s for s in signals]
     ax.plot(ts, [_nan(s.cpu_busy_pct) for s in signals], color="tab:blue", label="CPU busy %")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 105)  # a saturated host's 100% stays visible above the frame
     ax.set_ylabel("CPU busy (%)")
     ax.set_xlabel("seconds since the ladder started")
     disk = ax.twinx()
