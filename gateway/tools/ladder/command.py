@@ -209,6 +209,8 @@ def _meta(
             "watch": _watch_text(args),
             "error": recorder.error,
             "host_errors": dict(probe.errors),
+            "failed_samples": recorder.failures,
+            "last_failure": recorder.failure,
         },
     }
 

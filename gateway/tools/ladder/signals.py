@@ -87,6 +87,8 @@ class SignalRecorder:
         self.interval_s = interval_s
         self.rows: list[SignalRow] = []
         self.error: str | None = None
+        self.failures = 0  # samples that raised: skipped, the sampling goes on
+        self.failure: str | None = None  # the last one's error
         self._periodic = Periodic(self._step, interval_s)
 
     async def sample(self) -> SignalRow:
@@ -126,7 +128,11 @@ class SignalRecorder:
         self._periodic.start()
 
     async def _step(self) -> None:
-        await self.sample()
+        try:
+            await self.sample()
+        except Exception as exc:  # noqa: BLE001 - one bad sample never ends the sampling
+            self.failures += 1
+            self.failure = f"{type(exc).__name__}: {exc}"[:300]
 
     async def stop(self) -> None:
         await self._periodic.stop()

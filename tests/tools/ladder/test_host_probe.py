@@ -11,7 +11,8 @@ from typing import NamedTuple
 import psutil
 import pytest
 
-from gateway.tools.ladder.host_probe import PMSET_THERM, SYSCTL_HW, HostProbe
+from gateway.tools.ladder.host_probe import PMSET_THERM, SYSCTL_HW, HostProbe, HostReading
+from gateway.tools.ladder.signals import SignalRecorder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "host"
 
@@ -131,3 +132,28 @@ async def test_a_failing_command_is_an_error_not_a_crash(monkeypatch: pytest.Mon
     reading = await probe.read()
     assert reading.thermal == "unknown" and reading.thermal_level is None
     assert "no such file" in probe.errors["thermal"] and "topology" in probe.errors
+
+
+async def test_a_sample_that_raises_is_counted_and_sampling_goes_on(tmp_path: Path) -> None:
+    fourth = asyncio.Event()
+
+    class Flaky(HostProbe):
+        calls = 0
+
+        async def read(self) -> HostReading:
+            self.calls += 1
+            if self.calls == 4:
+                fourth.set()
+            if self.calls == 2:
+                raise ValueError("odd output")
+            return await super().read()
+
+    clock = iter(float(i) for i in range(1000))
+    probe = Flaky(platform="linux", sys_root=tmp_path)
+    recorder = SignalRecorder(lambda: next(clock), probe=probe, interval_s=0.01)
+    await recorder.start()
+    await asyncio.wait_for(fourth.wait(), 30)
+    await recorder.stop()
+    assert (recorder.failures, recorder.failure) == (1, "ValueError: odd output")
+    # Samples 1 and 3 were recorded before the 4th began (sampling is sequential).
+    assert len(recorder.rows) >= 2
