@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from gateway.errors import LanegateError
 from gateway.upstreams.model_lists import ollama_tags
 
 UNKNOWN = "unknown"
@@ -62,7 +63,7 @@ async def _server_version(client: httpx.AsyncClient, host: str) -> str | None:
     return f"llama.cpp {build}" if isinstance(build, str) and build else None
 
 
-class Unreachable(Exception):
+class Unreachable(LanegateError):
     """Nothing answers at the base URL: no point in starting the ladder."""
 
 

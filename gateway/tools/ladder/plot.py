@@ -16,13 +16,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import LanegateError
 from gateway.tools.ladder.host_summary import SignalRow
 
 INSTALL_HINT = "pip install 'lanegate[ladder]'"
 _STYLES = (("p50", "-o"), ("p95", "-s"), ("p99", "-^"))
 
 
-class PlotUnavailable(Exception):
+class PlotUnavailable(LanegateError):
     """matplotlib is not installed; the message says how to get it."""
 
 

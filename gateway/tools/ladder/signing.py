@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import LanegateError
+
 MANIFEST = "SHA256SUMS"
 SIGNATURE = MANIFEST + ".sig"
 NAMESPACE = "lanegate-ladder"  # ssh-keygen -n: a signature made for this purpose only
@@ -24,7 +26,7 @@ OPTIONAL = ("report.md", "benchmarks.json")
 _TIMEOUT_S = 30
 
 
-class SigningError(Exception):
+class SigningError(LanegateError):
     """The run cannot be signed or verified; the message says why and what to do."""
 
 

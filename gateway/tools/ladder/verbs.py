@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import LanegateError
 from gateway.tools.ladder.compare import compare_reports
 from gateway.tools.ladder.provenance import history_table, mismatches
 from gateway.tools.ladder.signing import SigningError, sign, verify
@@ -20,7 +21,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class LadderUsageError(Exception):
+class LadderUsageError(LanegateError):
     """Arguments or files the ladder cannot run with; the message says what to change."""
 
 
