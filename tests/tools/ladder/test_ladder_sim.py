@@ -32,6 +32,14 @@ def received(sim: Service) -> int:
     return int(httpx.get(sim.url + "/sim/stats").json()["received"])
 
 
+def wait_for_rung_two(sim: Service, timeout_s: float = 30.0) -> None:
+    """Rung 1 keeps one request in flight; two in flight at once means rung 2 began."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(sim.url + "/sim/stats").json()["active"] < 2:
+        assert time.monotonic() < deadline, "the ladder never reached its second rung"
+        time.sleep(0.02)
+
+
 def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "policy.yaml",
@@ -161,7 +169,8 @@ def test_ctrl_c_still_writes_everything_measured(knee_sim: Service, tmp_path: Pa
     before = received(knee_sim)
     cmd = ladder_cmd(knee_sim.url + "/v1", out, "--rungs", "1,2,4,8", "--rung-seconds", "3")
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.5)  # well into the second rung
+    wait_for_rung_two(knee_sim)  # however long the start took on a loaded machine
+    time.sleep(0.5)  # into the second rung, well before its 3 s end
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr.decode()
