@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,16 +50,24 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class Heat:
+    """One thermal reading: macOS's level and speed limit, or Linux's zones and cpufreq."""
+
+    text: str
+    level: int | None = None  # macOS: 0 nominal, higher hotter
+    speed_limit_pct: int | None = None  # macOS CPU_Speed_Limit
+    temp_max_c: float | None = None  # Linux: the hottest thermal zone
+    cpufreq_pct: int | None = None  # Linux: the lowest core's current/maximum frequency
+
+
+@dataclass(frozen=True, slots=True)
 class HostReading:
     cpu_busy_pct: float | None
     cpu_clusters: str
     cpu_cores: str
     disk_read_bps: float | None
     disk_write_bps: float | None
-    thermal: str
-    thermal_level: int | None
-    cpu_speed_limit_pct: int | None
-    temp_max_c: float | None
+    heat: Heat
     top: tuple[ProcessUse, ...]
 
 
@@ -83,6 +92,7 @@ class HostProbe:
         self.errors: dict[str, str] = {}
         self._disk: tuple[float, int, int] | None = None
         self._cpu_times: list[dict[str, float]] = []
+        self._own_pid = os.getpid()
         self._procs: dict[tuple[int, float], tuple[str, float, int | None]] = {}
 
     async def start(self) -> None:
@@ -102,16 +112,14 @@ class HostProbe:
         per_cpu, disk, top = await asyncio.to_thread(self._psutil_part)
         if disk is None and self.mac:
             disk = await self._iostat()
-        thermal, level, limit, temp = await self._thermal()
+        heat = await self._thermal()
         read_bps, write_bps = disk if disk else (None, None)
         busy = round(sum(per_cpu) / len(per_cpu), 1) if per_cpu else None
         clusters = (
             format_clusters(cluster_busy(per_cpu, self.ranges)) if per_cpu and self.ranges else ""
         )
         cores = ";".join(f"{v:.1f}" for v in per_cpu or ())
-        return HostReading(
-            busy, clusters, cores, read_bps, write_bps, thermal, level, limit, temp, top
-        )
+        return HostReading(busy, clusters, cores, read_bps, write_bps, heat, top)
 
     def _psutil_part(
         self,
@@ -147,6 +155,8 @@ class HostProbe:
         )
 
     def _process_uses(self) -> tuple[ProcessUse, ...]:
+        """CPU seconds (and disk bytes) of every process since the last call; the top ones.
+        The ladder's own process is named so, to be told from the server under test."""
         seen: dict[tuple[int, float], tuple[str, float, int | None]] = {}
         uses = []
         for proc in psutil.process_iter(["name", "create_time"]):
@@ -154,7 +164,9 @@ class HostProbe:
                 key = (proc.pid, proc.info["create_time"] or 0.0)
                 times = proc.cpu_times()
                 io = _io_bytes(proc)
-                seen[key] = (proc.info["name"] or "?", times.user + times.system, io)
+                name = proc.info["name"] or "?"
+                name += " (this ladder)" if proc.pid == self._own_pid else ""
+                seen[key] = (name, times.user + times.system, io)
                 before = self._procs.get(key)
                 if before is not None:
                     disk = None if io is None or before[2] is None else max(0, io - before[2])
@@ -171,14 +183,14 @@ class HostProbe:
         rates = parse_iostat(await self._run("disk", IOSTAT) or "")
         return (sum(r.mb_per_s for r in rates) * MIB, None) if rates else None
 
-    async def _thermal(self) -> tuple[str, int | None, int | None, float | None]:
+    async def _thermal(self) -> Heat:
         if self.mac:
             text = await self._run("thermal", PMSET_THERM)
             reading = parse_pmset_therm(text) if text is not None else None
             return _mac_thermal(reading)
         return await asyncio.to_thread(self._linux_thermal)
 
-    def _linux_thermal(self) -> tuple[str, int | None, int | None, float | None]:
+    def _linux_thermal(self) -> Heat:
         zones = sorted((self.sys_root / "class" / "thermal").glob("thermal_zone*/temp"))
         temps = [t for t in (parse_millidegrees(_read(p)) for p in zones) if t is not None]
         cpu_dir = self.sys_root / "devices" / "system" / "cpu"
@@ -192,7 +204,7 @@ class HostProbe:
                 ratios.append(round(100 * cur / top))
         hottest = max(temps) if temps else None
         text = "not present" if hottest is None else f"{hottest:.1f} C"
-        return text, None, min(ratios) if ratios else None, hottest
+        return Heat(text, temp_max_c=hottest, cpufreq_pct=min(ratios) if ratios else None)
 
     async def _run(self, what: str, argv: Sequence[str]) -> str | None:
         try:
@@ -204,14 +216,14 @@ class HostProbe:
         return text
 
 
-def _mac_thermal(reading: Thermal | None) -> tuple[str, int | None, int | None, float | None]:
+def _mac_thermal(reading: Thermal | None) -> Heat:
     """macOS tells no temperature without root (powermetrics): levels and limits only."""
     if reading is None:
-        return "unknown", None, None, None
+        return Heat("unknown")
     levels = [v for v in (reading.warning_level, reading.performance_level) if v is not None]
     limited = reading.speed_limit_pct is not None and reading.speed_limit_pct < 100
     level = max(levels) if levels else (1 if limited else None)
-    return reading.text(), level, reading.speed_limit_pct, None
+    return Heat(reading.text(), level, reading.speed_limit_pct)
 
 
 def _io_bytes(proc: psutil.Process) -> int | None:

@@ -41,8 +41,9 @@ class SignalRow:
     disk_write_bps: float | None = None
     thermal: str = ""  # "nominal", "warning 2", "speed 62%", "71.0 C", "unknown"
     thermal_level: int | None = None  # 0 nominal, higher hotter
-    cpu_speed_limit_pct: int | None = None  # macOS CPU_Speed_Limit; Linux cur/max frequency
+    cpu_speed_limit_pct: int | None = None  # macOS CPU_Speed_Limit
     temp_max_c: float | None = None  # Linux: the hottest thermal zone
+    cpufreq_pct: int | None = None  # Linux: the lowest core's current/maximum frequency
     # Not a CSV column: the top processes of this sample, kept for the rung's summary.
     top: tuple[ProcessUse, ...] = field(default=(), compare=False)
 
@@ -69,6 +70,7 @@ class HostSummary:
     thermal_level: int | None  # the highest
     speed_limit_pct: int | None  # the lowest
     temp_max_c: float | None  # the highest
+    cpufreq_min_pct: int | None  # the lowest
     pressure: str | None  # the worst
     min_available_bytes: int | None
     top_cpu: tuple[TopProcess, ...]
@@ -84,6 +86,7 @@ def summarise_host(rows: Sequence[SignalRow], seconds: float) -> HostSummary:
     levels = [r.thermal_level for r in rows if r.thermal_level is not None]
     limits = [r.cpu_speed_limit_pct for r in rows if r.cpu_speed_limit_pct is not None]
     temps = [r.temp_max_c for r in rows if r.temp_max_c is not None]
+    freqs = [r.cpufreq_pct for r in rows if r.cpufreq_pct is not None]
     pressures = [p for p in (r.pressure for r in rows) if p in _PRESSURES]
     available = [r.memory_available_bytes for r in rows if r.memory_available_bytes is not None]
     top_cpu, top_disk = top_processes(rows, seconds)
@@ -97,6 +100,7 @@ def summarise_host(rows: Sequence[SignalRow], seconds: float) -> HostSummary:
         thermal_level=max(levels) if levels else None,
         speed_limit_pct=min(limits) if limits else None,
         temp_max_c=max(temps) if temps else None,
+        cpufreq_min_pct=min(freqs) if freqs else None,
         pressure=max(pressures, key=_PRESSURES.index) if pressures else None,
         min_available_bytes=min(available) if available else None,
         top_cpu=top_cpu,

@@ -159,6 +159,8 @@ def _thermal(host: Mapping[str, Any]) -> str:
         parts.append(f"speed {limit}%")
     if host.get("temp_max_c") is not None:
         parts.append(f"{host['temp_max_c']:.0f} C")
+    if host.get("cpufreq_min_pct") is not None:
+        parts.append(f"freq {host['cpufreq_min_pct']}% of max")
     return ", ".join(parts) or "–"
 
 

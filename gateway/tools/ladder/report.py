@@ -77,6 +77,7 @@ def host_dict(host: HostSummary) -> dict[str, Any]:
         "thermal_level": host.thermal_level,
         "speed_limit_pct": host.speed_limit_pct,
         "temp_max_c": host.temp_max_c,
+        "cpufreq_min_pct": host.cpufreq_min_pct,
         "pressure": host.pressure,
         "min_available_bytes": host.min_available_bytes,
         "top_cpu": top(host.top_cpu),

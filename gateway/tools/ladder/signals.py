@@ -113,10 +113,11 @@ class SignalRecorder:
             cpu_cores=host.cpu_cores,
             disk_read_bps=host.disk_read_bps,
             disk_write_bps=host.disk_write_bps,
-            thermal=host.thermal,
-            thermal_level=host.thermal_level,
-            cpu_speed_limit_pct=host.cpu_speed_limit_pct,
-            temp_max_c=host.temp_max_c,
+            thermal=host.heat.text,
+            thermal_level=host.heat.level,
+            cpu_speed_limit_pct=host.heat.speed_limit_pct,
+            temp_max_c=host.heat.temp_max_c,
+            cpufreq_pct=host.heat.cpufreq_pct,
             top=host.top,
         )
         self.rows.append(row)

@@ -50,10 +50,12 @@ async def test_linux_reads_cores_disk_zones_cpufreq_and_the_busiest_processes(
     cores = reading.cpu_cores.split(";")
     assert len(cores) == psutil.cpu_count() and all(0 <= float(c) <= 100 for c in cores)
     assert reading.cpu_busy_pct is not None and reading.cpu_clusters == ""  # no clusters here
-    assert reading.thermal == "71.5 C" and reading.temp_max_c == 71.5
-    assert reading.cpu_speed_limit_pct == 50  # cpu0 at half its maximum frequency
+    assert reading.heat.text == "71.5 C" and reading.heat.temp_max_c == 71.5
+    assert reading.heat.cpufreq_pct == 50  # cpu0 at half its maximum frequency
+    assert reading.heat.speed_limit_pct is None  # a Mac's limit, not a frequency
     assert reading.disk_read_bps is not None and reading.disk_read_bps >= 0
     (mine,) = [use for use in reading.top if use.pid == burner.pid]
+    assert not mine.name.endswith("(this ladder)")
     assert mine.cpu_s > 0 and mine.disk_bytes is not None  # Linux reports process I/O
     assert probe.errors == {}
 
@@ -62,7 +64,7 @@ async def test_no_thermal_zones_says_not_present(tmp_path: Path) -> None:
     probe = HostProbe(platform="linux", sys_root=tmp_path)
     await probe.start()
     reading = await probe.read()
-    assert (reading.thermal, reading.cpu_speed_limit_pct) == ("not present", None)
+    assert (reading.heat.text, reading.heat.cpufreq_pct) == ("not present", None)
 
 
 class MacCpuTimes(NamedTuple):
@@ -117,9 +119,8 @@ async def test_a_mac_reads_pmset_and_splits_cores_into_clusters(
     reading = await probe.read()
     assert [c.name for c in probe.clusters] == ["Performance", "Efficiency"]
     assert reading.cpu_clusters == "Efficiency=90.0 Performance=10.0"
-    assert (reading.thermal, reading.thermal_level, reading.cpu_speed_limit_pct) == (
-        text, level, limit,
-    )  # fmt: skip
+    heat = reading.heat
+    assert (heat.text, heat.level, heat.speed_limit_pct) == (text, level, limit)
     assert calls.count(SYSCTL_HW) == 1  # the topology is read once, pmset at every sample
 
 
@@ -130,7 +131,7 @@ async def test_a_failing_command_is_an_error_not_a_crash(monkeypatch: pytest.Mon
     probe = HostProbe(runner=broken, platform="darwin")
     await probe.start()
     reading = await probe.read()
-    assert reading.thermal == "unknown" and reading.thermal_level is None
+    assert reading.heat.text == "unknown" and reading.heat.level is None
     assert "no such file" in probe.errors["thermal"] and "topology" in probe.errors
 
 
