@@ -9,8 +9,8 @@ threshold against the first rung (below). The verdict reads them in this order:
 - CPU: a core cluster (or the whole CPU) saturated → CPU, naming the cluster;
 - disk: disk traffic moved alone → another process's I/O;
 - errors rose while the tail did not → timeouts or a proxy, not the host;
-- the tail rose and no host signal moved → the server's own queueing (its slots are full),
-  the expected reason past the knee.
+- the tail rose and no host signal moved → the server itself: requests sharing batches below
+  its slot count, waiting for a free slot above it (the expected reason past the knee).
 Signals that moved while the tail held (and errors did not rise) are listed, not blamed.
 
 Pure: summaries in, a line out; no clock, no I/O.
@@ -129,7 +129,10 @@ def _verdict(
     if errors and not rose:
         return "errors", "errors rose without a slower tail: suspect timeouts or a proxy"
     if rose:
-        return "queueing", "no host signal moved: the server's own queue (slots full)"
+        return (
+            "queueing",
+            "no host signal moved: the server itself (shared batches or a wait for a slot)",
+        )
     return "steady", "steady"
 
 
