@@ -3,7 +3,7 @@
 Selection is the pure `selection.choose` over what the shell knows: each upstream's breaker,
 its discovered models, and its requests in flight. A failure before anything reached the
 client (connection refused or closed, a 502/503 answer) is retried on another upstream of the
-same pool, with tenacity, never the same one twice; once a byte has gone to the client the
+same pool, never the same one twice; once a byte has gone to the client the
 request is never retried. Timeouts before the first byte are not retried either: the client
 has already waited `first_byte` seconds.
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from gateway.errors import ServiceUnavailable, UpstreamUnavailable
 from gateway.observe.measurement import RequestRecord
@@ -126,23 +124,19 @@ class UpstreamRouter:
         handles its own errors."""
         pool = pool or self.pool_of(policy)
         tried: set[str] = set()
-        try:  # the common case, kept off tenacity's machinery: the first upstream answers
+        try:  # the common case: the first upstream answers
             return await self._once(policy, pool, model, attempt, tried, lane)
         except RetryElsewhere as first:
+            failure = first
             if not any(s.name not in tried for s in pool):
                 raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryElsewhere),
-            stop=stop_after_attempt(len(pool)),
-            reraise=True,
-        )
-        try:
-            async for try_ in retrying:
-                with try_:
-                    return await self._once(policy, pool, model, attempt, tried, lane)
-        except RetryElsewhere as exc:  # every upstream failed before any byte was sent
-            raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
+        for _ in range(len(pool)):  # bounded: each attempt adds its upstream to `tried`
+            try:
+                return await self._once(policy, pool, model, attempt, tried, lane)
+            except RetryElsewhere as exc:
+                failure = exc
+        # every upstream failed before any byte was sent
+        raise UpstreamUnavailable(f"no upstream could take it: {failure.detail}") from failure
 
     async def _once(
         self,
