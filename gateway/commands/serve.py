@@ -16,7 +16,11 @@ SHUTDOWN_STRAGGLERS_S = 1
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("serve", help="run the gateway")
-    parser.add_argument("--policy", help="policy YAML (default: LANEGATE_POLICY)")
+    parser.add_argument(
+        "--policy",
+        help="policy YAML (default: LANEGATE_POLICY, else $LANEGATE_HOME/policy.yaml, "
+        "~/.lanegate/policy.yaml: what `lanegate init` writes)",
+    )
     parser.add_argument("--host", help="bind address (default: LANEGATE_HOST or localhost)")
     parser.add_argument("--port", type=int, help="port (default: LANEGATE_PORT or 8400)")
     parser.add_argument("--log-level", help="debug, info, warning (default: LANEGATE_LOG_LEVEL)")
@@ -43,6 +47,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k in ("policy", "host", "port", "log_level") if (v := getattr(args, k))}
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings)
+    if not settings.policy.exists():
+        print(
+            f"lanegate serve: no policy at {settings.policy}: run `lanegate init` to write one "
+            "for the servers on this machine, or pass --policy FILE",
+            file=sys.stderr,
+        )
+        return 2
     try:
         policy = load_policy(settings.policy)
     except PolicyError as exc:
