@@ -27,6 +27,8 @@ def register(subparsers: Any) -> None:
     compare = actions.add_parser("compare", help="two runs side by side, rung by rung")
     compare.add_argument("run_a", metavar="RUN_A", help="a run directory or its report.json")
     compare.add_argument("run_b", metavar="RUN_B")
+    plot = actions.add_parser("plot", help="draw ladder.png of a run (needs lanegate[ladder])")
+    plot.add_argument("run", metavar="RUN", help="a run directory or its report.json")
     _target_flags(parser)
     _load_flags(parser)
     _gate_flags(parser)
@@ -89,12 +91,14 @@ def _gate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.tools.ladder.command import LadderUsageError, compare_runs, run_ladder
+    from gateway.tools.ladder.command import LadderUsageError, compare_runs, plot_run, run_ladder
 
     try:
         if args.ladder_action == "compare":
             print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
             return 0
+        if args.ladder_action == "plot":
+            return plot_run(Path(args.run))
         return run_ladder(args)
     except LadderUsageError as exc:
         print(f"lanegate ladder: {exc}", file=sys.stderr)

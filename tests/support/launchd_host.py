@@ -66,4 +66,3 @@ def host_for(tmp_path: Path, runner: Recorder, platform: str = "darwin", euid: i
 
 def service_args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["service", *argv])
-

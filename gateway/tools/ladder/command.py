@@ -29,7 +29,7 @@ from gateway.tools.ladder.prompts import PromptSet, make_prompts
 from gateway.tools.ladder.report import build_report, write_outputs
 from gateway.tools.ladder.runner import Contract, LaneLoad, LoadRunner
 from gateway.tools.ladder.session import Ladder, LadderState, RungResult
-from gateway.tools.ladder.signals import ProcessWatch, SignalRecorder
+from gateway.tools.ladder.signals import EXTRA_HINT, MissingExtra, ProcessWatch, SignalRecorder
 
 INTERACTIVE = "interactive"
 EXIT_GATE_FAILED = 1
@@ -141,13 +141,34 @@ def run_ladder(args: argparse.Namespace) -> int:
     )
     write_outputs(plan.out, report, runner.rows, recorder.rows)
     if not args.no_plot:
-        from gateway.tools.ladder.plot import draw
-
-        draw(report, plan.out / "ladder.png")
+        _plot(report, plan.out / "ladder.png")
     _summary(plan, report)
     if state.interrupted:
         return EXIT_INTERRUPTED
     return 0 if report["gates"]["passed"] else EXIT_GATE_FAILED
+
+
+def _plot(report: dict[str, Any], path: Path) -> bool:
+    """ladder.png when matplotlib is installed; else say how to get it (the rest is written)."""
+    try:
+        from gateway.tools.ladder.plot import draw
+
+        draw(report, path)
+    except ImportError:
+        print(
+            f"lanegate ladder: no {path.name}: matplotlib is not installed: {EXTRA_HINT}; "
+            f"then `lanegate ladder plot {path.parent}` draws it",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def plot_run(run: Path) -> int:
+    """`lanegate ladder plot RUN`: ladder.png beside a finished run's report.json."""
+    report = _load_report(run)
+    directory = run.parent if run.is_file() else run
+    return 0 if _plot(report, directory / "ladder.png") else 2
 
 
 def _meta(
@@ -208,7 +229,10 @@ async def _climb(
         api_key=plan.api_key,
         clock=time.monotonic,
     )
-    watch = ProcessWatch(args.watch_pid, args.watch_name)
+    try:
+        watch = ProcessWatch(args.watch_pid, args.watch_name)
+    except MissingExtra as exc:
+        raise LadderUsageError(str(exc)) from None
     recorder = SignalRecorder(runner.now, watch=watch, interval_s=args.sample_interval)
     progress = Progress(runner, sys.stderr, rungs=len(plan.rungs), rung_seconds=args.rung_seconds)
     ladder = Ladder(

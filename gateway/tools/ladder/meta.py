@@ -9,15 +9,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from gateway import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 
 
-def git_revision(directory: Path = PACKAGE_DIR) -> str | None:
-    """`git describe --always --dirty` of the checkout lanegate runs from; None if none."""
+def git_revision(package_dir: Path = PACKAGE_DIR) -> str | None:
+    """`git describe --always --dirty` of the checkout lanegate runs from; None if none.
+
+    Only a checkout whose root holds the package itself counts (`.git` beside `gateway/`):
+    an installed lanegate sits in site-packages, and a venv inside some other repository
+    must not report that repository's revision."""
+    directory = package_dir.parent
+    if not (directory / ".git").exists():  # a directory, or a file in a git worktree
+        return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         result = subprocess.run(
             ["git", "-C", str(directory), "describe", "--always", "--dirty", "--abbrev=12"],
@@ -40,6 +45,13 @@ def host_info() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
+        "memory_bytes": _memory_bytes(),
         "python": platform.python_version(),
     }
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory, without psutil (the `ladder` extra): sysconf on macOS and Linux."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None

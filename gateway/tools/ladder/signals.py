@@ -14,11 +14,19 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import psutil
+from typing import TYPE_CHECKING
 
 from gateway.offload.signals import SignalSource, default_source
 from gateway.ops.periodic import Periodic
+
+if TYPE_CHECKING:  # psutil comes with the `ladder` extra; only a process watch needs it
+    import psutil
+
+EXTRA_HINT = "pip install 'lanegate[ladder]' (pipx: pipx inject lanegate psutil matplotlib)"
+
+
+class MissingExtra(RuntimeError):
+    """A ladder feature whose package is not installed; the message says how to get it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +46,19 @@ class ProcessWatch:
     def __init__(self, pid: int | None = None, name: str | None = None) -> None:
         self.pid = pid
         self.name = name
+        if self.active:
+            try:
+                import psutil  # noqa: F401  (checked here: a missing one fails before any load)
+            except ImportError:
+                raise MissingExtra(f"--watch-pid/--watch-name need psutil: {EXTRA_HINT}") from None
 
     @property
     def active(self) -> bool:
         return self.pid is not None or bool(self.name)
 
     def rss(self) -> tuple[int | None, int]:
+        import psutil
+
         procs = self._processes()
         total = 0
         counted = 0
@@ -54,6 +69,8 @@ class ProcessWatch:
         return (total if counted else None), counted
 
     def _processes(self) -> list[psutil.Process]:
+        import psutil
+
         if self.pid is not None:
             with contextlib.suppress(psutil.Error):
                 return [psutil.Process(self.pid)]
