@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"lanegate: the policy cannot be used:\n{exc}", file=sys.stderr)
         return 2
-    problem = exposure_problem(settings, bool(policy.clients), args.allow_unauthenticated)
+    problem = missing_extra(settings) or exposure_problem(
+        settings, bool(policy.clients), args.allow_unauthenticated
+    )
     if problem is not None:
         print(f"lanegate serve: {problem}", file=sys.stderr)
         return 2
@@ -107,6 +109,20 @@ def run(args: argparse.Namespace) -> int:
 def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def missing_extra(settings: Settings) -> str | None:
+    """A setting whose package comes with an extra that is not installed, and how to get it."""
+    from importlib.util import find_spec
+
+    if settings.redis_url and find_spec("redis") is None:
+        return "LANEGATE_REDIS_URL needs the redis client: pip install 'lanegate[redis]'"
+    if settings.upstream_client != "lean" and find_spec("aiohttp") is None:
+        return (
+            f"LANEGATE_UPSTREAM_CLIENT={settings.upstream_client} needs the measured alternative "
+            "clients: pip install 'lanegate[bench]' (or unset it: the default client needs none)"
+        )
+    return None
 
 
 def exposure_problem(
