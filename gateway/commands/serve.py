@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.ops.http_protocol import HeaderLimits, limited_protocol
-    from gateway.ops.listen import bind_sockets, is_loopback
+    from gateway.ops.listen import bind_sockets, is_loopback, port_holder
     from gateway.ops.server import GracefulServer
     from gateway.policy import PolicyError, load_policy
     from gateway.serving.cors_app import with_cors
@@ -65,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"lanegate serve: {problem}", file=sys.stderr)
         return 2
-    sockets = bind_sockets(settings.host, settings.port)
+    try:
+        sockets = bind_sockets(settings.host, settings.port)
+    except OSError as exc:
+        holder = port_holder(settings.port)
+        by = f" (held by {holder})" if holder else ""
+        print(f"lanegate serve: cannot listen on port {settings.port}: {exc}{by}", file=sys.stderr)
+        return 2
     app = create_app(policy, settings)
     limits = HeaderLimits(
         settings.max_header_count, settings.max_header_bytes, settings.header_timeout
