@@ -119,12 +119,6 @@ def test_policy_without_action_shows_usage(capsys: pytest.CaptureFixture[str]) -
     assert "check" in capsys.readouterr().err
 
 
-def test_check_needs_a_file() -> None:
-    with pytest.raises(SystemExit) as caught:
-        run(["policy", "check"])
-    assert caught.value.code == 2
-
-
 def test_the_shipped_examples_check_in_place(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["policy", "check", "--examples"]) == 0
     out = capsys.readouterr().out
