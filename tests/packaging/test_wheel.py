@@ -307,3 +307,55 @@ def test_no_git_revision_from_an_install(installed: Installed) -> None:
 
 def test_nothing_of_the_checkout_leaked_into_home(installed: Installed) -> None:
     assert os.listdir(installed.cwd) == []
+
+
+def _tool(name: str) -> str:
+    """uv or pipx beside this Python (the dev group installs both)."""
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        pytest.fail(f"{name} is missing: `make venv` installs it (pyproject's dev group)")
+    return str(path)
+
+
+@pytest.mark.parametrize("installer", ["uv", "pipx"])
+def test_a_tool_installer_installs_the_wheel(
+    installed: Installed, installer: str, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    # The machine's own settings reach the installer (proxy, certificates: uv does not read
+    # pip's config), but not this checkout: no PYTHONPATH, an empty HOME.
+    outer = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        **outer,
+        **installed.env(),
+        "UV_SYSTEM_CERTS": "1",  # the system's CA store, like pip, not uv's bundled one
+        "UV_TOOL_DIR": str(tmp_path / "tools"),
+        "UV_TOOL_BIN_DIR": str(bin_dir),
+        "PIPX_HOME": str(tmp_path / "pipx"),
+        "PIPX_BIN_DIR": str(bin_dir),
+        "PIPX_MAN_DIR": str(tmp_path / "man"),
+    }
+    argv = [_tool("uv"), "tool", "install"] if installer == "uv" else [_tool("pipx"), "install"]
+    done = subprocess.run(
+        [*argv, str(installed.wheel)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for command in (["--version"], ["policy", "check", "--examples"]):
+        ran = subprocess.run(
+            [str(bin_dir / "lanegate"), *command],
+            cwd=installed.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+    render = subprocess.run(
+        [str(bin_dir / "lanegate"), "service", "render", "--user", "ann"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    argv0 = plistlib.loads(render.stdout.encode())["ProgramArguments"][0]
+    assert argv0.startswith(str(tmp_path)) and argv0.endswith("/lanegate"), argv0
