@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,20 @@ def test_a_llama_server_on_8080_gets_its_own_slot_count(tmp_path: Path) -> None:
 def test_a_bad_probe_flag_is_refused(tmp_path: Path) -> None:
     done = _init(tmp_path, "--probe", "vllm=http://x")
     assert done.returncode == 2 and "KIND=http" in done.stderr
+
+
+def test_serve_without_a_policy_points_at_init(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("LANEGATE_")},
+            "LANEGATE_HOME": str(tmp_path / "home"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"no policy at {tmp_path / 'home' / 'policy.yaml'}" in done.stderr
+    assert "lanegate init" in done.stderr
