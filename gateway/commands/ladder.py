@@ -44,6 +44,8 @@ def register(subparsers: Any) -> None:
     verify.add_argument("run", metavar="RUN")
     verify.add_argument("--allowed-signers", help="ssh-keygen allowed_signers file")
     verify.add_argument("--identity", help="the signer's principal in that file")
+    plot = actions.add_parser("plot", help="draw ladder.png of a run (needs lanegate[ladder])")
+    plot.add_argument("run", metavar="RUN", help="a run directory or its report.json")
     _target_flags(parser)
     _load_flags(parser)
     _gate_flags(parser)
@@ -139,6 +141,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         status, text = verbs.verify_run(Path(args.run), allowed, args.identity)
         print(text, end="")
         return status
-    from gateway.tools.ladder.command import run_ladder
+    from gateway.tools.ladder.command import plot_run, run_ladder
 
+    if action == "plot":
+        return plot_run(Path(args.run))
     return run_ladder(args)

@@ -27,6 +27,14 @@ install_optional_chromium() {
 }
 install_optional_chromium
 
+# tests/packaging/test_homebrew.py checks the formula parses with `ruby -c` (skips without it).
+if ! command -v ruby >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: installing ruby with apt (to check the Homebrew formula parses)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends ruby >/dev/null; } \
+    || echo "system-deps: ruby could not be installed; the formula's syntax check will skip" >&2
+fi
+
 # `make bench` only (`system_deps.sh bench`): nginx, S1's reference proxy; without it S1 runs
 # without the nginx arm.
 if [ "${1:-}" = bench ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then

@@ -157,9 +157,29 @@ def _plot(
     try:
         draw(report, plan.out / "ladder.png", recorder.rows)
     except PlotUnavailable as exc:
-        print(f"lanegate ladder: ladder.png skipped: {exc}", file=sys.stderr)
+        print(
+            f"lanegate ladder: ladder.png skipped: {exc}; then `lanegate ladder plot {plan.out}` "
+            "draws it",
+            file=sys.stderr,
+        )
         return {"written": False, "why": str(exc)}
     return {"written": True, "file": "ladder.png"}
+
+
+def plot_run(run: Path) -> int:
+    """`lanegate ladder plot RUN`: ladder.png beside a finished run's report.json, for a run
+    made without matplotlib."""
+    from gateway.tools.ladder.plot import PlotUnavailable, draw
+    from gateway.tools.ladder.verbs import load_report
+
+    report = load_report(run)
+    directory = run.parent if run.is_file() else run
+    try:
+        draw(report, directory / "ladder.png")
+    except PlotUnavailable as exc:
+        print(f"lanegate ladder: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _meta(

@@ -19,8 +19,15 @@ from gateway import __version__
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 
 
-def git_revision(directory: Path = PACKAGE_DIR) -> str | None:
-    """`git describe --always --dirty` of the checkout lanegate runs from; None if none."""
+def git_revision(package_dir: Path = PACKAGE_DIR) -> str | None:
+    """`git describe --always --dirty` of the checkout lanegate runs from; None if none.
+
+    Only a checkout whose root holds the package itself counts (`.git` beside `gateway/`):
+    an installed lanegate sits in site-packages, and a venv inside some other repository
+    must not report that repository's revision."""
+    directory = package_dir.parent
+    if not (directory / ".git").exists():  # a directory, or a file in a git worktree
+        return None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         result = subprocess.run(
             ["git", "-C", str(directory), "describe", "--always", "--dirty", "--abbrev=12"],
