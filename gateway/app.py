@@ -93,6 +93,7 @@ class Gateway:
             max_body_bytes=settings.max_body_bytes,
             clock=self.clock,
             body_timeout_s=settings.body_timeout,
+            max_upstream_body_bytes=settings.max_upstream_body_bytes,
         )
         self.router = UpstreamRouter(self.discovered, self.clock, solo=self.rolling)
         self.discovery = Discovery(

@@ -10,10 +10,13 @@ Exception tree (every gateway-made error is one of these)::
     ├── MethodNotAllowed                405   invalid_request_error / method_not_allowed
     ├── RequestTimeout                  408   invalid_request_error / body_timeout, header_timeout
     ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
+    ├── UnsupportedMediaType            415   invalid_request_error / unsupported_media_type
     ├── HeadersTooLarge                 431   invalid_request_error / headers_too_large
     ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
-    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
+    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable,
+    │                                         upstream_body_too_large
     ├── ServiceUnavailable              503   service_unavailable / gateway_draining, no_upstream,
+    │                                                             gateway_out_of_files,
     │                                                             lane_removed
     └── UpstreamTimeout                 504   upstream_error / upstream_timeout
 
@@ -97,6 +100,12 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "body_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class HeadersTooLarge(GatewayError):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.policy import yaml_bounds
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
 
@@ -76,6 +77,7 @@ def check_policy(path: str | Path) -> CheckedPolicy:
 
 def check_policy_text(text: str, source: str) -> CheckedPolicy:
     data, lines = _parse_yaml(text, source)
+    # Validation walks the data with aliases expanded: _parse_yaml bounded them first.
     try:
         document = PolicyDocument.model_validate(data)
     except ValidationError as exc:
@@ -94,10 +96,14 @@ def policy_schema() -> dict[str, Any]:
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Location, int]]:
     try:
+        yaml_bounds.check_text_size(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        yaml_bounds.check_expanded_size(root)  # before anything walks the aliases
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError([_yaml_problem(source, exc)]) from exc
+    except yaml_bounds.TooLarge as exc:
+        raise PolicyError([PolicyProblem(source, exc.line, "", str(exc))]) from exc
     if not isinstance(data, dict):
         raise PolicyError([PolicyProblem(source, 1, "", "expected a mapping with `upstreams:`")])
     lines, repeated = _line_index(root)

@@ -33,14 +33,14 @@ from gateway.lanes.classify import (
     rewrite_model,
 )
 from gateway.lanes.gate import Ticket
-from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.measurement import MAX_USAGE_TOKENS, RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.relay import Relay, send_error
-from gateway.serving.request_body import RequestFacts
+from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.routes import Route
 from gateway.shared.plan import SharedReservation
 from gateway.upstreams.client import UpstreamClient
@@ -54,6 +54,8 @@ log = logging.getLogger("lanegate")
 
 # Prompt characters per token, for the budget estimate before the upstream counts for real.
 CHARS_PER_TOKEN = 4
+# Paths reach the access log and the ledger; past this they are cut (the request's id stays).
+MAX_LOGGED_PATH = 256
 
 
 @dataclass
@@ -100,6 +102,7 @@ class RequestFlow:
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
+            check_body_type(scope["headers"])
             raw, facts = await self.relay.read(route, receive, exchange)
             model = facts.model
             exchange.watch(receive)
@@ -128,7 +131,10 @@ class RequestFlow:
 
             if route.inference:
                 lane_of = admitted.lane.name if admitted else None
-                record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
+                source = client.name if client else _peer(scope)
+                record = await self.router.run(
+                    runtime.policy, model, attempt, pool, lane_of, source
+                )
             else:  # metadata: the default upstream answers, no slot is taken
                 record = await attempt(default_upstream(runtime.policy), False)
         except GatewayError as error:
@@ -151,11 +157,13 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self._settle(admitted.reservation, _tokens_used(record, admitted))
+        if record.usage_clamped:
+            _log_clamped_usage(upstream_name)
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
-            scope["path"],
+            scope["path"][:MAX_LOGGED_PATH],
             lane_name,
             upstream_name,
             model,
@@ -256,6 +264,26 @@ class RequestFlow:
         if isinstance(admitted.reservation, SharedReservation):
             return headers + list(admitted.reservation.headers)
         return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+
+
+def _peer(scope: Scope) -> str | None:
+    """Who sent an anonymous request, for the breaker's count of distinct sources."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+_clamped_logged: set[str] = set()  # upstreams whose out-of-range usage was logged
+
+
+def _log_clamped_usage(upstream: str) -> None:
+    if upstream not in _clamped_logged and len(_clamped_logged) < 64:
+        _clamped_logged.add(upstream)
+        log.warning(
+            "upstream %s reported a token count out of range (negative, or over %d): clamped; "
+            "budgets and the ledger use the clamped figure (logged once per upstream)",
+            upstream,
+            MAX_USAGE_TOKENS,
+        )
 
 
 async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:

@@ -24,7 +24,7 @@ from gateway.observe.measurement import RequestRecord
 from gateway.observe.rolling import RollingRegistry
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.serving.exchange import CLIENT_LEFT
-from gateway.serving.relay import RetryElsewhere
+from gateway.serving.relay import NOT_THE_UPSTREAMS, RetryElsewhere
 from gateway.upstreams.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome
 from gateway.upstreams.model_lists import Inventory
 from gateway.upstreams.selection import DEFAULT_POOL, Candidate, choose
@@ -32,6 +32,7 @@ from gateway.upstreams.selection import DEFAULT_POOL, Candidate, choose
 log = logging.getLogger("lanegate.router")
 
 Attempt = Callable[[UpstreamSpec, bool], Awaitable[RequestRecord]]
+PROBE = "probe"  # the source of discovery's own reads, for the breaker
 
 
 class UpstreamRouter:
@@ -65,10 +66,10 @@ class UpstreamRouter:
         breaker, now = self.breaker(upstream), self.clock()
         state = breaker.state(now)
         if state is BreakerState.CLOSED and not reachable:
-            breaker.record(Outcome.FAILURE, now, f"probe: {detail}")
+            breaker.record(Outcome.FAILURE, now, f"probe: {detail}", PROBE)
         elif state is BreakerState.HALF_OPEN and breaker.allow(now):
             outcome = Outcome.SUCCESS if reachable else Outcome.FAILURE
-            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe")
+            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe", PROBE)
 
     def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
         if self._pool is None or self._pool[0] is not policy:  # computed once per policy
@@ -121,13 +122,14 @@ class UpstreamRouter:
         attempt: Attempt,
         pool: tuple[UpstreamSpec, ...] | None = None,
         lane: str | None = None,
+        source: str | None = None,
     ) -> RequestRecord:
         """Try upstreams of the pool (default: the local one) until one answers; the last try
         handles its own errors."""
         pool = pool or self.pool_of(policy)
         tried: set[str] = set()
         try:  # the common case, kept off tenacity's machinery: the first upstream answers
-            return await self._once(policy, pool, model, attempt, tried, lane)
+            return await self._once(policy, pool, model, attempt, tried, lane, source)
         except RetryElsewhere as first:
             if not any(s.name not in tried for s in pool):
                 raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
@@ -139,7 +141,7 @@ class UpstreamRouter:
         try:
             async for try_ in retrying:
                 with try_:
-                    return await self._once(policy, pool, model, attempt, tried, lane)
+                    return await self._once(policy, pool, model, attempt, tried, lane, source)
         except RetryElsewhere as exc:  # every upstream failed before any byte was sent
             raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
@@ -152,6 +154,7 @@ class UpstreamRouter:
         attempt: Attempt,
         tried: set[str],
         lane: str | None,
+        source: str | None,
     ) -> RequestRecord:
         spec = self.pick(policy, pool, model, tried)
         if spec is None:
@@ -163,8 +166,10 @@ class UpstreamRouter:
         try:
             record = await attempt(spec, others)
         except RetryElsewhere as exc:
-            outcome = Outcome.BUSY if exc.busy else Outcome.FAILURE
-            self.breaker(spec.name).record(outcome, self.clock(), exc.detail)
+            outcome = Outcome.FAILURE
+            if exc.busy or exc.answered:
+                outcome = Outcome.BUSY if exc.busy else Outcome.ERROR_ANSWER
+            self.breaker(spec.name).record(outcome, self.clock(), exc.detail, source)
             log.info(
                 "upstream %s failed before the first byte (%s); trying another",
                 spec.name,
@@ -173,22 +178,24 @@ class UpstreamRouter:
             raise
         finally:
             self.in_flight[spec.name] -= 1
-        self._account(spec, record)
+        self._account(spec, record, source)
         alone = in_flight == 1 and self.sent[spec.name] == sent  # nobody came or went meanwhile
         if alone and self.solo is not None and record.ttft_s is not None and lane:
             self.solo.add(("ttft_solo", lane, spec.name), record.ttft_s, self.clock())
         return record
 
-    def _account(self, spec: UpstreamSpec, record: RequestRecord) -> None:
-        breaker = self.breaker(spec.name)
-        if record.status == 499 or record.error == CLIENT_LEFT:
-            breaker.release_probe()  # the client left: this says nothing about the upstream
+    def _account(self, spec: UpstreamSpec, record: RequestRecord, source: str | None) -> None:
+        breaker, now = self.breaker(spec.name), self.clock()
+        if record.status == 499 or record.error == CLIENT_LEFT or record.error in NOT_THE_UPSTREAMS:
+            breaker.release_probe()  # the client left, or the gateway's own limit: no verdict
         elif record.status == 503:
-            breaker.record(Outcome.BUSY, self.clock(), "503 server busy")
-        elif record.status >= 500 or record.upstream_failed:  # mid-stream failures too
-            breaker.record(Outcome.FAILURE, self.clock(), record.error or str(record.status))
+            breaker.record(Outcome.BUSY, now, "503 server busy", source)
+        elif record.upstream_failed:  # connection lost, timeouts; mid-stream failures too
+            breaker.record(Outcome.FAILURE, now, record.error or str(record.status), source)
+        elif record.status >= 500:  # answered with an error: alive, perhaps a poisoned request
+            breaker.record(Outcome.ERROR_ANSWER, now, f"answered {record.status}", source)
         else:
-            breaker.record(Outcome.SUCCESS, self.clock())
+            breaker.record(Outcome.SUCCESS, now)
 
     def _none_healthy(self, pool: tuple[UpstreamSpec, ...]) -> ServiceUnavailable:
         now = self.clock()

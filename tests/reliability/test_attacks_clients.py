@@ -180,9 +180,8 @@ def test_trailing_slash_redirect_ignores_host(gateway: Service) -> None:
         b"GET /admin/status/ HTTP/1.1\r\nhost: evil.example.com\r\nconnection: close\r\n\r\n",
     )
     status, headers, _ = parse(raw)
-    assert "evil.example.com" not in headers.get("location", ""), headers
-    if status in (301, 302, 307, 308):
-        assert headers["location"].startswith("/"), headers
+    assert status == 307, raw[:300]
+    assert headers["location"] == "/admin/status", headers  # path only: no host at all
 
 
 # -- also seen: text/plain bodies from a browser page ---------------------------------------

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.observe.ledger import RequestLedger, SqliteLedgerStore, read_rows
-from gateway.observe.measurement import RequestRecord, RequestLabels
+from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.ops.periodic import Periodic
 from gateway.policy.loader import PolicyError, check_policy_text
 from gateway.policy.spec import Timeouts, UpstreamKind, UpstreamSpec
