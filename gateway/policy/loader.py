@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.policy import yaml_bounds
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
+from gateway.policy.yaml_bounds import TooLarge, check_expanded_size, check_text_size
 
 log = logging.getLogger("lanegate.policy")
 
@@ -96,14 +96,16 @@ def policy_schema() -> dict[str, Any]:
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Location, int]]:
     try:
-        yaml_bounds.check_text_size(text)
+        check_text_size(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        yaml_bounds.check_expanded_size(root)  # before anything walks the aliases
+        check_expanded_size(root)  # before anything walks the aliases
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError([_yaml_problem(source, exc)]) from exc
-    except yaml_bounds.TooLarge as exc:
+    except TooLarge as exc:
         raise PolicyError([PolicyProblem(source, exc.line, "", str(exc))]) from exc
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise PolicyError([PolicyProblem(source, None, "", "the YAML nests too deeply")]) from exc
     if not isinstance(data, dict):
         raise PolicyError([PolicyProblem(source, 1, "", "expected a mapping with `upstreams:`")])
     lines, repeated = _line_index(root)

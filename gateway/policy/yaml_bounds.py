@@ -12,7 +12,19 @@ A real policy is a few hundred nodes; the bounds leave a thousand times that.
 
 from __future__ import annotations
 
-import yaml
+from typing import Any, Protocol
+
+
+class _Mark(Protocol):
+    line: int
+
+
+class Node(Protocol):
+    """What is read of a PyYAML node (duck-typed: this module does not import yaml)."""
+
+    value: Any  # str (scalar), [node] (sequence), [(key node, value node)] (mapping)
+    start_mark: _Mark
+
 
 MAX_POLICY_BYTES = 1024 * 1024
 MAX_POLICY_NODES = 100_000
@@ -38,13 +50,13 @@ def check_byte_count(size: int) -> None:
         )
 
 
-def check_expanded_size(root: yaml.Node | None) -> None:
+def check_expanded_size(root: Node | None) -> None:
     """Raise TooLarge if `root`, with every alias expanded, has over MAX_POLICY_NODES nodes."""
     if root is None:
         return
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:  # iterative post-order: no recursion limit on deep documents
         node, children_done = stack.pop()
         key = id(node)
@@ -68,15 +80,16 @@ def check_expanded_size(root: yaml.Node | None) -> None:
                 stack.append((child, False))
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
+def _children(node: Node) -> list[Node]:
+    if not isinstance(node.value, list):
+        return []  # a scalar
+    children: list[Node] = []
+    for item in node.value:  # a mapping's items are (key, value) pairs
+        children.extend(item if isinstance(item, tuple) else (item,))
+    return children
 
 
-def _line(node: yaml.Node) -> int:
+def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 

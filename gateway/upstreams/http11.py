@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import re
 import ssl
 from collections import deque
@@ -451,7 +452,8 @@ class LeanUpstream:
             if exc.errno in OUT_OF_FILES:
                 raise out_of_files(exc) from exc
             log.info("%s at %s: cannot connect (%s)", self.label, self.address, exc)
-            reason = exc.strerror or type(exc).__name__
+            # asyncio's own text names the address: the errno's text does not.
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             raise UpstreamConnectFailed(f"{self.label}: cannot connect ({reason})") from exc
         finally:
             if conn is None:
