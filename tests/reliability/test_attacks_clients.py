@@ -99,6 +99,34 @@ def test_an_early_answer_closes_the_connection(gateway: Service) -> None:
             sock.close()
 
 
+def test_an_answer_after_the_whole_body_keeps_the_connection(gateway: Service) -> None:
+    """The close above is only for bodies not read whole: a 401 to a complete request keeps
+    its keep-alive connection (clients reuse it for the next request)."""
+    body = b'{"model": "m", "prompt": "hi"}'
+    first = b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as sock:
+        sock.sendall(first)
+        status, headers = _read_one(sock)
+        assert status == 401 and headers.get("connection") != "close", headers
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert _read_one(sock)[0] == 200
+
+
+def _read_one(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """One response with a content-length, read off a kept-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status, headers, _ = parse(head + b"\r\n\r\n")
+    while len(rest) < int(headers["content-length"]):
+        rest += sock.recv(65536)
+    return status, headers
+
+
 def _read_until_eof(sock: socket.socket) -> bytes:
     chunks = []
     try:
