@@ -11,9 +11,20 @@ app never sees such a request. A head that arrives whole in one read (nearly all
 costs three attribute writes and one length compare: nothing is done per header, and the
 header timer runs only while a head is incomplete after a read.
 
+Two more things uvicorn does not do (issue 18). An answer sent before the request body arrived
+whole (a 401 to a 1 GB upload, a 413, a 404 of the control plane) goes out with
+`Connection: close` and the connection closes after it: uvicorn would keep it, never read the
+rest (its reading paused on a full buffer) and never time it out, so a stranger could hold file
+descriptors forever. Done by clearing the cycle's keep-alive when a head completes and giving it
+back when the body completes before the answer starts: bodiless and small requests complete in
+the same read, before the app runs, so they keep their keep-alive at no cost. And an HTTP/1.0
+request never gets `Transfer-Encoding: chunked` (RFC 9112 §7.1): without a Content-Length its
+answer is delimited by closing the connection (`_Http10Cycle`).
+
 Relies on uvicorn's protocol methods (`data_received`, `on_message_begin`,
-`on_headers_complete`, `send_400_response`, `url`, `headers`), stable since uvicorn 0.12;
-tests/test_security.py fails if that changes.
+`on_headers_complete`, `on_message_complete`, `send_400_response`, `url`, `headers`, the
+cycle's `keep_alive`, `response_started`, `chunked_encoding`, `expected_content_length`);
+tests/ops/test_security.py and tests/reliability/test_attacks_clients.py fail if that changes.
 """
 
 from __future__ import annotations

@@ -88,6 +88,7 @@ class RequestFlow:
         # Requests being handled: the drain waits for them, then interrupts the rest; a reload
         # retires removed upstream clients once those handled under the old policy are done.
         self.active: set[Exchange] = set()
+        self.clamped_logged: set[str] = set()  # upstreams whose out-of-range usage was logged
 
     async def handle(
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
@@ -158,7 +159,7 @@ class RequestFlow:
         if admitted is not None:
             self._settle(admitted.reservation, _tokens_used(record, admitted))
         if record.usage_clamped:
-            _log_clamped_usage(upstream_name)
+            _log_clamped_usage(self.clamped_logged, upstream_name)
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
@@ -272,12 +273,10 @@ def _peer(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
-_clamped_logged: set[str] = set()  # upstreams whose out-of-range usage was logged
-
-
-def _log_clamped_usage(upstream: str) -> None:
-    if upstream not in _clamped_logged and len(_clamped_logged) < 64:
-        _clamped_logged.add(upstream)
+def _log_clamped_usage(logged: set[str], upstream: str) -> None:
+    """Once per upstream (and at most 64 names: upstreams come from the policy)."""
+    if upstream not in logged and len(logged) < 64:
+        logged.add(upstream)
         log.warning(
             "upstream %s reported a token count out of range (negative, or over %d): clamped; "
             "budgets and the ledger use the clamped figure (logged once per upstream)",

@@ -3,7 +3,10 @@
 This is the hot path, written as plain ASGI (no framework machinery per request or per
 chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`. Streamed
 bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
-(they are small, and a failure half-way can then still be a clean 502) and sent unchanged.
+(so a failure half-way can still be a clean 502) up to `LANEGATE_MAX_UPSTREAM_BODY_BYTES`
+(beyond it: 502 `upstream_body_too_large`), and sent unchanged. Of the upstream's headers
+only an allow-list reaches the client (`upstream_headers`); messages name an upstream by its
+policy name, never its address.
 
 A request's id, timers and interruption live in its `Exchange` (gateway/exchange.py); the
 relay turns an interruption's reason into the right answer.
