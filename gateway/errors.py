@@ -1,6 +1,29 @@
 """The gateway's own errors, and how each is shown to a client.
 
-Exception tree (every gateway-made error is one of these)::
+One tree: everything lanegate raises on purpose is a `LanegateError`. Its branches::
+
+    LanegateError
+    ├── GatewayError            answered to a client, in its API's shape (below)
+    ├── UpstreamFault           an upstream failed us (not a bug of ours, not the client's)
+    │   ├── UpstreamConnectionError  (also a ConnectionError: `except OSError` catches it)
+    │   │   ├── UpstreamConnectFailed     connect refused / unreachable / timed out
+    │   │   ├── UpstreamDisconnected      closed before or while answering
+    │   │   └── UpstreamProtocolError     not HTTP/1.1 we can parse
+    │   └── RetryElsewhere       failed before any byte reached the client: try another
+    ├── GatewayOutOfFiles       EMFILE/ENFILE opening an upstream socket: ours, not the upstream's
+    └── ConfigError             a file or an answer lanegate reads is wrong (the ones that
+        │                       were ValueErrors still are)
+        ├── PolicyError              policy/loader.py: every problem, with file, line, field
+        ├── ServiceFileError         ops/launchd.py: a launchd template or plist
+        ├── AnswerError              upstreams/discovery.py: a model list we cannot read
+        ├── SignalReadError          offload/signals.py: host signals we cannot read
+        └── ProfileError             tools/simulator/profiles.py: a simulator profile
+
+Private control-flow exceptions (`_Refused`, `_QueueTimeout`, `_Unanswered`) never leave their
+module; the tools' own (`LadderUsageError`, `Unreachable`, the simulator's `ApiError`) are
+`LanegateError`s too.
+
+GatewayError, by status::
 
     GatewayError                      status  type / code
     ├── BadRequest                      400   invalid_request_error / invalid_json, missing_model
@@ -36,7 +59,55 @@ class ErrorShape(Enum):
     OLLAMA = "ollama"
 
 
-class GatewayError(Exception):
+class LanegateError(Exception):
+    """The root of every error lanegate raises on purpose."""
+
+
+class UpstreamFault(LanegateError):
+    """An upstream failed us."""
+
+
+class UpstreamConnectionError(UpstreamFault, ConnectionError):
+    """The connection to an upstream failed (an OSError, so one `except` catches all)."""
+
+
+class UpstreamConnectFailed(UpstreamConnectionError):
+    pass
+
+
+class UpstreamDisconnected(UpstreamConnectionError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamConnectionError):
+    pass
+
+
+class GatewayOutOfFiles(LanegateError, OSError):
+    """This process (not the upstream) could not open a socket: EMFILE or ENFILE. Not an
+    `UpstreamFault`: the breaker must not blame the upstream for it (the relay answers 503
+    `gateway_out_of_files`)."""
+
+
+class RetryElsewhere(UpstreamFault):
+    """The upstream failed before anything reached the client: another upstream may serve it.
+
+    Raised only when the caller said a retry is possible; `busy` marks a 503 (a full queue),
+    which the circuit breaker counts apart from failures.
+    """
+
+    def __init__(self, detail: str, *, busy: bool = False, answered: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.busy = busy
+        self.answered = answered  # an HTTP answer (alive, 502/503), not a connection failure
+
+
+class ConfigError(LanegateError):
+    """A file or an answer that lanegate reads is wrong."""
+
+
+class GatewayError(LanegateError):
     status = 500
     type = "server_error"
     code = "internal_error"
@@ -124,6 +195,15 @@ class UpstreamUnavailable(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+
+
+class UpstreamBodyTooLarge(UpstreamUnavailable):
+    code = "upstream_body_too_large"
+
+
+# Codes of relay outcomes that say nothing about an upstream's health (its breaker skips them).
+OUT_OF_FILES = "gateway_out_of_files"
+NOT_THE_UPSTREAMS = frozenset({OUT_OF_FILES, UpstreamBodyTooLarge.code})
 
 
 class ServiceUnavailable(GatewayError):

@@ -21,11 +21,16 @@ from collections.abc import Callable, Sequence
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
+    OUT_OF_FILES,
     ErrorShape,
     GatewayError,
+    GatewayOutOfFiles,
     PayloadTooLarge,
     RequestTimeout,
+    RetryElsewhere,
     ServiceUnavailable,
+    UpstreamBodyTooLarge,
+    UpstreamConnectionError,
     UpstreamTimeout,
     UpstreamUnavailable,
     stream_error_event,
@@ -46,7 +51,6 @@ from gateway.serving.request_body import RequestFacts, parse_request
 from gateway.serving.routes import Route
 from gateway.serving.upstream_headers import relayed_headers
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
-from gateway.upstreams.http11 import GatewayOutOfFiles, UpstreamConnectionError
 
 log = logging.getLogger("lanegate.relay")
 
@@ -54,27 +58,6 @@ log = logging.getLogger("lanegate.relay")
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
 
 
-class RetryElsewhere(Exception):
-    """The upstream failed before anything reached the client: another upstream may serve it.
-
-    Raised only when the caller said a retry is possible; `busy` marks a 503 (a full queue),
-    which the circuit breaker counts apart from failures.
-    """
-
-    def __init__(self, detail: str, *, busy: bool = False, answered: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.busy = busy
-        self.answered = answered  # an HTTP answer (alive), not a connection failure
-
-
-class UpstreamBodyTooLarge(UpstreamUnavailable):
-    code = "upstream_body_too_large"
-
-
-# Codes of relay outcomes that say nothing about the upstream's health (the breaker skips them).
-OUT_OF_FILES = "gateway_out_of_files"
-NOT_THE_UPSTREAMS = frozenset({OUT_OF_FILES, UpstreamBodyTooLarge.code})
 _RETRY_SOON = {"retry-after": "1"}
 
 

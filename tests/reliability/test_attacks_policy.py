@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.errors import GatewayOutOfFiles
 from gateway.observe.ledger import RequestLedger, SqliteLedgerStore, read_rows
 from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.ops.periodic import Periodic
@@ -169,7 +170,7 @@ async def test_emfile_on_an_upstream_connect_is_reported_as_the_gateways() -> No
     spec = UpstreamSpec("scripted", "local", UpstreamKind.LLAMACPP, url, 4, Timeouts())
     client = http11.LeanUpstream(spec)
     try:
-        with fds_exhausted(), pytest.raises(http11.GatewayOutOfFiles) as caught:
+        with fds_exhausted(), pytest.raises(GatewayOutOfFiles) as caught:
             await client.open("GET", "/health", None, {})
     finally:
         await client.aclose()

@@ -3,9 +3,9 @@ nothing, and one source's 5xx answers are not evidence that the upstream is sick
 
 from __future__ import annotations
 
+from gateway.errors import OUT_OF_FILES, UpstreamBodyTooLarge
 from gateway.observe.measurement import RequestRecord
 from gateway.policy.spec import Policy, Timeouts, UpstreamKind, UpstreamSpec
-from gateway.serving.relay import OUT_OF_FILES, UpstreamBodyTooLarge
 from gateway.upstreams.circuit_breaker import BreakerState
 from gateway.upstreams.router import UpstreamRouter
 
@@ -19,10 +19,8 @@ def _record(status: int, error: str | None = None, failed: bool = False) -> Requ
 
 
 async def _run(router: UpstreamRouter, record: RequestRecord, source: str | None) -> None:
-    async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-        return record
-
-    await router.run(POLICY, "m", attempt, source=source)
+    attempt = router.begin(POLICY, (UPSTREAM,), "m", set(), source)
+    router.finished(attempt, record)
 
 
 def _router() -> UpstreamRouter:
