@@ -31,6 +31,7 @@ from gateway.offload.loop import OffloadLoop, upstream_signal_source
 from gateway.offload.signals import SignalSampler, SignalSource, default_source
 from gateway.ops.control import build_control_app
 from gateway.ops.drain import Drain
+from gateway.ops.fd_watch import FdWatch
 from gateway.ops.reload import PolicyReloader
 from gateway.policy.change import diff
 from gateway.policy.spec import Policy, UpstreamSpec
@@ -93,6 +94,7 @@ class Gateway:
             max_body_bytes=settings.max_body_bytes,
             clock=self.clock,
             body_timeout_s=settings.body_timeout,
+            max_upstream_body_bytes=settings.max_upstream_body_bytes,
         )
         self.router = UpstreamRouter(self.discovered, self.clock)
         self.discovery = Discovery(
@@ -119,6 +121,7 @@ class Gateway:
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)
         self.reloader = PolicyReloader(self, settings.policy)
+        self.fd_watch = FdWatch()  # says so before the process runs out of descriptors
         self.metrics = build_registry(self, self.tally)
         self.control = build_control_app(self, self.metrics, self.reloader.endpoint)
 
@@ -203,8 +206,10 @@ class Gateway:
         if self.runtime.offload is not None:
             await self.runtime.offload.start()
         self.reloader.start()
+        self.fd_watch.start()
 
     async def shutdown(self) -> None:
+        await self.fd_watch.stop()
         await self.reloader.stop()
         runtime = self.runtime
         if runtime.offload is not None:

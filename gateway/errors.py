@@ -10,6 +10,7 @@ One tree: everything lanegate raises on purpose is a `LanegateError`. Its branch
     │   │   ├── UpstreamDisconnected      closed before or while answering
     │   │   └── UpstreamProtocolError     not HTTP/1.1 we can parse
     │   └── RetryElsewhere       failed before any byte reached the client: try another
+    ├── GatewayOutOfFiles       EMFILE/ENFILE opening an upstream socket: ours, not the upstream's
     └── ConfigError             a file or an answer lanegate reads is wrong (the ones that
         │                       were ValueErrors still are)
         ├── PolicyError              policy/loader.py: every problem, with file, line, field
@@ -32,10 +33,13 @@ GatewayError, by status::
     ├── MethodNotAllowed                405   invalid_request_error / method_not_allowed
     ├── RequestTimeout                  408   invalid_request_error / body_timeout, header_timeout
     ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
+    ├── UnsupportedMediaType            415   invalid_request_error / unsupported_media_type
     ├── HeadersTooLarge                 431   invalid_request_error / headers_too_large
     ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
-    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
+    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable,
+    │                                         upstream_body_too_large
     ├── ServiceUnavailable              503   service_unavailable / gateway_draining, no_upstream,
+    │                                                             gateway_out_of_files,
     │                                                             lane_removed
     └── UpstreamTimeout                 504   upstream_error / upstream_timeout
 
@@ -79,6 +83,12 @@ class UpstreamProtocolError(UpstreamConnectionError):
     pass
 
 
+class GatewayOutOfFiles(LanegateError, OSError):
+    """This process (not the upstream) could not open a socket: EMFILE or ENFILE. Not an
+    `UpstreamFault`: the breaker must not blame the upstream for it (the relay answers 503
+    `gateway_out_of_files`)."""
+
+
 class RetryElsewhere(UpstreamFault):
     """The upstream failed before anything reached the client: another upstream may serve it.
 
@@ -86,10 +96,11 @@ class RetryElsewhere(UpstreamFault):
     which the circuit breaker counts apart from failures.
     """
 
-    def __init__(self, detail: str, *, busy: bool = False) -> None:
+    def __init__(self, detail: str, *, busy: bool = False, answered: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.busy = busy
+        self.answered = answered  # an HTTP answer (alive, 502/503), not a connection failure
 
 
 class ConfigError(LanegateError):
@@ -162,6 +173,12 @@ class PayloadTooLarge(GatewayError):
     code = "body_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class HeadersTooLarge(GatewayError):
     status = 431
     type = "invalid_request_error"
@@ -178,6 +195,15 @@ class UpstreamUnavailable(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+
+
+class UpstreamBodyTooLarge(UpstreamUnavailable):
+    code = "upstream_body_too_large"
+
+
+# Codes of relay outcomes that say nothing about an upstream's health (its breaker skips them).
+OUT_OF_FILES = "gateway_out_of_files"
+NOT_THE_UPSTREAMS = frozenset({OUT_OF_FILES, UpstreamBodyTooLarge.code})
 
 
 class ServiceUnavailable(GatewayError):

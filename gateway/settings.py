@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lanegate_home)
     # Vision requests carry several base64 images: 32 MiB by default.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    # A non-streamed upstream body is held whole before it is sent on (so a failure half-way
+    # is still a clean 502): beyond this many bytes the request gets 502
+    # upstream_body_too_large. Embeddings of 3,000 inputs are ~22 MB.
+    max_upstream_body_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     log_level: str = "info"
     # How often each upstream's model list (and llama.cpp's slots) is read, seconds.

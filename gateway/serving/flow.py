@@ -40,14 +40,14 @@ from gateway.lanes.classify import (
     rewrite_model,
 )
 from gateway.lanes.gate import Ticket
-from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.measurement import MAX_USAGE_TOKENS, RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.relay import Relay, send_error
-from gateway.serving.request_body import RequestFacts
+from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.routes import Route
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
@@ -57,6 +57,8 @@ log = logging.getLogger("lanegate")
 
 # Prompt characters per token, for the budget estimate before the upstream counts for real.
 CHARS_PER_TOKEN = 4
+# Paths reach the access log and the ledger; past this they are cut (the request's id stays).
+MAX_LOGGED_PATH = 256
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class Sending:
     extra: list[tuple[bytes, bytes]]
     upstream: str = "-"  # the upstream of the latest attempt
     alone: bool = False  # it had its upstream to itself from start to end
+    source: str | None = None  # who asks (client name, else address): the breaker's evidence
 
 
 @dataclass
@@ -104,6 +107,7 @@ class RequestFlow:
         # Requests being handled: the drain waits for them, then interrupts the rest; a reload
         # retires removed upstream clients once those handled under the old policy are done.
         self.active: set[Exchange] = set()
+        self.clamped_logged: set[str] = set()  # upstreams whose out-of-range usage was logged
 
     async def handle(
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
@@ -119,6 +123,7 @@ class RequestFlow:
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
+            check_body_type(scope["headers"])
             raw, facts = await self.relay.read(route, receive, exchange)
             model = facts.model
             exchange.watch(receive)
@@ -132,6 +137,7 @@ class RequestFlow:
                 extra += self._admission_headers(admitted)
 
             sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
+            sending.source = client.name if client else _peer(scope)
             if route.inference:
                 record = await self._send(runtime.policy, sending, pool)
             else:  # metadata: the default upstream answers, no slot is taken
@@ -158,11 +164,13 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        if record.usage_clamped and sending is not None:
+            _log_clamped_usage(self.clamped_logged, sending.upstream)
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
-            scope["path"],
+            scope["path"][:MAX_LOGGED_PATH],
             lane_name,
             sending.upstream if sending is not None else "-",
             model,
@@ -250,7 +258,7 @@ class RequestFlow:
         pool = pool or self.router.pool_of(policy)
         tried: set[str] = set()
         while True:
-            attempt = self.router.begin(policy, pool, sending.model, tried)
+            attempt = self.router.begin(policy, pool, sending.model, tried, sending.source)
             try:
                 record = await self._forward(policy, sending, attempt.spec, attempt.others)
             except RetryElsewhere as failure:
@@ -278,6 +286,24 @@ class RequestFlow:
             exchange=sending.exchange,
             extra_headers=sending.extra,
             retryable=retryable,
+        )
+
+
+def _peer(scope: Scope) -> str | None:
+    """Who sent an anonymous request, for the breaker's count of distinct sources."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _log_clamped_usage(logged: set[str], upstream: str) -> None:
+    """Once per upstream (and at most 64 names: upstreams come from the policy)."""
+    if upstream not in logged and len(logged) < 64:
+        logged.add(upstream)
+        log.warning(
+            "upstream %s reported a token count out of range (negative, or over %d): clamped; "
+            "budgets and the ledger use the clamped figure (logged once per upstream)",
+            upstream,
+            MAX_USAGE_TOKENS,
         )
 
 

@@ -158,7 +158,7 @@ async def test_full_buffer_drops_the_oldest_and_says_so(
         service.append(labels(f"r{i}"), record())
     assert service.dropped == 3
     with caplog.at_level(logging.WARNING, "lanegate.ledger"):
-        await service._flush_logged()
+        await service.flush_logged()
     assert "dropped 3 rows" in caplog.text
     assert [r[1] for r in read_rows(tmp_path / "ledger.sqlite", 0)] == [
         f"r{i}" for i in range(3, 8)
@@ -176,7 +176,7 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) 
     blocker = sqlite3.connect(tmp_path / "ledger.sqlite", timeout=0)
     blocker.execute("BEGIN IMMEDIATE")
     service.store._db.execute("PRAGMA busy_timeout=0")
-    await service._flush_logged()
+    await service.flush_logged()
     for name in "cde":
         service.append(labels(name), record())
     assert service.dropped == 1  # a + b back in front of c, d, e: the oldest (a) goes
