@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
+from gateway.errors import (
+    BadRequest,
+    ErrorShape,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+)
 from gateway.lanes.budget_store import Budgets
 from gateway.lanes.budgets import Refusal, Reservation
 from gateway.lanes.classify import (
@@ -38,14 +46,15 @@ from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
+from gateway.serving import anthropic_headers
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
-from gateway.serving.relay import Relay, send_error
+from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts
 from gateway.serving.routes import Route
 from gateway.shared.plan import SharedReservation
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
-from gateway.upstreams.selection import default_upstream
+from gateway.upstreams.selection import first_serving, not_served_message, serving
 
 if TYPE_CHECKING:  # imports the redis client: only gateways with LANEGATE_REDIS_URL load it
     from gateway.shared.budgets import SharedBudgets
@@ -108,9 +117,10 @@ class RequestFlow:
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 pool = _offload_pool(runtime, lane)
-                admitted = await self._admit(runtime, lane, client, facts, chars, pool)
+                _served(route, pool or self.router.pool_of(runtime.policy))  # before queueing
+                admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
-                extra += self._admission_headers(admitted)
+                extra += self._admission_headers(route, admitted)
 
             async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
                 nonlocal upstream_name
@@ -128,9 +138,10 @@ class RequestFlow:
 
             if route.inference:
                 lane_of = admitted.lane.name if admitted else None
-                record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
-            else:  # metadata: the default upstream answers, no slot is taken
-                record = await attempt(default_upstream(runtime.policy), False)
+                served = _served(route, pool or self.router.pool_of(runtime.policy))
+                record = await self.router.run(runtime.policy, model, attempt, served, lane_of)
+            else:  # metadata: the default upstream (that serves the API) answers, no slot
+                record = await attempt(_metadata_upstream(runtime.policy, route), False)
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -161,6 +172,7 @@ class RequestFlow:
             model,
             client=client.name if client is not None else None,
             queue_s=queue_s,
+            trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -199,6 +211,7 @@ class RequestFlow:
     async def _admit(
         self,
         runtime: Runtime,
+        route: Route,
         lane: LaneSpec,
         client: ClientSpec | None,
         facts: RequestFacts,
@@ -214,7 +227,8 @@ class RequestFlow:
         else:
             reservation = await shared.reserve(lane, client, estimate)
         if isinstance(reservation, Refusal):
-            raise _over_budget(reservation)
+            anthropic = route.shape is ErrorShape.ANTHROPIC
+            raise _over_budget(reservation, self.budgets.wall_clock() if anthropic else None)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
@@ -251,11 +265,15 @@ class RequestFlow:
             else:
                 self.budgets.settle(reservation, used)
 
-    def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
-        headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
+    def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
+        queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
         if isinstance(admitted.reservation, SharedReservation):
-            return headers + list(admitted.reservation.headers)
-        return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+            limits = list(admitted.reservation.headers)
+        else:
+            limits = self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+        if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
+            limits += anthropic_headers.from_openai(limits, self.budgets.wall_clock())
+        return [queued, *limits]
 
 
 async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:
@@ -277,7 +295,27 @@ def _body_for(
     return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
 
 
-def _over_budget(refusal: Refusal) -> GatewayError:
+def _served(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of the pool that serve the route's API; none: a 404 saying who serves what."""
+    served = serving(pool, route.family)
+    if not served:
+        raise _not_served(route, pool)
+    return served
+
+
+def _metadata_upstream(policy: Policy, route: Route) -> UpstreamSpec:
+    spec = first_serving(policy, route.family)
+    if spec is None:
+        raise _not_served(route, policy.upstreams)
+    return spec
+
+
+def _not_served(route: Route, pool: tuple[UpstreamSpec, ...]) -> NotFound:
+    what = f"{route.method} {route.path}"
+    return NotFound(not_served_message(what, route.family, pool), code="api_not_served")
+
+
+def _over_budget(refusal: Refusal, anthropic_now: float | None = None) -> GatewayError:
     scope = f"{refusal.scope[0]} {refusal.scope[1]!r}"
     if refusal.never_fits:
         return BadRequest(
@@ -287,11 +325,16 @@ def _over_budget(refusal: Refusal) -> GatewayError:
             param="max_tokens",
         )
     seconds = max(1, math.ceil(refusal.retry_after_s))
+    headers = {"retry-after": str(seconds)}
+    if anthropic_now is not None:  # Anthropic clients read the window from these
+        left = refusal.limit - refusal.used - refusal.reserved
+        window = anthropic_headers.tokens_headers(refusal.limit, left, seconds, anthropic_now)
+        headers.update((k.decode(), v.decode()) for k, v in window)
     return RateLimited(
         f"{scope} has used its token budget for this {refusal.window} "
         f"({refusal.used + refusal.reserved}/{refusal.limit}); retry in {seconds} s",
         code="token_budget",
-        headers={"retry-after": str(seconds)},
+        headers=headers,
     )
 
 

@@ -40,6 +40,7 @@ from gateway.serving.exchange import (
 )
 from gateway.serving.request_body import RequestFacts, parse_request
 from gateway.serving.routes import Route
+from gateway.serving.trace import TraceContext, trace_context
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("lanegate.relay")
@@ -118,7 +119,33 @@ def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
     for name, value in scope["headers"]:
         if name in (b"accept", b"user-agent"):
             headers[name.decode()] = value.decode("latin-1")
+    headers.update(context_headers(scope))
     return headers
+
+
+# Anthropic clients say which API version (and beta features) they speak; servers that
+# implement the Messages API read them, so they go upstream as sent (bounded in size).
+_ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
+_MAX_ANTHROPIC_HEADER = 256
+_TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
+
+
+def context_headers(scope: Scope) -> dict[str, str]:
+    """The client's W3C trace context (if valid) and Anthropic version headers."""
+    trace = trace_of(scope)
+    out = trace.headers() if trace is not None else {}
+    for name, value in scope["headers"]:
+        if name in _ANTHROPIC_HEADERS and 0 < len(value) <= _MAX_ANTHROPIC_HEADER:
+            out[name.decode()] = value.decode("latin-1")
+    return out
+
+
+def trace_of(scope: Scope) -> TraceContext | None:
+    """The request's trace context, parsed once (the relay forwards it, the record logs it)."""
+    if _TRACE not in scope:
+        scope[_TRACE] = trace_context(scope["headers"])
+    found: TraceContext | None = scope[_TRACE]
+    return found
 
 
 def response_headers(

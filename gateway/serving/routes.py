@@ -13,14 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.errors import ErrorShape
+from gateway.policy.spec import ANTHROPIC_API, OLLAMA_API, OPENAI_API, RERANK_API
 from gateway.serving.stream_parser import Api
-
-# API families (policy `apis:` values): what an upstream may be asked for.
-OPENAI = "openai"
-OLLAMA = "ollama"
-ANTHROPIC = "anthropic"
-RERANK = "rerank"
-FAMILIES = (OPENAI, OLLAMA, ANTHROPIC, RERANK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +33,13 @@ class Route:
     @property
     def family(self) -> str:
         """The API family it belongs to, i.e. which upstreams serve it."""
-        return RERANK if self.rerank else _SHAPE_FAMILIES[self.shape]
+        return RERANK_API if self.rerank else _SHAPE_FAMILIES[self.shape]
 
 
 _OPENAI = ErrorShape.OPENAI
 _OLLAMA = ErrorShape.OLLAMA
 _ANTHROPIC = ErrorShape.ANTHROPIC
-_SHAPE_FAMILIES = {_OPENAI: OPENAI, _OLLAMA: OLLAMA, _ANTHROPIC: ANTHROPIC}
+_SHAPE_FAMILIES = {_OPENAI: OPENAI_API, _OLLAMA: OLLAMA_API, _ANTHROPIC: ANTHROPIC_API}
 
 _RR = (("rerank", "/v1/rerank"), ("reranking", "/v1/reranking"), ("rerank_root", "/rerank"))
 

@@ -28,7 +28,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.serving import anthropic_events
+from gateway.serving.anthropic_events import OUTPUT as MESSAGES_OUTPUT
+from gateway.serving.anthropic_events import PARSE as MESSAGES_PARSE
+from gateway.serving.anthropic_events import body_facts, event_facts, fast_kind
 
 
 class Api(enum.Enum):
@@ -230,10 +232,10 @@ class StreamScanner:
             return self._parse(piece)
         api = self._api
         if api is Api.MESSAGES:
-            kind = anthropic_events.fast_kind(piece)
-            if kind == anthropic_events.PARSE:
+            kind = fast_kind(piece)
+            if kind == MESSAGES_PARSE:
                 return self._parse(piece)
-            return _OUTPUT if kind == anthropic_events.OUTPUT else _NOTHING
+            return _OUTPUT if kind == MESSAGES_OUTPUT else _NOTHING
         if api is Api.RESPONSES:  # non-delta events are few and may carry usage or failure
             return _OUTPUT if b'.delta"' in piece else self._parse(piece)
         if api in _NDJSON:
@@ -320,7 +322,7 @@ def _interpret(api: Api, obj: Any, event_name: str) -> _Event:
     if not isinstance(obj, dict):
         return _NOTHING
     if api is Api.MESSAGES:
-        output, usage, error = anthropic_events.event_facts(obj, event_name)
+        output, usage, error = event_facts(obj, event_name)
         if usage is None and not output and error is None:
             return _NOTHING
         return _Event(output=output, usage=usage, error=error)
@@ -424,7 +426,7 @@ def scan_body(api: Api, body: bytes) -> ScanResult:
         scanner.close()
         return scanner.result()
     if api is Api.MESSAGES:
-        output, usage = anthropic_events.body_facts(obj)
+        output, usage = body_facts(obj)
     else:
         output, usage = _body_has_output(api, obj), _usage_of(obj)
     prompt, completion = usage if usage is not None else (None, None)

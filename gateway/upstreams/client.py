@@ -22,7 +22,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
-from gateway.policy.spec import UpstreamSpec
+from gateway.policy.spec import UpstreamKind, UpstreamSpec
 
 log = logging.getLogger("lanegate.upstream")
 
@@ -83,6 +83,8 @@ def default_headers(spec: UpstreamSpec) -> dict[str, str]:
     key = resolve_key(spec)
     if key:
         headers["authorization"] = f"Bearer {key}"
+        if spec.kind is UpstreamKind.ANTHROPIC:  # Anthropic's API reads its key from here
+            headers["x-api-key"] = key
     return headers
 
 

@@ -20,7 +20,9 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 def _delta(delta: dict[str, Any]) -> bytes:
-    return _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+    return _event(
+        "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+    )
 
 
 START = _event(
@@ -72,10 +74,16 @@ def test_prompt_counts_cache_reads_and_writes_and_start_output_is_a_placeholder(
 def test_output_tokens_come_from_the_last_message_delta() -> None:
     final = _event(
         "message_delta",
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 9},
+        },
     )
     text = _delta({"type": "text_delta", "text": "a fairly long piece of generated text"})
-    result, flags = _scan(START, text, text, final, _event("message_stop", {"type": "message_stop"}))
+    result, flags = _scan(
+        START, text, text, final, _event("message_stop", {"type": "message_stop"})
+    )
     assert flags == [False, True, False, False, False]
     assert (result.prompt_tokens, result.completion_tokens, result.output_events) == (42, 9, 2)
     assert not result.tokens_estimated

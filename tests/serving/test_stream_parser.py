@@ -54,7 +54,12 @@ EXPECTED: dict[str, tuple[Api, int | None, int | None, bool, int, str | None]] =
     "llama-server__messages_stream.sse": (Api.MESSAGES, 49, 8, False, 8, None),
     # its mid-stream error event is llama's own error object, not Anthropic's: still an error
     "llama-server__messages_error.sse": (
-        Api.MESSAGES, 49, 2, True, 2, "Context size has been exceeded."
+        Api.MESSAGES,
+        49,
+        2,
+        True,
+        2,
+        "Context size has been exceeded.",
     ),
 }
 NDJSON = {Api.OLLAMA_CHAT, Api.OLLAMA_GENERATE}
