@@ -105,7 +105,7 @@ def test_rerank_sorted_cut_to_top_n_with_usage(sim: SimServer) -> None:
     for path in ("/v1/rerank", "/v1/reranking", "/rerank"):
         out = httpx.post(sim.url + path, json=body).json()
         scores = [r["relevance_score"] for r in out["results"]]
-        assert [r["index"] for r in out["results"]][0] == 1 and scores == sorted(scores)[::-1]
+        assert out["results"][0]["index"] == 1 and scores == sorted(scores)[::-1]
         assert len(scores) == 2 and out["usage"]["prompt_tokens"] > 0
     bad = httpx.post(sim.url + "/v1/rerank", json={"query": "q", "documents": []})
     assert bad.status_code == 400
