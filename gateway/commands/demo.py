@@ -98,6 +98,7 @@ def _banner(port: int) -> str:
 lanegate demo is running (policy: {here / "policies/demo.yaml"})
   OpenAI base URL : {base}
   Ollama base URL : http://127.0.0.1:{port}
+  Anthropic       : ANTHROPIC_BASE_URL=http://127.0.0.1:{port} (Messages API, /v1/messages)
   API key         : any key (the demo policy defines no clients yet)
   upstreams       : sim-mini (local, :11501), sim-m4max (remote, :11502)
   dashboard       : http://127.0.0.1:{port}/dashboard (admin key: {admin_key})
@@ -110,6 +111,13 @@ Try it (Python, openai SDK):
       model="llama3.1:8b", stream=True,
       messages=[{{"role": "user", "content": "Hello"}}]):
       print(chunk.choices[0].delta.content or "", end="", flush=True)
+
+Or the anthropic SDK (what coding agents speak):
+  import anthropic
+  client = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="demo")
+  with client.messages.stream(model="llama3.1:8b", max_tokens=200,
+      messages=[{{"role": "user", "content": "Hello"}}]) as stream:
+      for text in stream.text_stream: print(text, end="", flush=True)
 
 Or curl:
   curl -N {base}/chat/completions -H 'Content-Type: application/json' \\
