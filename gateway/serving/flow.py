@@ -16,9 +16,9 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
@@ -27,12 +27,13 @@ from gateway.errors import (
     ErrorShape,
     Forbidden,
     GatewayError,
-    NotFound,
     RateLimited,
+    RetryElsewhere,
     ServiceUnavailable,
+    UpstreamUnavailable,
 )
-from gateway.lanes.budget_store import Budgets
-from gateway.lanes.budgets import Refusal, Reservation
+from gateway.lanes.budget_store import BudgetService, Held
+from gateway.lanes.budgets import Refusal
 from gateway.lanes.classify import (
     LaneRefusal,
     classify,
@@ -51,13 +52,9 @@ from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts
 from gateway.serving.routes import Route
-from gateway.shared.plan import SharedReservation
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
-from gateway.upstreams.selection import first_serving, not_served_message, serving
-
-if TYPE_CHECKING:  # imports the redis client: only gateways with LANEGATE_REDIS_URL load it
-    from gateway.shared.budgets import SharedBudgets
+from gateway.upstreams.selection import first_serving, serving
 
 log = logging.getLogger("lanegate")
 
@@ -65,12 +62,28 @@ log = logging.getLogger("lanegate")
 CHARS_PER_TOKEN = 4
 
 
+@dataclass(slots=True)
+class Sending:
+    """One request on its way upstream: what every attempt sends, and where it went."""
+
+    route: Route
+    scope: Scope
+    send: Send
+    exchange: Exchange
+    facts: RequestFacts
+    raw: bytes
+    model: str | None
+    extra: list[tuple[bytes, bytes]]
+    upstream: str = "-"  # the upstream of the latest attempt
+    alone: bool = False  # it had its upstream to itself from start to end
+
+
 @dataclass
 class Admitted:
     lane: LaneSpec
     client: ClientSpec | None
     ticket: Ticket
-    reservation: Reservation | SharedReservation | None
+    reservation: Held
     prompt_estimate: int
     estimate: int
 
@@ -79,14 +92,15 @@ class RequestFlow:
     def __init__(
         self,
         relay: Relay,
-        budgets: Budgets,
+        budgets: BudgetService,
         recorder: Recorder,
         clients: dict[str, UpstreamClient],
         router: UpstreamRouter,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.router = router
-        self.shared_budgets: SharedBudgets | None = None  # set by the app with LANEGATE_REDIS_URL
+        self.wall_clock = wall_clock  # Anthropic's rate-limit headers name an instant
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -104,7 +118,8 @@ class RequestFlow:
         exchange = Exchange(request_id, received_at, self.clock)
         self.active.add(exchange)
         admitted: Admitted | None = None
-        lane_name, upstream_name, model = "-", "-", None
+        sending: Sending | None = None
+        lane_name, model = "-", None
         client: ClientSpec | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
@@ -113,35 +128,22 @@ class RequestFlow:
             model = facts.model
             exchange.watch(receive)
             if route.inference:
-                lane, raw, model, chars = self._lane(runtime.policy, scope, facts, client, raw)
+                lane, model, chars = self._lane(runtime.policy, scope, facts, client)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 pool = _offload_pool(runtime, lane)
-                _served(route, pool or self.router.pool_of(runtime.policy))  # before queueing
+                served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
                 admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
                 extra += self._admission_headers(route, admitted)
 
-            async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-                nonlocal upstream_name
-                upstream_name = spec.name
-                return await self.relay.forward(
-                    route,
-                    scope,
-                    send,
-                    raw=_body_for(runtime.policy, facts, raw, model, spec),
-                    client=self.clients[spec.name],
-                    exchange=exchange,
-                    extra_headers=extra,
-                    retryable=retryable,
-                )
-
+            sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
             if route.inference:
-                lane_of = admitted.lane.name if admitted else None
-                served = _served(route, pool or self.router.pool_of(runtime.policy))
-                record = await self.router.run(runtime.policy, model, attempt, served, lane_of)
+                served = served_by(route, pool or self.router.pool_of(runtime.policy))
+                record = await self._send(runtime.policy, sending, served)
             else:  # metadata: the default upstream (that serves the API) answers, no slot
-                record = await attempt(_metadata_upstream(runtime.policy, route), False)
+                upstream = first_serving(runtime.policy, route.family, _what(route))
+                record = await self._forward(runtime.policy, sending, upstream, False)
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -161,18 +163,19 @@ class RequestFlow:
             if admitted is not None:
                 admitted.ticket.release()
         if admitted is not None:
-            self._settle(admitted.reservation, _tokens_used(record, admitted))
+            self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
             scope["path"],
             lane_name,
-            upstream_name,
+            sending.upstream if sending is not None else "-",
             model,
             client=client.name if client is not None else None,
             queue_s=queue_s,
             trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
+            alone=sending is not None and sending.alone,
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -182,10 +185,9 @@ class RequestFlow:
         scope: Scope,
         facts: RequestFacts,
         client: ClientSpec | None,
-        raw: bytes,
-    ) -> tuple[LaneSpec, bytes, str | None, int]:
-        """The lane, the body to send (model rewritten if the lane says so), the model, and
-        the prompt's size in characters (for the budget estimate)."""
+    ) -> tuple[LaneSpec, str | None, int]:
+        """The lane, the model (rewritten if the lane says so), and the prompt's size in
+        characters (for the budget estimate)."""
         wanted = policy.header_names  # only what the rules read (ASGI names are lower-case)
         headers = {
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
@@ -204,9 +206,7 @@ class RequestFlow:
                 code="model_not_allowed",
                 param="model",
             )
-        if model != facts.model and facts.body is not None:
-            raw = json.dumps({**facts.body, "model": model}, separators=(",", ":")).encode()
-        return lane, raw, model, view.prompt_chars
+        return lane, model, view.prompt_chars
 
     async def _admit(
         self,
@@ -220,20 +220,15 @@ class RequestFlow:
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
-        shared = self.shared_budgets
-        reservation: Reservation | SharedReservation | Refusal | None
-        if shared is None:
-            reservation = self.budgets.reserve(lane, client, estimate)
-        else:
-            reservation = await shared.reserve(lane, client, estimate)
+        reservation = await self.budgets.hold(lane, client, estimate)
         if isinstance(reservation, Refusal):
             anthropic = route.shape is ErrorShape.ANTHROPIC
-            raise _over_budget(reservation, self.budgets.wall_clock() if anthropic else None)
+            raise _over_budget(reservation, self.wall_clock() if anthropic else None)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
         except BaseException:
-            self._settle(reservation, None)
+            self.budgets.release(reservation)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
 
@@ -250,30 +245,52 @@ class RequestFlow:
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
         return pool
 
-    def _settle(
-        self, reservation: Reservation | SharedReservation | None, used: int | None
-    ) -> None:
-        """Settle real usage, or release (``used`` None) a reservation that never ran."""
-        if self.shared_budgets is not None:
-            if used is None:
-                self.shared_budgets.release(reservation)
-            else:
-                self.shared_budgets.settle(reservation, used)
-        elif not isinstance(reservation, SharedReservation):
-            if used is None:
-                self.budgets.release(reservation)
-            else:
-                self.budgets.settle(reservation, used)
-
     def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
-        if isinstance(admitted.reservation, SharedReservation):
-            limits = list(admitted.reservation.headers)
-        else:
-            limits = self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+        limits = self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
         if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
-            limits += anthropic_headers.from_openai(limits, self.budgets.wall_clock())
+            limits = [*limits, *anthropic_headers.from_openai(limits, self.wall_clock())]
         return [queued, *limits]
+
+    # -- the retry loop ---------------------------------------------------------------------
+    async def _send(
+        self, policy: Policy, sending: Sending, pool: tuple[UpstreamSpec, ...] | None
+    ) -> RequestRecord:
+        """Try upstreams of the pool (default: the local one) until one answers. A failure
+        before any byte reached the client goes to another upstream, never the same twice;
+        the router picks each attempt and learns how it ended."""
+        pool = pool or self.router.pool_of(policy)
+        tried: set[str] = set()
+        while True:
+            attempt = self.router.begin(policy, pool, sending.model, tried)
+            try:
+                record = await self._forward(policy, sending, attempt.spec, attempt.others)
+            except RetryElsewhere as failure:
+                self.router.failed(attempt, failure)
+                if not any(s.name not in tried for s in pool):
+                    detail = failure.detail
+                    raise UpstreamUnavailable(f"no upstream could take it: {detail}") from failure
+                continue
+            except BaseException:
+                self.router.abandoned(attempt)
+                raise
+            sending.alone = self.router.finished(attempt, record)
+            return record
+
+    async def _forward(
+        self, policy: Policy, sending: Sending, spec: UpstreamSpec, retryable: bool
+    ) -> RequestRecord:
+        sending.upstream = spec.name
+        return await self.relay.forward(
+            sending.route,
+            sending.scope,
+            sending.send,
+            raw=_body_for(policy, sending.facts, sending.raw, sending.model, spec),
+            client=self.clients[spec.name],
+            exchange=sending.exchange,
+            extra_headers=sending.extra,
+            retryable=retryable,
+        )
 
 
 async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:
@@ -286,33 +303,24 @@ async def _try_send(send: Send, error: GatewayError, route: Route, request_id: s
 def _body_for(
     policy: Policy, facts: RequestFacts, raw: bytes, model: str | None, spec: UpstreamSpec
 ) -> bytes:
-    """The body for this upstream: the model under the name that upstream uses for it."""
+    """The body for this upstream: the client's bytes as they came, unless the model goes
+    under another name there (the lane's rewrite, then the upstream's own id): then encoded
+    once, here."""
     if model is None or facts.body is None:
         return raw
     upstream_id = policy.model_id(model, spec.name)
-    if upstream_id == model:
+    if upstream_id == facts.model:
         return raw
     return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
 
 
-def _served(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:
-    """The upstreams of the pool that serve the route's API; none: a 404 saying who serves what."""
-    served = serving(pool, route.family)
-    if not served:
-        raise _not_served(route, pool)
-    return served
+def served_by(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of the pool that serve the route's API (a 404 naming them if none)."""
+    return serving(pool, route.family, _what(route))
 
 
-def _metadata_upstream(policy: Policy, route: Route) -> UpstreamSpec:
-    spec = first_serving(policy, route.family)
-    if spec is None:
-        raise _not_served(route, policy.upstreams)
-    return spec
-
-
-def _not_served(route: Route, pool: tuple[UpstreamSpec, ...]) -> NotFound:
-    what = f"{route.method} {route.path}"
-    return NotFound(not_served_message(what, route.family, pool), code="api_not_served")
+def _what(route: Route) -> str:
+    return f"{route.method} {route.path}"
 
 
 def _over_budget(refusal: Refusal, anthropic_now: float | None = None) -> GatewayError:

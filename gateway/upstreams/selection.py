@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.errors import NotFound
 from gateway.policy.spec import ANTHROPIC_API, OLLAMA_API, RERANK_API, Policy, UpstreamSpec
 
 DEFAULT_POOL = "local"
@@ -30,21 +31,28 @@ def default_upstream(policy: Policy) -> UpstreamSpec:
     return local[0] if local else policy.upstreams[0]
 
 
-def serving(pool: tuple[UpstreamSpec, ...], family: str) -> tuple[UpstreamSpec, ...]:
-    """The upstreams of `pool` that serve an API family (the pool itself when all do)."""
+def serving(pool: tuple[UpstreamSpec, ...], family: str, what: str) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of `pool` that serve an API family (the pool itself when all do); when
+    none does, a 404 for `what` (e.g. `POST /v1/rerank`) naming each and what it serves."""
     if all(spec.serves(family) for spec in pool):
         return pool
-    return tuple(spec for spec in pool if spec.serves(family))
+    served = tuple(spec for spec in pool if spec.serves(family))
+    if not served:
+        raise NotFound(not_served_message(what, family, pool), code="api_not_served")
+    return served
 
 
-def first_serving(policy: Policy, family: str) -> UpstreamSpec | None:
+def first_serving(policy: Policy, family: str, what: str) -> UpstreamSpec:
     """Who answers a metadata call of this family: the default upstream if it serves it,
-    else the first of the local pool, then of the policy, that does."""
+    else the first of the local pool, then of the policy, that does (else the 404)."""
     first = default_upstream(policy)
     if first.serves(family):
         return first
     ordered = (*policy.pool(DEFAULT_POOL), *policy.upstreams)
-    return next((spec for spec in ordered if spec.serves(family)), None)
+    found = next((spec for spec in ordered if spec.serves(family)), None)
+    if found is None:
+        raise NotFound(not_served_message(what, family, policy.upstreams), code="api_not_served")
+    return found
 
 
 # Who serves each family, for the message when nobody here does.

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.errors import LanegateError
 from gateway.tools.simulator import engine, wire
 from gateway.tools.simulator.engine import ModelSpec, Profile
 from gateway.tools.simulator.runner import Generation, GenRequest, SimHost
@@ -23,7 +24,7 @@ JSON_TYPE = "application/json; charset=utf-8"
 KEEP_ALIVE_S = 300
 
 
-class ApiError(Exception):
+class ApiError(LanegateError):
     """An error answered in the caller's API shape (Ollama native or OpenAI)."""
 
     def __init__(self, status: int, message: str) -> None:
