@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.errors import (
     ErrorShape,
     GatewayError,
+    NotFound,
     PayloadTooLarge,
     RequestTimeout,
     RetryElsewhere,
@@ -29,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.ops.drain import cut_error
+from gateway.policy.spec import ANTHROPIC_API, RERANK_API, UpstreamSpec
 from gateway.serving.event_framing import EventFramer
 from gateway.serving.exchange import (
     BODY,
@@ -116,6 +118,20 @@ def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
 _ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 _MAX_ANTHROPIC_HEADER = 256
 _TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
+
+
+# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
+_NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
+
+
+def _not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
+    return NotFound(
+        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
+        f"(it answered {status} without an API error): it does not serve the {route.family} "
+        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
+        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
+        code="api_not_served",
+    )
 
 
 def context_headers(scope: Scope) -> dict[str, str]:
@@ -209,7 +225,12 @@ class Relay:
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
-            if status < 400 and content_type.startswith(_STREAM_TYPES):
+            if status == 404 and route.family in _NEWER_APIS and b"json" not in content_type:
+                # a bare 404 page: the server has no such route (an Ollama before 0.14)
+                refusal = _not_served(route, client.spec, response.status)
+                status = await self._fail(send, exchange, route.shape, refusal, status)
+                error = refusal.code
+            elif status < 400 and content_type.startswith(_STREAM_TYPES):
                 framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
                 await self._stream(response, send, headers, exchange, measurement, framer)
             else:

@@ -154,3 +154,22 @@ def test_rerank_refusal_of_a_server_without_reranking_is_relayed(
     response = client.post("/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
     assert response.status_code == 501 and response.content == refusal
     assert response.headers["x-lanegate-upstream"] == "scripted"
+
+
+def test_a_bare_404_page_means_the_upstream_lacks_the_api(
+    client: httpx.Client, scenario: Scenario
+) -> None:
+    # What an Ollama older than 0.14 answers on /v1/messages (Go's default 404 page).
+    page = Script(chunks=[b"404 page not found"], status=404, content_type="text/plain")
+    scenario.script = page
+    response = client.post("/v1/messages", json=MESSAGES)
+    assert response.status_code == 404
+    error = response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "not_found_error"
+    assert "scripted (kind llamacpp)" in error["error"]["message"]
+    assert "apis" in error["error"]["message"]
+    # An API's own 404 (an unknown model, as JSON) is the upstream's answer: relayed as is.
+    unknown = b'{"type":"error","error":{"type":"not_found_error","message":"model: nope"}}'
+    scenario.script = Script(chunks=[unknown], status=404, content_type="application/json")
+    response = client.post("/v1/messages", json=MESSAGES)
+    assert response.status_code == 404 and response.content == unknown
