@@ -2,7 +2,9 @@
 
 Owns: cutting raw socket chunks into events, spotting the first event that carries generated
 output (the TTFT moment), and reading token usage and in-stream errors. Must not: do I/O, read
-the clock, or keep the body: it holds only the unfinished tail of the last event.
+the clock, or keep the body: it holds only the unfinished tail of the last event. What an
+Anthropic Messages event means is `anthropic_events`' (usage arrives in two events there, so
+a later usage wins field by field).
 
 Cost. Until the first output every event is parsed (``json.loads``); there are only a few.
 After it, a chunk holding exactly one event (the usual case) costs a memchr for the first
