@@ -54,20 +54,22 @@ def test_message_not_streamed(small_gateway: Service) -> None:
     assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt, 8)
 
 
-def test_message_streamed_is_measured(small_gateway: Service) -> None:
+def test_message_streamed_is_measured(large_gateway: Service) -> None:
+    # The large engine (~60 tok/s): the small one can put all 16 tokens in one chunk, and
+    # one chunk has no gap to measure.
     request_id = new_id()
-    with claude(small_gateway).messages.stream(
+    with claude(large_gateway).messages.stream(
         model="tiny", max_tokens=16, messages=ASK, extra_headers={"x-request-id": request_id}
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text and final.usage.output_tokens == 16
-    record = access_record(small_gateway, request_id)
+    record = access_record(large_gateway, request_id)
     assert record["ttft_ms"] is not None and record["gap_max_ms"] is not None
     assert record["completion_tokens"] == 16 and not record["tokens_estimated"]
     prompt = final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0)
     assert record["prompt_tokens"] == prompt
-    metrics = httpx.get(small_gateway.url + "/metrics").text
+    metrics = httpx.get(large_gateway.url + "/metrics").text
     assert "lanegate_ttft_seconds_count{" in metrics
 
 

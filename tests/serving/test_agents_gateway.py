@@ -58,7 +58,7 @@ classify:
 
 
 def _sim(output_dir: Path) -> Service:
-    args = ["simulate", "--profile", "fast", "--seed", "7", "--chunk-interval-ms", "2"]
+    args = ["simulate", "--profile", "fast", "--seed", "7", "--chunk-interval-ms", "5"]
     return start_lanegate("sim-agents", args, ready_path="/health", log_dir=output_dir)
 
 
