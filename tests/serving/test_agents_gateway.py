@@ -44,6 +44,10 @@ lanes:
     priority: 50
     max_concurrency: 2
     tokens_per_minute: {BUDGET}
+  - name: solo
+    priority: 50
+    max_concurrency: 1
+    max_queue: 0
 clients:
   - name: agent
     key: env:LG_TEST_AGENT_KEY
@@ -219,6 +223,20 @@ def test_budget_reserves_max_tokens_settles_usage_and_429s(gateway: Service) -> 
     assert isinstance(body, dict) and body["error"]["type"] == "rate_limit_error"
     with pytest.raises(anthropic.BadRequestError):  # could never fit: not worth retrying
         tight.messages.create(model=MODEL, max_tokens=BUDGET, messages=ASK)
+
+
+def test_a_full_lane_queue_is_an_anthropic_429_with_retry_after(gateway: Service) -> None:
+    solo = anthropic.Anthropic(
+        base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "solo"}
+    )
+    with solo.messages.stream(model=MODEL, max_tokens=400, messages=ASK) as held:
+        next(iter(held.text_stream))  # admitted and streaming: the lane's one slot is taken
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            solo.messages.create(model=MODEL, max_tokens=5, messages=ASK)
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    body = caught.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "rate_limit_error"
+    assert "solo" in body["error"]["message"]
 
 
 # -- rerank and Ollama's legacy paths ---------------------------------------------------------
