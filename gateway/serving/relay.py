@@ -106,16 +106,21 @@ async def send_error(send: Send, error: GatewayError, shape: ErrorShape, request
 def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
     """What the upstream sees of the client's headers: content negotiation only, no auth."""
     headers = {"x-request-id": request_id, "content-type": "application/json"}
+    context = False
     for name, value in scope["headers"]:
         if name in (b"accept", b"user-agent"):
             headers[name.decode()] = value.decode("latin-1")
-    headers.update(context_headers(scope))
+        elif name in _CONTEXT:
+            context = True
+    if context:  # rare: parsed only when a client sent any of them
+        headers.update(context_headers(scope))
     return headers
 
 
 # Anthropic clients say which API version (and beta features) they speak; servers that
 # implement the Messages API read them, so they go upstream as sent (bounded in size).
 _ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
+_CONTEXT = _ANTHROPIC_HEADERS | {b"traceparent", b"tracestate"}
 _MAX_ANTHROPIC_HEADER = 256
 _TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
 
