@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
+from gateway.errors import (
+    ErrorShape,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    shape_for_path,
+)
 from gateway.lanes.budget_store import Budgets, BudgetService, SqliteSpendStore
 from gateway.lanes.gate import LaneGate
 from gateway.observe.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
@@ -39,8 +45,13 @@ from gateway.runtime import Runtime
 from gateway.serving.auth import Authenticator
 from gateway.serving.flow import RequestFlow
 from gateway.serving.relay import Relay, send_error
+from gateway.serving.routes import (
+    MANAGEMENT_PATHS,
+    is_relay_path,
+    management_refusal,
+    match_route,
+)
 from gateway.serving.routes import Route as RelayRoute
-from gateway.serving.routes import is_relay_path, match_route
 from gateway.settings import Settings
 from gateway.upstreams.client import UpstreamClient, create_client
 from gateway.upstreams.discovery import Discovery
@@ -115,7 +126,13 @@ class Gateway:
             )
             budget_service = SharedBudgets(self.shared, self.budgets)
         self.flow = RequestFlow(
-            self.relay, budget_service, self.recorder, self.clients, self.router, self.clock
+            self.relay,
+            budget_service,
+            self.recorder,
+            self.clients,
+            self.router,
+            self.clock,
+            wall_clock or time.time,
         )
         self.wall_clock = wall_clock or time.time
         self.runtime = self.build_runtime(policy)
@@ -229,11 +246,9 @@ class Gateway:
             route = match_route(scope["method"], scope["path"])
             if route is not None:
                 await self.handle_relay(route, scope, receive, send)
-            elif is_relay_path(scope["path"]):
+            elif is_relay_path(scope["path"]) or scope["path"] in MANAGEMENT_PATHS:
                 shape = shape_for_path(scope["path"])
-                await send_error(
-                    send, _method_not_allowed(scope), shape, self.relay.request_ids.of(scope)
-                )
+                await send_error(send, _not_relayed(scope), shape, self.relay.request_ids.of(scope))
             else:
                 await self.control(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -305,7 +320,11 @@ def _signal_source(policy: Policy) -> SignalSource:
     return default_source()
 
 
-def _method_not_allowed(scope: Scope) -> GatewayError:
+def _not_relayed(scope: Scope) -> GatewayError:
+    """A relay path with the wrong method (405), or Ollama's model management (403)."""
+    refusal = management_refusal(scope["method"], scope["path"])
+    if refusal is not None:
+        return Forbidden(refusal, code="model_management")
     return MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
 
 

@@ -45,7 +45,10 @@ GatewayError, by status::
 
 On `/v1/*` (and the gateway's own paths) the body is OpenAI's shape
 `{"error": {"message", "type", "code", "param"}}`; on Ollama's native `/api/*` it is Ollama's
-`{"error": "message"}`, with the same status code. Messages say what to do, not only what broke.
+`{"error": "message"}`; on Anthropic's `/v1/messages*` it is Anthropic's
+`{"type": "error", "error": {"type", "message"}}` with Anthropic's type for the status
+(`ANTHROPIC_TYPES`), the same status code everywhere. Messages say what to do, not only what
+broke.
 """
 
 from __future__ import annotations
@@ -57,6 +60,21 @@ from enum import Enum
 class ErrorShape(Enum):
     OPENAI = "openai"
     OLLAMA = "ollama"
+    ANTHROPIC = "anthropic"
+
+
+# Anthropic's error types by HTTP status (docs.anthropic.com/en/api/errors); Anthropic uses
+# invalid_request_error for 4xx codes it does not list, and overloaded_error (its 529) is what
+# its SDKs expect when a server cannot take the request now.
+ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 class LanegateError(Exception):
@@ -128,7 +146,7 @@ class GatewayError(LanegateError):
         self.headers = headers or {}
 
     def body(self, shape: ErrorShape) -> bytes:
-        return error_body(shape, self.message, self.type, self.code, self.param)
+        return error_body(shape, self.message, self.type, self.code, self.param, self.status)
 
 
 class BadRequest(GatewayError):
@@ -219,20 +237,43 @@ class UpstreamTimeout(GatewayError):
 
 
 def shape_for_path(path: str) -> ErrorShape:
-    return ErrorShape.OLLAMA if path.startswith("/api/") else ErrorShape.OPENAI
+    if path.startswith("/api/"):
+        return ErrorShape.OLLAMA
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return ErrorShape.ANTHROPIC
+    return ErrorShape.OPENAI
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error `type` for an HTTP status."""
+    known = ANTHROPIC_TYPES.get(status)
+    if known is not None:
+        return known
+    return "invalid_request_error" if status < 500 else "api_error"
 
 
 def error_body(
-    shape: ErrorShape, message: str, type_: str, code: str, param: str | None = None
+    shape: ErrorShape,
+    message: str,
+    type_: str,
+    code: str,
+    param: str | None = None,
+    status: int = 400,
 ) -> bytes:
     if shape is ErrorShape.OLLAMA:
         return json.dumps({"error": message}).encode()
+    if shape is ErrorShape.ANTHROPIC:
+        detail = {"type": anthropic_type(status), "message": message}
+        return json.dumps({"type": "error", "error": detail}).encode()
     error = {"message": message, "type": type_, "code": code, "param": param}
     return json.dumps({"error": error}).encode()
 
 
 def stream_error_event(shape: ErrorShape, error: GatewayError) -> bytes:
-    """The last event of a stream that failed after it started (SSE, or NDJSON for Ollama)."""
+    """The last event of a stream that failed after it started (SSE, or NDJSON for Ollama;
+    Anthropic's streams name it `event: error`)."""
     if shape is ErrorShape.OLLAMA:
         return error.body(shape) + b"\n"
+    if shape is ErrorShape.ANTHROPIC:
+        return b"event: error\ndata: " + error.body(shape) + b"\n\n"
     return b"data: " + error.body(shape) + b"\n\n"

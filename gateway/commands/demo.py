@@ -219,6 +219,7 @@ lanegate demo is running (policy: {policy}; state: {policy.parent}, removed at e
 --state-dir named it)
   OpenAI base URL : {base}
   Ollama base URL : http://127.0.0.1:{port}
+  Anthropic       : ANTHROPIC_BASE_URL=http://127.0.0.1:{port} (Messages API, /v1/messages)
   API key         : any key (the demo policy defines no clients yet)
   upstreams       : sim-mini (local, :{sims[0]}), sim-m4max (remote, :{sims[1]})
   dashboard       : http://127.0.0.1:{port}/dashboard (admin key: {admin_key})
@@ -231,6 +232,13 @@ Try it (Python, openai SDK):
       model="llama3.1:8b", stream=True,
       messages=[{{"role": "user", "content": "Hello"}}]):
       print(chunk.choices[0].delta.content or "", end="", flush=True)
+
+Or the anthropic SDK (what coding agents speak):
+  import anthropic
+  client = anthropic.Anthropic(base_url="http://127.0.0.1:{port}", api_key="demo")
+  with client.messages.stream(model="llama3.1:8b", max_tokens=200,
+      messages=[{{"role": "user", "content": "Hello"}}]) as stream:
+      for text in stream.text_stream: print(text, end="", flush=True)
 
 Or curl:
   curl -N {base}/chat/completions -H 'Content-Type: application/json' \\

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS requests (
     ts REAL NOT NULL, request_id TEXT NOT NULL, client TEXT, lane TEXT NOT NULL, model TEXT,
     upstream TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, error TEXT,
     queue_ms REAL, ttft_ms REAL, gap_max_ms REAL, duration_ms REAL NOT NULL,
-    prompt_tokens INTEGER, completion_tokens INTEGER
+    prompt_tokens INTEGER, completion_tokens INTEGER, trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
@@ -90,6 +90,7 @@ def ledger_row(labels: RequestLabels, record: RequestRecord, ts: float) -> Ledge
         round(record.duration_s * 1000, 3),
         record.prompt_tokens,
         record.completion_tokens,
+        labels.trace_id,
     )
 
 
@@ -108,6 +109,7 @@ class SqliteLedgerStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _add_missing_columns(self._db)
 
     def write(self, rows: Sequence[LedgerRow], prune_before: float | None = None) -> int:
         """Insert `rows` and, if given, delete rows older than `prune_before`; rows deleted."""
@@ -150,6 +152,13 @@ class SqliteLedgerStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A ledger written before a column existed gets it (NULL in its old rows)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    if "trace_id" not in present:
+        db.execute("ALTER TABLE requests ADD COLUMN trace_id TEXT")
 
 
 def read_rows(path: Path, since: float) -> list[LedgerRow]:

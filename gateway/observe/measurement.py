@@ -154,3 +154,4 @@ class RequestLabels:
     client: str | None = None  # the policy's client name (None: no clients, or refused first)
     queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
     alone: bool = False  # had its upstream to itself from start to end (single-stream TTFT)
+    trace_id: str | None = None  # the client's W3C trace id (traceparent), if it sent one

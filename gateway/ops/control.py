@@ -60,12 +60,15 @@ def build_control_app(
                 query = f"?{request.url.query}" if request.url.query else ""
                 return Response(status_code=307, headers={"location": twin + query})
             error = NotFound(
-                f"no route {request.method} {request.url.path}; lanegate serves the OpenAI API "
-                "under /v1 and Ollama's under /api",
+                f"lanegate does not relay {request.method} {request.url.path}; the paths it "
+                "relays (OpenAI's, Anthropic's Messages and Ollama's) are listed by "
+                "GET /openapi.json",
                 code="unknown_path",
             )
             return Response(error.body(shape), 404, media_type="application/json")
-        body = error_body(shape, str(exc.detail), "invalid_request_error", "http_error")
+        body = error_body(
+            shape, str(exc.detail), "invalid_request_error", "http_error", status=exc.status_code
+        )
         return Response(body, exc.status_code, media_type="application/json")
 
     async def offload(request: Request) -> Response:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
     BadRequest,
+    ErrorShape,
     Forbidden,
     GatewayError,
     RateLimited,
@@ -45,13 +47,14 @@ from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
+from gateway.serving import anthropic_headers
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
-from gateway.serving.relay import Relay, send_error
+from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.routes import Route
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
-from gateway.upstreams.selection import default_upstream
+from gateway.upstreams.selection import first_serving, serving
 
 log = logging.getLogger("lanegate")
 
@@ -97,8 +100,10 @@ class RequestFlow:
         clients: dict[str, UpstreamClient],
         router: UpstreamRouter,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.router = router
+        self.wall_clock = wall_clock  # Anthropic's rate-limit headers name an instant
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -132,18 +137,19 @@ class RequestFlow:
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 pool = _offload_pool(runtime, lane)
-                admitted = await self._admit(runtime, lane, client, facts, chars, pool)
+                served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
+                admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
-                extra += self._admission_headers(admitted)
+                extra += self._admission_headers(route, admitted)
 
             sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
             sending.source = client.name if client else _peer(scope)
             if route.inference:
-                record = await self._send(runtime.policy, sending, pool)
-            else:  # metadata: the default upstream answers, no slot is taken
-                record = await self._forward(
-                    runtime.policy, sending, default_upstream(runtime.policy), False
-                )
+                served = served_by(route, pool or self.router.pool_of(runtime.policy))
+                record = await self._send(runtime.policy, sending, served)
+            else:  # metadata: the default upstream (that serves the API) answers, no slot
+                upstream = first_serving(runtime.policy, route.family, _what(route))
+                record = await self._forward(runtime.policy, sending, upstream, False)
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -176,6 +182,7 @@ class RequestFlow:
             model,
             client=client.name if client is not None else None,
             queue_s=queue_s,
+            trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
             alone=sending is not None and sending.alone,
         )
         self.recorder.record(labels, record, self.clock())
@@ -212,6 +219,7 @@ class RequestFlow:
     async def _admit(
         self,
         runtime: Runtime,
+        route: Route,
         lane: LaneSpec,
         client: ClientSpec | None,
         facts: RequestFacts,
@@ -222,7 +230,8 @@ class RequestFlow:
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
         reservation = await self.budgets.hold(lane, client, estimate)
         if isinstance(reservation, Refusal):
-            raise _over_budget(reservation)
+            anthropic = route.shape is ErrorShape.ANTHROPIC
+            raise _over_budget(reservation, self.wall_clock() if anthropic else None)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
@@ -244,9 +253,12 @@ class RequestFlow:
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
         return pool
 
-    def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
-        headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
-        return headers + self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
+    def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
+        queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
+        limits = self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
+        if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
+            limits = [*limits, *anthropic_headers.from_openai(limits, self.wall_clock())]
+        return [queued, *limits]
 
     # -- the retry loop ---------------------------------------------------------------------
     async def _send(
@@ -328,7 +340,16 @@ def _body_for(
     return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
 
 
-def _over_budget(refusal: Refusal) -> GatewayError:
+def served_by(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of the pool that serve the route's API (a 404 naming them if none)."""
+    return serving(pool, route.family, _what(route))
+
+
+def _what(route: Route) -> str:
+    return f"{route.method} {route.path}"
+
+
+def _over_budget(refusal: Refusal, anthropic_now: float | None = None) -> GatewayError:
     scope = f"{refusal.scope[0]} {refusal.scope[1]!r}"
     if refusal.never_fits:
         return BadRequest(
@@ -338,11 +359,16 @@ def _over_budget(refusal: Refusal) -> GatewayError:
             param="max_tokens",
         )
     seconds = max(1, math.ceil(refusal.retry_after_s))
+    headers = {"retry-after": str(seconds)}
+    if anthropic_now is not None:  # Anthropic clients read the window from these
+        left = refusal.limit - refusal.used - refusal.reserved
+        window = anthropic_headers.tokens_headers(refusal.limit, left, seconds, anthropic_now)
+        headers.update((k.decode(), v.decode()) for k, v in window)
     return RateLimited(
         f"{scope} has used its token budget for this {refusal.window} "
         f"({refusal.used + refusal.reserved}/{refusal.limit}); retry in {seconds} s",
         code="token_budget",
-        headers={"retry-after": str(seconds)},
+        headers=headers,
     )
 
 

@@ -25,6 +25,7 @@ from gateway.errors import (
     ErrorShape,
     GatewayError,
     GatewayOutOfFiles,
+    NotFound,
     PayloadTooLarge,
     RequestTimeout,
     RetryElsewhere,
@@ -37,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.ops.drain import cut_error
+from gateway.policy.spec import ANTHROPIC_API, RERANK_API, UpstreamSpec
 from gateway.serving.event_framing import EventFramer
 from gateway.serving.exchange import (
     BODY,
@@ -49,6 +51,7 @@ from gateway.serving.exchange import (
 )
 from gateway.serving.request_body import RequestFacts, parse_request
 from gateway.serving.routes import Route
+from gateway.serving.trace import TraceContext, trace_context
 from gateway.serving.upstream_headers import relayed_headers
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
 
@@ -105,10 +108,55 @@ async def send_error(send: Send, error: GatewayError, shape: ErrorShape, request
 def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
     """What the upstream sees of the client's headers: content negotiation only, no auth."""
     headers = {"x-request-id": request_id, "content-type": "application/json"}
+    context = False
     for name, value in scope["headers"]:
         if name in (b"accept", b"user-agent"):
             headers[name.decode()] = value.decode("latin-1")
+        elif name in _CONTEXT:
+            context = True
+    if context:  # rare: parsed only when a client sent any of them
+        headers.update(context_headers(scope))
     return headers
+
+
+# Anthropic clients say which API version (and beta features) they speak; servers that
+# implement the Messages API read them, so they go upstream as sent (bounded in size).
+_ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
+_CONTEXT = _ANTHROPIC_HEADERS | {b"traceparent", b"tracestate"}
+_MAX_ANTHROPIC_HEADER = 256
+_TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
+
+
+# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
+_NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
+
+
+def _not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
+    return NotFound(
+        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
+        f"(it answered {status} without an API error): it does not serve the {route.family} "
+        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
+        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
+        code="api_not_served",
+    )
+
+
+def context_headers(scope: Scope) -> dict[str, str]:
+    """The client's W3C trace context (if valid) and Anthropic version headers."""
+    trace = trace_of(scope)
+    out = trace.headers() if trace is not None else {}
+    for name, value in scope["headers"]:
+        if name in _ANTHROPIC_HEADERS and 0 < len(value) <= _MAX_ANTHROPIC_HEADER:
+            out[name.decode()] = value.decode("latin-1")
+    return out
+
+
+def trace_of(scope: Scope) -> TraceContext | None:
+    """The request's trace context, parsed once (the relay forwards it, the record logs it)."""
+    if _TRACE not in scope:
+        scope[_TRACE] = trace_context(scope["headers"])
+    found: TraceContext | None = scope[_TRACE]
+    return found
 
 
 def response_headers(
@@ -190,7 +238,12 @@ class Relay:
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
-            if status < 400 and content_type.startswith(_STREAM_TYPES):
+            if status == 404 and route.family in _NEWER_APIS and b"json" not in content_type:
+                # a bare 404 page: the server has no such route (an Ollama before 0.14)
+                refusal = _not_served(route, client.spec, response.status)
+                status = await self._fail(send, exchange, route.shape, refusal, status)
+                error = refusal.code
+            elif status < 400 and content_type.startswith(_STREAM_TYPES):
                 framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
                 await self._stream(response, send, headers, exchange, measurement, framer)
             else:

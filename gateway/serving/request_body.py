@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.serving.routes import Route
+from gateway.serving.stream_parser import Api
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,19 @@ def parse_request(route: Route, raw: bytes) -> RequestFacts:
     stream = body.get("stream", route.stream_default)
     if not isinstance(stream, bool):
         raise BadRequest("`stream` must be true or false", code="invalid_stream", param="stream")
+    max_tokens = _max_tokens(body)
+    if route.api is Api.MESSAGES and not max_tokens:
+        # Anthropic's API requires it; without it llama-server generates until the context
+        # is full, which no budget reservation could bound.
+        raise BadRequest(
+            "the Messages API needs `max_tokens`, a positive integer (e.g. 1024)",
+            code="missing_max_tokens",
+            param="max_tokens",
+        )
     return RequestFacts(
         model=model if isinstance(model, str) else None,
         stream=stream,
-        max_tokens=_max_tokens(body),
+        max_tokens=max_tokens,
         body=body,
     )
 

@@ -3,8 +3,8 @@
 An upstream is a server the operator runs, not one the client chose, but what it says about
 itself (cookies, server names, internal hosts in custom headers, headers of any size) is not
 the client's business and must not let a misbehaving upstream make the gateway relay
-kilobytes of headers. Only content negotiation, caching, retry and rate-limit headers pass;
-each value is at most `MAX_VALUE_BYTES`, and together at most `MAX_TOTAL_BYTES` (the rest
+kilobytes of headers. Only content negotiation, caching, retry and rate-limit headers
+(OpenAI's and Anthropic's) and Anthropic's `request-id` pass; each value is at most `MAX_VALUE_BYTES`, and together at most `MAX_TOTAL_BYTES` (the rest
 are dropped, in the upstream's order). Hop-by-hop headers, `server`, `date`, `set-cookie`,
 `x-request-id` (the gateway sets its own) and any `x-lanegate-*` are never relayed.
 """
@@ -25,9 +25,10 @@ ALLOWED = frozenset(
         b"openai-model",
         b"openai-processing-ms",
         b"openai-version",
+        b"request-id",  # Anthropic's id of the upstream request (the SDK reads it)
     }
 )
-ALLOWED_PREFIXES = (b"x-ratelimit-",)
+ALLOWED_PREFIXES = (b"x-ratelimit-", b"anthropic-ratelimit-")
 MAX_VALUE_BYTES = 1024
 MAX_TOTAL_BYTES = 8 * 1024
 

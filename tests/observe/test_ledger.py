@@ -45,6 +45,7 @@ def labels(request_id: str = "r1", **kw: object) -> RequestLabels:
         "model": "llama3",
         "client": "alice",
         "queue_s": 0.0125,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
     return RequestLabels(**{**base, **kw})
 
@@ -87,7 +88,22 @@ def test_row_holds_names_numbers_and_codes() -> None:
         "duration_ms": 1500.0,
         "prompt_tokens": 12,
         "completion_tokens": 34,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
+
+
+def test_a_ledger_from_before_trace_ids_gains_the_column(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "ledger.sqlite")
+    columns = ", ".join(f"{name}" for name in COLUMNS[:-1])  # every column but trace_id
+    old.execute(f"CREATE TABLE requests ({columns})")
+    old.execute(f"INSERT INTO requests VALUES ({', '.join('?' * (len(COLUMNS) - 1))})", (1,) * 15)
+    old.commit()
+    old.close()
+    store = SqliteLedgerStore(tmp_path / "ledger.sqlite")
+    store.write([ledger_row(labels("new"), record(), 2.0)])
+    store.close()
+    rows = read_rows(tmp_path / "ledger.sqlite", 0)
+    assert [row[-1] for row in rows] == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ def row(
         500.0,
         prompt,
         completion,
+        None,
     )
 
 

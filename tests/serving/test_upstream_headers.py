@@ -43,3 +43,12 @@ def test_never_more_than_the_bound_nor_a_header_off_the_list(
     kept = relayed_headers(raw)
     assert sum(len(n) + len(v) for n, v in kept) <= MAX_TOTAL_BYTES
     assert all(allowed(name) and len(value) <= MAX_VALUE_BYTES for name, value in kept)
+
+
+def test_anthropic_rate_limit_headers_and_request_id_pass() -> None:
+    raw = [
+        (b"anthropic-ratelimit-tokens-remaining", b"900"),
+        (b"request-id", b"req_01"),
+        (b"anthropic-organization-id", b"org"),
+    ]
+    assert relayed_headers(raw) == raw[:2]
