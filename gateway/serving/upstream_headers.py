@@ -4,8 +4,9 @@ An upstream is a server the operator runs, not one the client chose, but what it
 itself (cookies, server names, internal hosts in custom headers, headers of any size) is not
 the client's business and must not let a misbehaving upstream make the gateway relay
 kilobytes of headers. Only content negotiation, caching, retry and rate-limit headers
-(OpenAI's and Anthropic's) and Anthropic's `request-id` pass; each value is at most `MAX_VALUE_BYTES`, and together at most `MAX_TOTAL_BYTES` (the rest
-are dropped, in the upstream's order). Hop-by-hop headers, `server`, `date`, `set-cookie`,
+(OpenAI's and Anthropic's) and Anthropic's `request-id` pass; each value is at most
+`MAX_VALUE_BYTES`, and together at most `MAX_TOTAL_BYTES` (the rest are dropped, in the
+upstream's order). Hop-by-hop headers, `server`, `date`, `set-cookie`,
 `x-request-id` (the gateway sets its own) and any `x-lanegate-*` are never relayed.
 """
 
