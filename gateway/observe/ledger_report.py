@@ -45,6 +45,7 @@ COLUMNS = (
     "duration_ms",
     "prompt_tokens",
     "completion_tokens",
+    "trace_id",
 )
 LedgerRow = tuple[
     float,  # ts: wall-clock seconds since the epoch when the request finished
@@ -62,6 +63,7 @@ LedgerRow = tuple[
     float,  # duration_ms
     int | None,  # prompt_tokens
     int | None,  # completion_tokens
+    str | None,  # trace_id: the client's W3C trace id (32 hex), if it sent a traceparent
 ]
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 # Typed positions of the columns the summary reads (Final: mypy keeps the tuple item types).

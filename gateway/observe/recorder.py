@@ -75,5 +75,6 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "tokens_estimated": record.tokens_estimated,
-        "error": error_code(record.error),  # a code only: upstream text may echo a prompt
+        "error": error_code(record.error),
+        "trace_id": labels.trace_id,  # a code only: upstream text may echo a prompt
     }

@@ -36,6 +36,7 @@ from gateway.policy import PolicyError
 from gateway.policy.change import FileWatch, PolicyChange, access_changes, diff
 from gateway.policy.loader import PolicyProblem, check_policy_text
 from gateway.policy.spec import Policy
+from gateway.policy.yaml_bounds import MAX_POLICY_BYTES, TooLarge, check_byte_count
 from gateway.upstreams.client import UpstreamClient
 
 if TYPE_CHECKING:
@@ -219,8 +220,14 @@ class PolicyReloader:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file, read no further than the bound the loader enforces on its text."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_POLICY_BYTES + 1)
+        check_byte_count(len(raw))
+        return raw
+    except TooLarge as exc:
+        raise PolicyError([PolicyProblem(str(path), None, "", str(exc))]) from exc
     except OSError as exc:
         raise PolicyError([PolicyProblem(str(path), None, "", f"cannot read: {exc}")]) from exc
 

@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
 from gateway.policy.suggest import did_you_mean, field_names, without
+from gateway.policy.yaml_bounds import TooLarge, check_expanded_size, check_text_size
 
 log = logging.getLogger("lanegate.policy")
 
@@ -85,6 +86,7 @@ def check_policy_text(text: str, source: str) -> CheckedPolicy:
     cross-references (lanes, clients, upstreams named elsewhere) of what is left once the
     fields in error are set aside, so fixing the first batch never reveals a second."""
     data, lines = _parse_yaml(text, source)
+    # Validation walks the data with aliases expanded: _parse_yaml bounded them first.
     problems, document, pruned = _validate_all(data, source, lines)
     if document is not None:
         problems += [
@@ -138,10 +140,16 @@ def policy_schema() -> dict[str, Any]:
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Location, int]]:
     try:
+        check_text_size(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_expanded_size(root)  # before anything walks the aliases
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError([_yaml_problem(source, exc)]) from exc
+    except TooLarge as exc:
+        raise PolicyError([PolicyProblem(source, exc.line, "", str(exc))]) from exc
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise PolicyError([PolicyProblem(source, None, "", "the YAML nests too deeply")]) from exc
     if not isinstance(data, dict):
         raise PolicyError([PolicyProblem(source, 1, "", "expected a mapping with `upstreams:`")])
     lines, repeated = _line_index(root)

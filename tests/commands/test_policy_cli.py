@@ -119,10 +119,20 @@ def test_policy_without_action_shows_usage(capsys: pytest.CaptureFixture[str]) -
     assert "check" in capsys.readouterr().err
 
 
-def test_check_needs_a_file() -> None:
-    with pytest.raises(SystemExit) as caught:
-        run(["policy", "check"])
-    assert caught.value.code == 2
+def test_the_shipped_examples_check_in_place(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "check", "--examples"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK: 2 upstreams") == 2 and "examples/demo.yaml:" in out
+
+
+def test_an_example_prints_as_shipped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "example", "default"]) == 0
+    assert capsys.readouterr().out == (REPO / "policies" / "default.yaml").read_text()
+
+
+def test_check_wants_a_file_or_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "check"]) == 2
+    assert "--examples" in capsys.readouterr().err
 
 
 ALL_AT_ONCE = """\

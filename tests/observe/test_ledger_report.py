@@ -54,6 +54,7 @@ def row(
         duration_ms,
         prompt,
         completion,
+        None,
     )
 
 

@@ -8,6 +8,8 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 # tests/test_redis_shared.py: a real Redis for the shared-state backend (never a fake).
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# tests/tools/ladder: `ladder sign --key` / `verify` run OpenSSH's ssh-keygen -Y sign/verify.
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 
 # The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
 # Optional: if it cannot be installed, that test skips and says why; nothing else needs it.
@@ -44,6 +46,14 @@ install_optional_promtool() {
   fi
 }
 install_optional_promtool
+
+# tests/packaging/test_homebrew.py checks the formula parses with `ruby -c` (skips without it).
+if ! command -v ruby >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: installing ruby with apt (to check the Homebrew formula parses)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends ruby >/dev/null; } \
+    || echo "system-deps: ruby could not be installed; the formula's syntax check will skip" >&2
+fi
 
 # `make bench` only (`system_deps.sh bench`): nginx, S1's reference proxy; without it S1 runs
 # without the nginx arm.
