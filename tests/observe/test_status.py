@@ -17,8 +17,13 @@ import httpx
 import openai
 import pytest
 
+from gateway.app import create_app
+from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.observe.rolling import RollingRegistry
+from gateway.observe.status import build_status
 from gateway.observe.status_table import render_status
+from gateway.policy.loader import load_policy_text
+from gateway.settings import Settings
 from tests.support.processes import REPO, Service, free_port, start_lanegate
 
 ADMIN_KEY = "status-admin-key"
@@ -243,6 +248,12 @@ SAMPLE: dict[str, Any] = {
     "policy": {"version": 3, "source": "p.yaml", "loaded_at": 940.0, "reload_error": "x:4: bad"},
     "capacity": 8,
     "in_flight": 3,
+    "totals": {
+        "in_flight": 5,
+        "queued": 1,
+        "local": {"in_flight": 3, "capacity": 8},
+        "remote": {"in_flight": 2, "capacity": 4},
+    },
     "lanes": [
         {
             "name": "interactive",
@@ -257,6 +268,8 @@ SAMPLE: dict[str, Any] = {
                 "15m": {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None},
             },
             "gap_p95": {"1m": {"p95_ms": 12.0}, "5m": {"p95_ms": 11.0}, "15m": {}},
+            "queue_wait": {"1m": {"p95_ms": 2500.0}},
+            "duration": {"1m": {"p95_ms": 4100.0}},
             "budget": [{"window": "minute", "limit": 5000, "used": 1200, "reserved": 300}],
         },
         {"name": "batch", "in_flight": 1, "max_concurrency": 2, "queued": 0, "max_queue": 9},
@@ -304,7 +317,10 @@ def _row(text: str, first: str) -> list[str]:
 def test_table_renders_the_sample_document() -> None:
     text = render_status(SAMPLE)
     lines = text.splitlines()
-    assert lines[0] == "lanegate 0.1.0: 3/8 in flight; policy v3 (p.yaml, loaded 60 s ago)"
+    assert lines[0] == (
+        "lanegate 0.1.0: 5 requests in flight (3 of 8 local slots, 2 of 4 remote), 1 queued; "
+        "policy v3 (p.yaml, loaded 60 s ago)"
+    )
     assert lines[1] == "last reload refused: x:4: bad"
     assert lines[2] == "offload: offloading (mode auto): swap +2GB"
     assert "host (macos): pressure warn, swap 3.0 GiB of 4.0 GiB (+1.0 MiB/min)" in text
@@ -315,13 +331,15 @@ def test_table_renders_the_sample_document() -> None:
         "2/4",
         "1/50",
         "41",
+        "2.50 s",
         "120 ms",
         "340 ms",
         "12 ms",
+        "4.10 s",
         "1500/5000 per minute",
     ]
     batch = [cell.strip() for cell in _row(text, "batch") if cell.strip()]
-    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "no budget"]
+    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "-", "-", "no budget"]
     assert "interactive  5m      100  8.2 ms    100 ms    900 ms    11 ms" in text
     assert "interactive  15m     0    -         -         -         -" in text
     mini = [cell.strip() for cell in _row(text, "mini") if cell.strip()]
@@ -361,3 +379,66 @@ def test_merged_snapshot_equals_one_series_with_every_sample() -> None:
         )
     assert merged.merged_snapshot([], 130.0, 60.0).count == 0
     assert merged.merged_snapshot([("ttft", "nope", "u0")], 130.0, 60.0).p95 is None
+
+
+def test_header_of_an_older_document_and_an_access_change() -> None:
+    older = {k: v for k, v in SAMPLE.items() if k != "totals"}
+    assert render_status(older).splitlines()[0].startswith("lanegate 0.1.0: 3/8 in flight;")
+    changed = {
+        **SAMPLE,
+        "policy": {
+            **SAMPLE["policy"],
+            "access_change": {"version": 3, "at": 990.0, "changes": ["anonymous callers: a -> b"]},
+        },
+    }
+    lines = render_status(changed).splitlines()
+    assert lines[2:4] == ["reload to v3 changed who may call:", "  anonymous callers: a -> b"]
+
+
+async def test_totals_add_up_across_pools_and_trends_span_15_minutes(tmp_path: Path) -> None:
+    """In process: a request holding a local slot and one holding a remote slot are both in
+    the header's count, which the lanes add up to; recorded waits land in their 10 s slice."""
+    policy = load_policy_text(
+        "version: 1\nupstreams:\n"
+        "  - {name: mini, kind: ollama, base_url: 'http://127.0.0.1:9', max_concurrency: 4}\n"
+        "  - {name: m4, kind: ollama, pool: remote, base_url: 'http://127.0.0.1:9',"
+        " max_concurrency: 2}\n"
+        "offload: {}\nlanes:\n  - {name: chat, priority: 100, max_concurrency: 2}\n"
+        "  - {name: batch, priority: 10, max_concurrency: 2, offloadable: true}\n"
+        "classify: {default_lane: chat}\n",
+        "inline.yaml",
+    )
+    gw = create_app(policy, Settings(state_dir=tmp_path))
+    assert gw.runtime.remote_gate is not None
+    local = await gw.runtime.gate.acquire(policy.lane("chat"), None)
+    remote = await gw.runtime.remote_gate.acquire(policy.lane("batch"), None)
+    now = gw.clock()
+    record = RequestRecord(None, None, None, 1.5, None, None, False, 0, 200, None)
+    for queue_s in (0.2, 0.4):
+        labels = RequestLabels(
+            "r", "POST", "/v1/chat/completions", "batch", "m4", "m", queue_s=queue_s
+        )
+        gw.recorder.record(labels, record, now)
+    try:
+        doc = build_status(gw, wall_now=1000.0)
+    finally:
+        local.release()
+        remote.release()
+        await gw.budgets.stop()
+    assert doc["totals"] == {
+        "in_flight": 2,
+        "queued": 0,
+        "local": {"in_flight": 1, "capacity": 4},
+        "remote": {"in_flight": 1, "capacity": 2},
+    }
+    assert sum(lane["in_flight"] for lane in doc["lanes"]) == doc["totals"]["in_flight"]
+    assert (doc["capacity"], doc["in_flight"]) == (4, 1)  # the local pool, as before
+    batch = next(lane for lane in doc["lanes"] if lane["name"] == "batch")
+    assert batch["queue_wait"]["1m"]["count"] == 2 and batch["queue_wait"]["1m"]["p95_ms"] == 400
+    assert batch["duration"]["1m"]["p95_ms"] == 1500
+    trends = doc["history"]["lanes"]["batch"]
+    assert doc["history"]["slice_s"] == 10 and len(trends["queue_wait_p95_ms"]) == 90
+    assert (
+        trends["queue_wait_p95_ms"][-1] == 400 and trends["queue_wait_p95_ms"][:-1] == [None] * 89
+    )
+    assert trends["ttft_p95_ms"] == [None] * 90  # not streamed: no TTFT, ever

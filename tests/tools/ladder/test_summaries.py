@@ -7,10 +7,16 @@ import dataclasses
 import pytest
 
 from gateway.tools.ladder.compare import compare_reports
-from gateway.tools.ladder.gates import GIB, GateRung, SloThresholds, evaluate
+from gateway.tools.ladder.gates import GIB, NO_BASELINE, GateRung, SloThresholds, evaluate
 from gateway.tools.ladder.mix import LaneShare, parse_assignments, parse_mix, parse_rungs
 from gateway.tools.ladder.prompts import make_prompts
-from gateway.tools.ladder.stats import INTERRUPTED, RequestRow, percentile, summarise_rung
+from gateway.tools.ladder.stats import (
+    INTERRUPTED,
+    RequestRow,
+    percentile,
+    request_speeds,
+    summarise_rung,
+)
 
 
 def row(
@@ -187,3 +193,29 @@ def test_compare_puts_rungs_side_by_side_with_ratios() -> None:
     assert cells[4:7] == ["120", "240", "2.00x"]  # p95 TTFT doubled
     assert cells[10:13] == ["3", "1.5", "0.50x"]  # throughput halved
     assert "knee: A 8 (ttft_ratio), B 8 (ttft_ratio)" in text
+
+
+def test_request_speeds_are_tpot_after_the_first_token_and_tokens_over_the_whole_request() -> None:
+    tpot, tps = request_speeds(ttft_s=0.2, e2e_s=1.2, completion_tokens=11)
+    assert tpot == pytest.approx(0.1) and tps == pytest.approx(11 / 1.2)
+    assert request_speeds(0.2, 1.2, 1) == (None, pytest.approx(1 / 1.2))  # no decode step
+    assert request_speeds(None, 1.0, None) == (None, None)
+
+
+def test_a_rung_counts_its_ttft_samples_and_summarises_itl_and_tpot() -> None:
+    rows = [
+        dataclasses.replace(row(ttft=0.1), itl_s=0.02, tpot_s=0.03, output_tps=9.0),
+        dataclasses.replace(row(ttft=0.2), itl_s=0.04, tpot_s=0.05, output_tps=7.0),
+        row(ttft=None, status=500, error="boom", tokens=None),
+    ]
+    stats = summarise_rung(2, rows, duration_s=2.0)
+    assert stats.ttft_samples == 2
+    assert (stats.itl.p50, stats.tpot.p95, stats.output_tps.p50) == (0.02, 0.05, 7.0)
+
+
+def test_the_ratio_gate_without_a_single_stream_rung_says_no_baseline() -> None:
+    report = evaluate(SloThresholds(), [GateRung(4, 0.2, 0.0, 0)], knee_index=None)
+    ratio = next(r for r in report.results if r.name == "p95_ratio")
+    assert ratio.passed is None and ratio.worst == NO_BASELINE
+    climbing = evaluate(SloThresholds(), [GateRung(2, 0.2, 0.0, 0), GateRung(4, 0.9, 0.0, 0)], None)
+    assert next(r for r in climbing.results if r.name == "p95_ratio").passed is None
