@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import mixed
+from tests.bench import loadgen, mixed
 from tests.bench.harness import machine, percentile
 from tests.bench.mixed import MixedLoad
 from tests.support.processes import REPO, start_lanegate
@@ -86,7 +86,10 @@ async def run_arm(
     policy.write_text(policy_text(upstream_url, kind, slots, lanes))
     gateway = mixed.start_gateway(policy, workdir)
     try:
-        await mixed.baseline(gateway.url, load, WARM_CHATS)  # chats alone, before batch
+        # Chats alone, before batch, with messages of their own: the baseline's (user 9) would
+        # be answered from the engine's prompt cache and teach a baseline no fresh chat gets.
+        async with loadgen.session(1) as http:
+            await mixed.chats(http, gateway.url + mixed.CHAT, load, WARM_CHATS, 0.1, user=8)
         data = await mixed.run_mixed(gateway.url, own)
         changes = [line for line in gateway.log().splitlines() if "adaptive limit: lane" in line]
         data["limit_changes"] = len(changes)
