@@ -141,7 +141,7 @@ upstreams:
   - {name: mini, kind: ollama, base_url: "http://127.0.0.1:11434", max_concurency: 4}
 lanes:
   - {name: interactive, priority: 100, max_concurrency: 2, max_queu: 20}
-  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: -5}
+  - {name: batch, priority: 10, queue_timeout: -5}
 clients:
   - {name: alice, key: "env:ALICE", lanes: [interactiv, batch]}
 classify:
