@@ -12,6 +12,7 @@ import httpx
 
 from tests.support.processes import Service, start_lanegate
 from tests.support.scripted_upstream import Script, ScriptedUpstream
+from tests.support.threads import Worker, check_all
 
 # A mini whose KV cache overflows its RAM budget after ~100 tokens in flight: the knee.
 PROFILES = """
@@ -87,7 +88,7 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
                 seen.append((time.monotonic(), response.headers["x-lanegate-upstream"]))
 
     admin = {"authorization": "Bearer admin-secret"}
-    workers = [threading.Thread(target=batch_worker) for _ in range(6)]
+    workers = [Worker(batch_worker, name=f"batch-{i}") for i in range(6)]
     try:
         _drive(gateway, workers, seen, stop, admin, batch_body)
     finally:
@@ -99,7 +100,7 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
 
 def _drive(
     gateway: Service,
-    workers: list[threading.Thread],
+    workers: list[Worker],
     seen: list[tuple[float, str]],
     stop: threading.Event,
     admin: dict[str, str],
@@ -112,6 +113,8 @@ def _drive(
         for worker in workers:
             worker.start()
         while time.monotonic() - started < 8 and not any(u == "m4" for _, u in seen):
+            for worker in workers:
+                worker.raise_failure()  # a refused batch request fails here, with its reason
             time.sleep(0.1)
         moved = [t for t, u in seen if u == "m4"]
         assert moved, "batch never moved to the remote pool"
@@ -134,6 +137,7 @@ def _drive(
         stop.set()
         for worker in workers:
             worker.join(30)
+    check_all(workers, 0)  # every batch request the workers sent was answered 200
     # Load gone: the mini's swap drains, and after `recover` batch comes home.
     deadline = time.monotonic() + 10
     upstream = "m4"
@@ -219,6 +223,7 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
                     "POST", "/v1/chat/completions", json=chat("go"), headers={"x-lane": "batch"}
                 ) as response,
             ):
+                assert response.status_code == 200, response.read()
                 batch_upstream.append(response.headers["x-lanegate-upstream"])
                 batch_started.set()
                 release_batch.wait(20)
@@ -227,14 +232,17 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
             with httpx.Client(base_url=gateway.url, timeout=20) as http:
                 with http.stream("POST", "/v1/chat/completions", json=chat("hold")) as held:
                     assert held.headers["x-lanegate-upstream"] == "mini"
-                    worker = threading.Thread(target=batch)
+                    worker = Worker(batch, name="batch")
                     worker.start()  # queues: the mini's one slot is taken
                     time.sleep(0.3)
                     assert not batch_started.is_set()
+                    worker.raise_failure()
                     admin = {"authorization": "Bearer admin-secret"}
                     http.post("/admin/offload", json={"mode": "force-offload"}, headers=admin)
                 # The chat ended: the batch waiter takes the local slot, hops to m4, frees it.
-                assert batch_started.wait(10)
+                started = batch_started.wait(10)
+                worker.raise_failure()
+                assert started
                 assert batch_upstream == ["m4"]
                 answer = http.post("/v1/chat/completions", json=chat("hi again"))
                 assert answer.status_code == 200, answer.text
@@ -242,6 +250,7 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
         finally:
             release_batch.set()
             gateway.stop()
+        worker.check(20)
 
 
 def _two_pools(
