@@ -15,47 +15,33 @@ import ollama
 import openai
 import pytest
 
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, free_port, running, start_gateway, start_simulator
 
 MODEL = "llama3.1:8b"
 MSGS = [{"role": "user", "content": "Say hello"}]
+FAST = ("--profile", "fast", "--seed", "7")
+SIM_ARGS = (*FAST, "--chunk-interval-ms", "2", "--ttft-ms", "5")  # the module's `sim`
 
 
 def _simulator(output_dir: Path, *extra: str, port: int | None = None) -> Service:
-    args = ["simulate", "--profile", "fast", "--seed", "7", *extra]
-    return start_lanegate("sim", args, ready_path="/health", log_dir=output_dir, port=port)
+    return start_simulator("sim", output_dir, *FAST, *extra, port=port)
 
 
-def _gateway(output_dir: Path, policy_dir: Path, upstream: Service, name: str) -> Service:
+def _gateway(output_dir: Path, policy_dir: Path, sim: Service, name: str) -> Service:
+    timeouts = {"connect": 1, "first_byte": 10, "idle": 5}
     policy = write_policy(
-        policy_dir / f"{name}.yaml",
-        [
-            {
-                "name": "sim",
-                "kind": "ollama",
-                "base_url": upstream.url,
-                "timeouts": {"connect": 1, "first_byte": 10, "idle": 5},
-            }
-        ],
+        policy_dir / f"{name}.yaml", [upstream_entry("sim", sim.url, timeouts=timeouts)]
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(name, args, ready_path="/readyz", log_dir=output_dir)
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    service = _simulator(output_dir, "--chunk-interval-ms", "2", "--ttft-ms", "5")
-    yield service
-    service.stop()
+    return start_gateway(name, policy, output_dir, ready_path="/readyz")
 
 
 @pytest.fixture(scope="module")
 def gateway(
     sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = _gateway(output_dir, tmp_path_factory.mktemp("app"), sim, "gateway-sdk")
-    yield service
-    service.stop()
+    with running(_gateway(output_dir, tmp_path_factory.mktemp("app"), sim, "gateway-sdk")) as gw:
+        yield gw
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ import pytest
 
 from tests.e2e.calibration import THREADS
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import Service, free_port, start_lanegate
 
 SLOTS = 4
 

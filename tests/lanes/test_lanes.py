@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,8 @@ import openai
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.support.processes import Service, start_lanegate
+from tests.support.policies import policy_text, upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 MSGS = [{"role": "user", "content": "Say hello to the team"}]
 ALICE, BOB = "lg-alice-key-0123456789", "lg-bob-key-9876543210"
@@ -41,37 +41,11 @@ classify:
 """
 
 
+GATEWAY_POLICY = policy_text([upstream_entry("sim", "{url}", max_concurrency=4)], LANES)
+
+
 def _policy(path: Path, sim: Service, extra: str = LANES) -> Path:
-    path.write_text(
-        "version: 1\nupstreams:\n"
-        f"  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4}}\n" + extra
-    )
-    return path
-
-
-def _serve(output_dir: Path, policy: Path, name: str, state: Path | None = None) -> Service:
-    env = {"LANEGATE_STATE_DIR": str(state)} if state else None
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(name, args, ready_path="/healthz", log_dir=output_dir, env=env)
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-lanes", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    service = _serve(
-        output_dir, _policy(tmp_path_factory.mktemp("lanes") / "p.yaml", sim), "gateway-lanes"
-    )
-    yield service
-    service.stop()
+    return write_policy(path, [upstream_entry("sim", sim.url, max_concurrency=4)], extra)
 
 
 def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:
@@ -186,7 +160,9 @@ clients:
   - {{name: alice, key: "{hash_key(ALICE)}", lanes: [interactive]}}
   - {{name: bob, key: "{hash_key(BOB)}", lanes: [interactive, batch], default_lane: batch}}
 """
-    gateway = _serve(output_dir, _policy(tmp_path / "p.yaml", sim, LANES + clients), "gw-keys")
+    gateway = start_gateway(
+        "gw-keys", _policy(tmp_path / "p.yaml", sim, LANES + clients), output_dir
+    )
     try:
         with pytest.raises(openai.AuthenticationError):
             _client(gateway, "wrong").chat.completions.create(model="m", messages=MSGS)
@@ -213,13 +189,13 @@ def test_budget_spend_survives_restart(sim: Service, output_dir: Path, tmp_path:
         )
         return int(raw.headers["x-ratelimit-remaining-tokens"])
 
-    first = _serve(output_dir, policy, "gw-budget", state)
+    first = start_gateway("gw-budget", policy, output_dir, state=state)
     try:
         for _ in range(3):
             before_restart = remaining(first)
     finally:
         first.stop()  # SIGTERM: flushes the ledger on shutdown
-    second = _serve(output_dir, policy, "gw-budget2", state)
+    second = start_gateway("gw-budget2", policy, output_dir, state=state)
     try:
         after_restart = remaining(second)
     finally:

@@ -9,6 +9,7 @@ move as traffic flows. A screenshot goes to test-output/dashboard.png.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service
+from tests.support.threads import Worker, check_all
 
 pytestmark = pytest.mark.browser
 
@@ -82,38 +84,19 @@ READ_PAGE = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def gateway(output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    # A simulated 16 GB M2 mini: real batching, so TTFT moves with load.
-    sim = start_lanegate(
-        "sim-dashboard",
-        ["simulate", "--profile", "m2-mini-16gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
-    policy = tmp_path_factory.mktemp("dashboard") / "policy.yaml"
-    policy.write_text(f"""
+# A simulated 16 GB M2 mini: real batching, so TTFT moves with load.
+SIM_ARGS = ("--profile", "m2-mini-16gb")
+GATEWAY_POLICY = """
 upstreams:
-  - {{name: mini, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
+  - {name: mini, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
 admin_key: env:T_DASH_ADMIN
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 200000}}
-  - {{name: batch, priority: 10, max_concurrency: 1, queue_timeout: 120}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
-""")
-    try:
-        service = start_lanegate(
-            "gw-dashboard",
-            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-            ready_path="/healthz",
-            log_dir=output_dir,
-            env={"T_DASH_ADMIN": ADMIN_KEY},
-        )
-        yield service
-        service.stop()
-    finally:
-        sim.stop()
+  - {name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 200000}
+  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: 120}
+classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
+"""
+GATEWAY_ENV = {"T_DASH_ADMIN": ADMIN_KEY}
 
 
 @pytest.fixture
@@ -138,13 +121,12 @@ def traffic(gateway: Service) -> Iterator[list[int]]:
             done.append(1)
 
     lanes = ["interactive", "interactive", "batch", "batch"]
-    threads = [threading.Thread(target=worker, args=(lane,), daemon=True) for lane in lanes]
+    threads = [Worker(functools.partial(worker, lane), name=lane) for lane in lanes]
     for thread in threads:
         thread.start()
     yield done
     stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    check_all(threads, 30)
 
 
 def launch(playwright: Any) -> Any:

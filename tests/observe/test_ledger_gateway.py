@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from gateway.cli import main
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
 from gateway.serving.keys import hash_key
-from tests.support.processes import REPO, Service, free_port, start_lanegate
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import REPO, Service, free_port, start_gateway
 
 KEY = "lg-ledger-alice-" + uuid.uuid4().hex
 MSGS = [{"role": "user", "content": "Say hello"}]
@@ -38,31 +38,13 @@ clients:
 """
 
 
-def _serve(output_dir: Path, policy: Path, name: str, state: Path, **env: str) -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    env = {"LANEGATE_STATE_DIR": str(state), **env}
-    return start_lanegate(name, args, ready_path="/healthz", log_dir=output_dir, env=env)
-
-
 def _policy(path: Path, base_url: str) -> Path:
-    path.write_text(
-        "version: 1\nupstreams:\n"
-        f"  - {{name: sim, kind: ollama, base_url: '{base_url}', max_concurrency: 4}}\n" + LANES
-    )
-    return path
+    return write_policy(path, [upstream_entry("sim", base_url, max_concurrency=4)], LANES)
 
 
 def _rows_by_id(state: Path) -> dict[str, dict[str, object]]:
     rows = read_rows(state / LEDGER_FILE, 0)
     return {str(r[1]): dict(zip(COLUMNS, r, strict=True)) for r in rows}
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-ledger", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
 
 
 @dataclass
@@ -108,7 +90,8 @@ def _disconnect_mid_stream(gateway: Service, run: Run) -> None:
 def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("ledger")
     result = Run(state=tmp / "state", csv_path=tmp / "rows.csv")
-    gateway = _serve(output_dir, _policy(tmp / "p.yaml", sim.url), "gw-ledger", result.state)
+    policy = _policy(tmp / "p.yaml", sim.url)
+    gateway = start_gateway("gw-ledger", policy, output_dir, state=result.state)
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
         chat = client.chat.completions
@@ -231,7 +214,7 @@ def test_report_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_dead_upstream_is_a_502_row(output_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     policy = _policy(tmp_path / "p.yaml", f"http://127.0.0.1:{free_port()}")
-    gateway = _serve(output_dir, policy, "gw-ledger-dead", state)
+    gateway = start_gateway("gw-ledger-dead", policy, output_dir, state=state)
     try:
         response = httpx.post(
             f"{gateway.url}/v1/chat/completions",
@@ -257,13 +240,9 @@ def test_prompts_and_keys_never_reach_disk_or_log(
     marker = f"marker-{uuid.uuid4()}"
     state = tmp_path / "state"
     # Debug logging on purpose: not even the most talkative log level may carry a prompt.
-    gateway = _serve(
-        output_dir,
-        _policy(tmp_path / "p.yaml", sim.url),
-        "gw-privacy",
-        state,
-        LANEGATE_LOG_LEVEL="debug",
-    )
+    policy = _policy(tmp_path / "p.yaml", sim.url)
+    env = {"LANEGATE_LOG_LEVEL": "debug"}
+    gateway = start_gateway("gw-privacy", policy, output_dir, state=state, env=env)
     messages = [{"role": "user", "content": f"Please remember {marker} for me"}]
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)

@@ -27,51 +27,29 @@ from gateway.observe.request_metrics import KNOWN_FAMILIES
 from gateway.policy.loader import load_policy_text
 from gateway.settings import Settings
 from gateway.upstreams.circuit_breaker import Outcome
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.processes import REPO, Service
 
 MSGS = [{"role": "user", "content": "Say hello to the team"}]
 ADMIN = "metrics-admin-secret"
 DASHBOARD = REPO / "deploy" / "grafana" / "lanegate.json"
 
 
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-metrics", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = tmp_path_factory.mktemp("metrics") / "policy.yaml"
-    # The same simulator twice: "far" is the remote pool that offload would use.
-    policy.write_text(f"""
+# The same simulator twice: "far" is the remote pool that offload would use.
+GATEWAY_POLICY = """
 version: 1
 upstreams:
-  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
-  - {{name: far, kind: ollama, pool: remote, base_url: '{sim.url}', max_concurrency: 2}}
+  - {name: sim, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
+  - {name: far, kind: ollama, pool: remote, base_url: '{url}', max_concurrency: 2}
 admin_key: env:T_METRICS_ADMIN
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 4, max_queue: 20}}
-  - {{name: small, priority: 10, max_concurrency: 1, tokens_per_day: 50, default_max_tokens: 8}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, small]}}
-offload: {{sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain: 3600,
-           min_samples: 100000}}
-""")
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate(
-        "gateway-metrics",
-        args,
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_METRICS_ADMIN": ADMIN},
-    )
-    yield service
-    service.stop()
+  - {name: interactive, priority: 100, max_concurrency: 4, max_queue: 20}
+  - {name: small, priority: 10, max_concurrency: 1, tokens_per_day: 50, default_max_tokens: 8}
+classify: {default_lane: interactive, anonymous_lanes: [interactive, small]}
+offload: {sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain: 3600,
+           min_samples: 100000}
+"""
+GATEWAY_ENV = {"T_METRICS_ADMIN": ADMIN}
 
 
 def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:

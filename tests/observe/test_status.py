@@ -7,19 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
-import pytest
 
 from gateway.observe.rolling import RollingRegistry
 from gateway.observe.status_table import render_status
-from tests.support.processes import REPO, Service, free_port, start_lanegate
+from tests.support.processes import REPO, Service, free_port
+from tests.support.threads import Worker, check_all
 
 ADMIN_KEY = "status-admin-key"
 CLIENT_KEY = "status-client-key"
@@ -28,41 +25,20 @@ SIM_TTFT_MS = 100
 ENV = {"T_STATUS_ADMIN": ADMIN_KEY, "T_STATUS_CLIENT": CLIENT_KEY}
 
 
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", str(SIM_TTFT_MS)]
-    args += ["--chunk-interval-ms", "20"]
-    service = start_lanegate("sim-status", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = tmp_path_factory.mktemp("status") / "policy.yaml"
-    policy.write_text(f"""
+SIM_ARGS = ("--profile", "fast", "--ttft-ms", str(SIM_TTFT_MS), "--chunk-interval-ms", "20")
+GATEWAY_POLICY = """
 upstreams:
-  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
+  - {name: sim, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
 admin_key: env:T_STATUS_ADMIN
 clients:
-  - {{name: app, key: env:T_STATUS_CLIENT, lanes: [interactive, batch]}}
+  - {name: app, key: env:T_STATUS_CLIENT, lanes: [interactive, batch]}
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 1000000}}
-  - {{name: batch, priority: 10, max_concurrency: 1, queue_timeout: 60}}
-classify: {{default_lane: interactive}}
-""")
-    service = start_lanegate(
-        "gw-status",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env=ENV,
-    )
-    yield service
-    service.stop()
+  - {name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 1000000}
+  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: 60}
+classify: {default_lane: interactive}
+"""
+GATEWAY_ENV = ENV
 
 
 def status(gateway: Service, key: str | None = ADMIN_KEY) -> httpx.Response:
@@ -172,7 +148,7 @@ def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
     """Batch has one slot: three concurrent batch requests show 1 in flight and a queue."""
     oa = client(gateway)
     start = lane(doc(gateway), "batch")["requests"]["1m"]
-    workers = [threading.Thread(target=chat, args=(oa, "batch")) for _ in range(3)]
+    workers = [Worker(lambda: chat(oa, "batch"), name=f"batch-{i}") for i in range(3)]
     for worker in workers:
         worker.start()
     seen: list[tuple[int, int]] = []
@@ -181,8 +157,7 @@ def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
         batch = lane(doc(gateway), "batch")
         seen.append((batch["in_flight"], batch["queued"]))
         time.sleep(0.02)
-    for worker in workers:
-        worker.join(timeout=30)
+    check_all(workers, 30)
     assert all(in_flight <= 1 for in_flight, _ in seen), seen
     assert any(in_flight == 1 and queued >= 1 for in_flight, queued in seen), seen
     final = lane(doc(gateway), "batch")

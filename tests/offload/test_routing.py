@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service, start_gateway, start_simulator
 from tests.support.scripted_upstream import Script, ScriptedUpstream
 from tests.support.threads import Worker, check_all
 
@@ -38,21 +38,17 @@ profiles:
     models:
       - name: llama3.1:8b
 """
+ADMIN_ENV = {"T_ADMIN_KEY": "admin-secret"}
 PROMPT = "Summarise this report. " * 100  # ~2,300 characters, ~600 tokens of KV each
 
 
 def test_batch_moves_to_remote_and_back(output_dir: Path, tmp_path: Path) -> None:
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(PROFILES)
-    mini = start_lanegate(
-        "sim-tight",
-        ["simulate", "--profiles", str(profiles), "--profile", "tight-mini"],
-        ready_path="/health",
-        log_dir=output_dir,
+    mini = start_simulator(
+        "sim-tight", output_dir, "--profiles", str(profiles), "--profile", "tight-mini"
     )
-    remote = start_lanegate(
-        "sim-remote", ["simulate", "--profile", "fast"], ready_path="/health", log_dir=output_dir
-    )
+    remote = start_simulator("sim-remote", output_dir, "--profile", "fast")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""
 upstreams:
@@ -67,13 +63,7 @@ classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 2,
            sample_interval: 0.25, min_samples: 100000}}
 """)
-    gateway = start_lanegate(
-        "gw-offload",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_ADMIN_KEY": "admin-secret"},
-    )
+    gateway = start_gateway("gw-offload", policy, output_dir, env=ADMIN_ENV)
     batch_body = {"model": "llama3.1:8b", "max_tokens": 48, "prompt": PROMPT, "stream": False}
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -275,10 +265,4 @@ lanes:
 classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{sample_interval: 0.25}}
 """)
-    return start_lanegate(
-        name,
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_ADMIN_KEY": "admin-secret"},
-    )
+    return start_gateway(name, policy, output_dir, env=ADMIN_ENV)

@@ -16,9 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import serve, upstream_line, write_policy
+from tests.reliability.conftest import LANES
 from tests.support.gateway_state import BudgetProbe
-from tests.support.processes import Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 pytestmark = pytest.mark.faults
 
@@ -63,9 +64,9 @@ def _integrity(state: Path, scratch: Path) -> dict[str, str]:
 def test_sigkill_keeps_settled_spend_and_valid_databases(
     sim: Service, output_dir: Path, tmp_path: Path
 ) -> None:
-    policy = write_policy(tmp_path / "policy.yaml", [upstream_line("sim", sim.url)])
+    policy = write_policy(tmp_path / "policy.yaml", [upstream_entry("sim", sim.url)], LANES)
     state = tmp_path / "state"
-    first = serve(output_dir, policy, "gw-killed", state)
+    first = start_gateway("gw-killed", policy, output_dir, state=state)
     probe = BudgetProbe("work")
     try:
         for _ in range(5):
@@ -90,7 +91,9 @@ def test_sigkill_keeps_settled_spend_and_valid_databases(
     scratch.mkdir()
     checks = _integrity(state, scratch)
     assert "budgets.sqlite" in checks and set(checks.values()) == {"ok"}, checks
-    second = serve(output_dir, policy, "gw-killed-2", state, port=first.port)  # a real restart
+    second = start_gateway(
+        "gw-killed-2", policy, output_dir, state=state, port=first.port
+    )  # a real restart
     try:
         remaining_after, _ = probe.run(second)
     finally:

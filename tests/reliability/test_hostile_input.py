@@ -34,14 +34,15 @@ from gateway.ops.openapi import openapi_document
 from gateway.policy.loader import load_policy
 from gateway.serving.request_body import parse_request
 from gateway.serving.routes import RELAY_PATHS, RELAY_ROUTES, Route
-from tests.reliability.conftest import KEY, LANES, serve, upstream_line, write_policy
+from tests.reliability.conftest import KEY, LANES
 from tests.reliability.raw_http import (
     assert_error_shape,
     assert_gateway_answer_ok,
     parse,
     raw_exchange,
 )
-from tests.support.processes import REPO, Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import REPO, Service, start_gateway
 from tests.support.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.fuzz
@@ -59,10 +60,12 @@ def gateway(
     tmp = tmp_path_factory.mktemp("fuzz")
     policy = write_policy(
         tmp / "policy.yaml",
-        [upstream_line("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
+        [upstream_entry("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
         FUZZ_LANES,
     )
-    service = serve(output_dir, policy, "gw-fuzz", tmp / "state", LANEGATE_MAX_BODY_BYTES="65536")
+    service = start_gateway(
+        "gw-fuzz", policy, output_dir, state=tmp / "state", env={"LANEGATE_MAX_BODY_BYTES": "65536"}
+    )
     yield service
     service.stop()
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import record_figures, serve, upstream_line, write_policy
-from tests.support.processes import Service
+from tests.reliability.conftest import LANES, record_figures
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 pytestmark = pytest.mark.faults
 
@@ -127,9 +128,11 @@ def test_slow_network_shows_in_measurements_and_times_nothing_out(
     timeouts = {"connect": 2, "first_byte": 5, "idle": 3}  # well above what the network adds
 
     def measure(name: str, url: str) -> list[dict[str, object]]:
-        upstreams = [upstream_line(name, url, timeouts=timeouts)]
-        policy = write_policy(tmp_path / f"{name}.yaml", upstreams)
-        gateway = serve(output_dir, policy, f"gw-net-{name}", tmp_path / f"state-{name}")
+        upstreams = [upstream_entry(name, url, timeouts=timeouts)]
+        policy = write_policy(tmp_path / f"{name}.yaml", upstreams, LANES)
+        gateway = start_gateway(
+            f"gw-net-{name}", policy, output_dir, state=tmp_path / f"state-{name}"
+        )
         try:
             return [_measured(gateway, "interactive") for _ in range(3)]
         finally:

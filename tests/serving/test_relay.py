@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import DATA
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
+from tests.support.policies import policy_text, upstream_entry, write_policy
+from tests.support.processes import Service, free_port, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
@@ -44,30 +45,10 @@ def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = write_policy(
-        tmp_path_factory.mktemp("relay") / "policy.yaml",
-        [
-            {
-                "name": "scripted",
-                "kind": "llamacpp",
-                "base_url": upstream.url,
-                "timeouts": {"connect": 1, "first_byte": 1.5, "idle": 1.0},
-            }
-        ],
-    )
-    service = start_lanegate(
-        "gateway",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_MAX_BODY_BYTES": "65536"},
-    )
-    yield service
-    service.stop()
+TIMEOUTS = {"connect": 1, "first_byte": 1.5, "idle": 1.0}
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text([upstream_entry("scripted", "{url}", "llamacpp", timeouts=TIMEOUTS)])
+GATEWAY_ENV = {"LANEGATE_MAX_BODY_BYTES": "65536"}
 
 
 @pytest.fixture
@@ -181,8 +162,7 @@ def test_connection_refused_is_502(tmp_path: Path, output_dir: Path) -> None:
     policy = write_policy(
         tmp_path / "p.yaml", [{"name": "dead", "base_url": f"http://127.0.0.1:{dead}"}]
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate("gateway-dead", args, ready_path="/healthz", log_dir=output_dir)
+    service = start_gateway("gateway-dead", policy, output_dir)
     try:
         response = httpx.post(f"{service.url}/v1/chat/completions", json=CHAT, timeout=10)
         assert response.status_code == 502

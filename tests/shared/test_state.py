@@ -24,7 +24,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service, start_gateway
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
@@ -84,11 +84,7 @@ def _start(
             "LANEGATE_REDIS_PREFIX": prefix,
             "LANEGATE_REDIS_LEASE_TTL": str(LEASE_TTL_S),
         }
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return [
-        start_lanegate(f"gw{i}-{prefix}", args, ready_path="/healthz", log_dir=log_dir, env=shared)
-        for i in range(count)
-    ]
+    return [start_gateway(f"gw{i}-{prefix}", policy, log_dir, env=shared) for i in range(count)]
 
 
 def _stop(gateways: list[Service]) -> None:

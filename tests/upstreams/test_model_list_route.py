@@ -7,22 +7,12 @@ from pathlib import Path
 
 import openai
 
-from tests.support.processes import start_lanegate
+from tests.support.processes import start_gateway, start_simulator
 
 
 def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> None:
-    mini = start_lanegate(
-        "sim-ml-mini",
-        ["simulate", "--profile", "m2-mini-16gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
-    m4 = start_lanegate(
-        "sim-ml-m4",
-        ["simulate", "--profile", "m4-max-64gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
+    mini = start_simulator("sim-ml-mini", output_dir, "--profile", "m2-mini-16gb")
+    m4 = start_simulator("sim-ml-m4", output_dir, "--profile", "m4-max-64gb")
     policy = tmp_path / "p.yaml"
     policy.write_text(
         "upstreams:\n"
@@ -31,13 +21,8 @@ def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> Non
         "models:\n"
         "  llama-8b: {mini: 'llama3.1:8b', m4: 'llama3.1:8b'}\n"
     )
-    gateway = start_lanegate(
-        "gw-models",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_DISCOVERY_INTERVAL": "0.2"},
-    )
+    env = {"LANEGATE_DISCOVERY_INTERVAL": "0.2"}
+    gateway = start_gateway("gw-models", policy, output_dir, env=env)
     try:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
         deadline = time.monotonic() + 5

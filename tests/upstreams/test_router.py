@@ -10,14 +10,13 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import FAST_SIM, Service, start_gateway, start_simulator
 
 MSGS = [{"role": "user", "content": "hello"}]
 
 
 def _sim(name: str, output_dir: Path) -> Service:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "20"]
-    return start_lanegate(name, args, ready_path="/health", log_dir=output_dir)
+    return start_simulator(name, output_dir, *FAST_SIM, "--chunk-interval-ms", "20")
 
 
 def _received(sim: Service) -> int:
@@ -33,8 +32,7 @@ def pair(output_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         f"  - {{name: a, kind: ollama, base_url: '{first.url}', timeouts: {{connect: 1}}}}\n"
         f"  - {{name: b, kind: ollama, base_url: '{second.url}', timeouts: {{connect: 1}}}}\n"
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    gateway = start_lanegate("gw-failover", args, ready_path="/healthz", log_dir=output_dir)
+    gateway = start_gateway("gw-failover", policy, output_dir)
     yield first, second, gateway
     for service in (gateway, second, first):
         service.stop()

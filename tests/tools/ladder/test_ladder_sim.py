@@ -17,14 +17,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.tools.ladder.stats import percentile
-from tests.support.processes import REPO, Service, free_port, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import REPO, Service, free_port, start_gateway
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,14 +32,7 @@ MODEL = "llama3:8b"
 FAST = ["--max-tokens", "16", "--prompt-tokens", "64", "--sample-interval", "0.5"]
 
 
-@pytest.fixture(scope="module")
-def knee_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    logs = tmp_path_factory.mktemp("sim")
-    service = start_lanegate(
-        "sim-knee", ["simulate", "--profile", "knee-demo"], ready_path="/api/tags", log_dir=logs
-    )
-    yield service
-    service.stop()
+SIM_ARGS = ("--profile", "knee-demo")  # the module's `sim`: a host with a knee
 
 
 def ladder_cmd(base_url: str, out: Path, *args: str) -> list[str]:
@@ -64,17 +57,17 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_path: Path) -> None:
+def test_the_ladder_finds_the_knee_of_a_four_slot_host(sim: Service, tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
         "slo:\n  interactive_p95_ttft_ms: 1\n  error_rate: 0.02\n",
     )
     out = tmp_path / "run"
-    before = received(knee_sim)
+    before = received(sim)
     result = run_ladder(
-        knee_sim.url + "/v1", out, "--rungs", "1,2,4,8,16", "--rung-seconds", "2.5",
-        "--stop-at-knee", "--watch-pid", str(knee_sim.process.pid),
+        sim.url + "/v1", out, "--rungs", "1,2,4,8,16", "--rung-seconds", "2.5",
+        "--stop-at-knee", "--watch-pid", str(sim.process.pid),
         "--policy", str(policy), "--gate-p95-ttft-ms", "5000",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -94,7 +87,7 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_pa
     # Every request the simulator received is one CSV row, and each rung's figures are the
     # CSV's own.
     rows = read_csv(out / "requests.csv")
-    assert len(rows) == received(knee_sim) - before
+    assert len(rows) == received(sim) - before
     assert all(row["status"] == "200" and row["error"] == "" for row in rows)
     per_rung = Counter(int(row["rung"]) for row in rows)
     for rung in report["rungs"]:
@@ -105,7 +98,7 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_pa
         assert all(int(r["completion_tokens"]) == 16 for r in mine)
         assert rung["peak_rss_bytes"] > 0
 
-    tags = httpx.get(knee_sim.url + "/api/tags").json()["models"]
+    tags = httpx.get(sim.url + "/api/tags").json()["models"]
     digest = next(m["digest"] for m in tags if m["name"] == MODEL)
     assert report["target"]["digest"] == digest
     assert report["target"]["model"] == MODEL
@@ -129,10 +122,10 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_pa
     assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_failed_gate_fails_the_command(knee_sim: Service, tmp_path: Path) -> None:
+def test_a_failed_gate_fails_the_command(sim: Service, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_ladder(
-        knee_sim.url + "/v1", out, "--rungs", "1", "--rung-seconds", "1",
+        sim.url + "/v1", out, "--rungs", "1", "--rung-seconds", "1",
         "--gate-p95-ttft-ms", "1", "--no-plot", "--no-stream",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
@@ -143,10 +136,10 @@ def test_a_failed_gate_fails_the_command(knee_sim: Service, tmp_path: Path) -> N
     assert "**FAIL**" in (out / "report.md").read_text()
 
 
-def test_ctrl_c_still_writes_everything_measured(knee_sim: Service, tmp_path: Path) -> None:
+def test_ctrl_c_still_writes_everything_measured(sim: Service, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    before = received(knee_sim)
-    cmd = ladder_cmd(knee_sim.url + "/v1", out, "--rungs", "1,2,4,8", "--rung-seconds", "3")
+    before = received(sim)
+    cmd = ladder_cmd(sim.url + "/v1", out, "--rungs", "1,2,4,8", "--rung-seconds", "3")
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(4.5)  # well into the second rung
     process.send_signal(signal.SIGINT)
@@ -162,16 +155,16 @@ def test_ctrl_c_still_writes_everything_measured(knee_sim: Service, tmp_path: Pa
     cut = [row for row in rows if row["error"] == "interrupted"]
     assert 1 <= len(cut) <= 2 and all(row["rung"] == "2" for row in cut)
     # A request cut as it was being sent may never have been read by the simulator.
-    arrived = received(knee_sim) - before
+    arrived = received(sim) - before
     assert arrived <= len(rows) <= arrived + len(cut)
     assert "Interrupted" in (out / "report.md").read_text()
     assert (out / "ladder.png").exists() and read_csv(out / "signals.csv")
 
 
-def test_compare_two_runs(knee_sim: Service, tmp_path: Path) -> None:
+def test_compare_two_runs(sim: Service, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = run_ladder(
-            knee_sim.url + "/v1", tmp_path / name, "--rungs", "1,2", "--rung-seconds", "1",
+            sim.url + "/v1", tmp_path / name, "--rungs", "1,2", "--rung-seconds", "1",
             "--no-plot",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
@@ -191,16 +184,13 @@ def test_compare_two_runs(knee_sim: Service, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "cannot read a ladder report" in bad.stderr
 
 
-def test_mix_runs_lanes_side_by_side_through_the_gateway(knee_sim: Service, tmp_path: Path) -> None:
+def test_mix_runs_lanes_side_by_side_through_the_gateway(sim: Service, tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
         MIX_LANES,
     )
-    gateway = start_lanegate(
-        "gateway-mix", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz", log_dir=tmp_path,
-    )  # fmt: skip
+    gateway = start_gateway("gateway-mix", policy, tmp_path)
     try:
         out = tmp_path / "run"
         result = run_ladder(
@@ -249,7 +239,7 @@ def test_a_server_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_mix_with_per_lane_api_keys(knee_sim: Service, tmp_path: Path) -> None:
+def test_mix_with_per_lane_api_keys(sim: Service, tmp_path: Path) -> None:
     # Named clients only: a request without one of these keys is refused (401), so every
     # request succeeding proves each lane sent its own key.
     keys = {"interactive": "lg-ui-key-for-the-ladder", "batch": "lg-batch-key-for-the-ladder"}
@@ -260,13 +250,10 @@ def test_mix_with_per_lane_api_keys(knee_sim: Service, tmp_path: Path) -> None:
     )
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
         MIX_LANES.replace("  anonymous_lanes: [interactive, batch, heartbeat]\n", "") + clients,
     )
-    gateway = start_lanegate(
-        "gateway-keys", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz", log_dir=tmp_path,
-    )  # fmt: skip
+    gateway = start_gateway("gateway-keys", policy, tmp_path)
     try:
         out = tmp_path / "run"
         result = run_ladder(
