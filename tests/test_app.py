@@ -107,17 +107,18 @@ def test_openai_error_from_gateway_is_parsed_by_sdk(oa: openai.OpenAI) -> None:
 
 
 def test_ollama_client(gateway: Service) -> None:
-    client = ollama.Client(host=gateway.url)
-    reply = client.chat(model=MODEL, messages=MSGS, options={"num_predict": 4})
-    assert reply.message.content and reply.eval_count == 4
-    parts = list(client.generate(model=MODEL, prompt="hi", stream=True, options={"num_predict": 3}))
-    assert parts[-1].done and "".join(p.response for p in parts)
-    assert client.list().models
-    assert client.ps() is not None
-    assert client.show(client.list().models[0].model or "") is not None
-    assert len(client.embed(model=MODEL, input=["x", "y"]).embeddings) == 2
-    assert httpx.get(f"{gateway.url}/api/version").json()["version"]
-    assert httpx.head(f"{gateway.url}/").status_code == 200
+    with ollama.Client(host=gateway.url) as client:
+        reply = client.chat(model=MODEL, messages=MSGS, options={"num_predict": 4})
+        assert reply.message.content and reply.eval_count == 4
+        three = {"num_predict": 3}
+        parts = list(client.generate(model=MODEL, prompt="hi", stream=True, options=three))
+        assert parts[-1].done and "".join(p.response for p in parts)
+        assert client.list().models
+        assert client.ps() is not None
+        assert client.show(client.list().models[0].model or "") is not None
+        assert len(client.embed(model=MODEL, input=["x", "y"]).embeddings) == 2
+        assert httpx.get(f"{gateway.url}/api/version").json()["version"]
+        assert httpx.head(f"{gateway.url}/").status_code == 200
 
 
 def test_client_disconnect_cancels_simulated_request(output_dir: Path, tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_upstream_killed_mid_stream(output_dir: Path, tmp_path: Path) -> None:
     oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
     try:
         stream = oa.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=50, stream=True)
-        with pytest.raises(openai.APIError) as caught:
+        with stream, pytest.raises(openai.APIError) as caught:
             for n, _ in enumerate(stream):
                 if n == 2:
                     doomed.stop(signal.SIGKILL)

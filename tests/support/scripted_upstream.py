@@ -61,6 +61,7 @@ class ScriptedUpstream:
         asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
     async def _shutdown(self) -> None:
         if self._server is not None:
@@ -69,6 +70,7 @@ class ScriptedUpstream:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the closed transports' connection_lost callbacks run now
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -80,22 +82,29 @@ class ScriptedUpstream:
         self._loop.run_forever()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    break
-                self.requests.append(request)
-                counted = int(request.method == "POST")
-                self.in_flight += counted
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-                try:
-                    answered = await self._answer(self.script_for(request), reader, writer)
-                finally:
-                    self.in_flight -= counted
-                if not answered:
-                    break
-        writer.close()
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await self._serve_requests(reader, writer)
+        finally:  # also when cancelled at shutdown (a hanging script)
+            writer.close()
+
+    async def _serve_requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            request = await _read_request(reader)
+            if request is None:
+                return
+            self.requests.append(request)
+            counted = int(request.method == "POST")
+            self.in_flight += counted
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                answered = await self._answer(self.script_for(request), reader, writer)
+            finally:
+                self.in_flight -= counted
+            if not answered:
+                return
 
     async def _answer(
         self, script: Script, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

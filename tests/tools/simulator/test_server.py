@@ -144,46 +144,48 @@ def test_models_list_retrieve_and_unknown(sim: SimServer) -> None:
 
 
 def test_ollama_chat_generate_stream_and_not(sim: SimServer) -> None:
-    client = ollama.Client(host=sim.url)
-    parts = list(client.chat("llama3:8b", messages=MSGS, stream=True, options={"num_predict": 5}))
-    assert [p.done for p in parts] == [False] * 5 + [True]
-    final = parts[-1]
-    assert final.done_reason == "length" and final.eval_count == 5
-    assert final.total_duration and final.eval_duration and final.prompt_eval_count
-    assert final.total_duration >= final.eval_duration
-    whole = client.chat("llama3:8b", messages=MSGS, options={"num_predict": 5})
-    assert whole.message.content and whole.done
-    gen = client.generate("llama3:8b", prompt="Why?", options={"num_predict": -1})
-    assert gen.done_reason == "stop" and gen.eval_count == sim.profile.default_max_tokens
-    streamed = "".join(p.response or "" for p in client.generate("llama3:8b", "hi", stream=True))
-    assert streamed
+    with ollama.Client(host=sim.url) as client:
+        five = {"num_predict": 5}
+        parts = list(client.chat("llama3:8b", messages=MSGS, stream=True, options=five))
+        assert [p.done for p in parts] == [False] * 5 + [True]
+        final = parts[-1]
+        assert final.done_reason == "length" and final.eval_count == 5
+        assert final.total_duration and final.eval_duration and final.prompt_eval_count
+        assert final.total_duration >= final.eval_duration
+        whole = client.chat("llama3:8b", messages=MSGS, options={"num_predict": 5})
+        assert whole.message.content and whole.done
+        gen = client.generate("llama3:8b", prompt="Why?", options={"num_predict": -1})
+        assert gen.done_reason == "stop" and gen.eval_count == sim.profile.default_max_tokens
+        chunks = client.generate("llama3:8b", "hi", stream=True)
+        streamed = "".join(p.response or "" for p in chunks)
+        assert streamed
 
 
 def test_ollama_listing_show_embed_and_errors(sim: SimServer) -> None:
-    client = ollama.Client(host=sim.url)
-    tags = client.list()
-    assert [m.model for m in tags.models] == ["llama3:8b", "nomic-embed-text:latest"]
-    first = tags.models[0]
-    assert first.digest and len(first.digest) == 64 and first.size == 4_661_224_676
-    assert first.details and first.details.quantization_level == "Q4_0"
-    ps = client.ps()
-    assert ps.models[0].size_vram and ps.models[0].expires_at and ps.models[0].context_length
-    show = client.show("llama3:8b")
-    assert show.capabilities == ["completion"] and show.modelinfo
-    emb = client.embed("nomic-embed-text", input=["a", "b"])
-    assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == sim.profile.embedding_dim
-    with pytest.raises(ollama.ResponseError) as err:
-        client.chat("missing", messages=MSGS)
-    assert err.value.status_code == 404 and "not found" in err.value.error
-    loaded = client.generate("llama3:8b", prompt="")
-    assert loaded.done_reason == "load"
+    with ollama.Client(host=sim.url) as client:
+        tags = client.list()
+        assert [m.model for m in tags.models] == ["llama3:8b", "nomic-embed-text:latest"]
+        first = tags.models[0]
+        assert first.digest and len(first.digest) == 64 and first.size == 4_661_224_676
+        assert first.details and first.details.quantization_level == "Q4_0"
+        ps = client.ps()
+        assert ps.models[0].size_vram and ps.models[0].expires_at and ps.models[0].context_length
+        show = client.show("llama3:8b")
+        assert show.capabilities == ["completion"] and show.modelinfo
+        emb = client.embed("nomic-embed-text", input=["a", "b"])
+        assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == sim.profile.embedding_dim
+        with pytest.raises(ollama.ResponseError) as err:
+            client.chat("missing", messages=MSGS)
+        assert err.value.status_code == 404 and "not found" in err.value.error
+        loaded = client.generate("llama3:8b", prompt="")
+        assert loaded.done_reason == "load"
 
 
 def test_async_ollama_client(sim: SimServer) -> None:
     async def main() -> list[Any]:
-        client = ollama.AsyncClient(host=sim.url)
-        stream = await client.chat("llama3:8b", messages=MSGS, stream=True)
-        return [p async for p in stream]
+        async with ollama.AsyncClient(host=sim.url) as client:
+            stream = await client.chat("llama3:8b", messages=MSGS, stream=True)
+            return [p async for p in stream]
 
     parts = asyncio.run(main())
     assert parts[-1].done and parts[-1].done_reason == "stop"
@@ -338,7 +340,8 @@ def test_fixed_mode_waits_ttft_then_chunks(fixed_sim: SimServer) -> None:
     _stream_times(fixed_sim.url, "f", 10, out)
     assert out["first"] - out["sent"] >= 0.03
     assert out["last"] - out["first"] >= 9 * 0.002 * 0.8
-    parts = list(ollama.Client(host=fixed_sim.url).generate("anything", "x", stream=True))
+    with ollama.Client(host=fixed_sim.url) as client:
+        parts = list(client.generate("anything", "x", stream=True))
     assert len(parts) == fixed_sim.profile.default_max_tokens + 1
 
 
