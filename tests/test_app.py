@@ -45,8 +45,9 @@ def gateway(
 
 
 @pytest.fixture
-def oa(gateway: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+def oa(gateway: Service) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0) as client:
+        yield client
 
 
 def test_openai_chat_non_streamed(oa: openai.OpenAI) -> None:
@@ -161,6 +162,7 @@ def test_upstream_killed_mid_stream(output_dir: Path, tmp_path: Path) -> None:
         finally:
             revived.stop()
     finally:
+        oa.close()
         gateway.stop()
         doomed.stop()
 
