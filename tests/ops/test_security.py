@@ -159,10 +159,10 @@ def _wait_up(url: str, process: subprocess.Popen[bytes], **kwargs: object) -> ht
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(10)
+        process.communicate(timeout=10)  # reads the pipe to its end and closes it
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait()
+        process.communicate()
 
 
 def test_no_clients_on_all_interfaces_refuses_to_start(
@@ -487,7 +487,7 @@ def test_prompts_and_completions_are_written_nowhere(gateway: Service, output_di
     refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=_chat(content=MARKER))
     assert refused.status_code == 401
     time.sleep(1.5)  # the budget store flushes every second
-    state = output_dir / f"state-gateway-sec-{gateway.port}"
+    state = output_dir / f"state-{gateway.name}-{gateway.port}"  # start_lanegate's default
     files = [gateway.log_path, *(p for p in state.rglob("*") if p.is_file())]
     assert len(files) > 1, files  # the log and at least the budget database
     for path in files:
