@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,8 +39,8 @@ from tests.reliability.raw_http import (
     parse,
     raw_exchange,
 )
-from tests.support.policies import upstream_entry, write_policy
-from tests.support.processes import REPO, Service, start_gateway
+from tests.support.policies import policy_text, upstream_entry
+from tests.support.processes import REPO, Service
 from tests.support.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.fuzz
@@ -53,21 +51,11 @@ EXAMPLES = 50  # per operation and generation mode: the whole document in ~15 s
 FUZZ_LANES = LANES.replace("default_lane: interactive", "default_lane: work")
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    instant_upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    policy = write_policy(
-        tmp / "policy.yaml",
-        [upstream_entry("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
-        FUZZ_LANES,
-    )
-    service = start_gateway(
-        "gw-fuzz", policy, output_dir, state=tmp / "state", env={"LANEGATE_MAX_BODY_BYTES": "65536"}
-    )
-    yield service
-    service.stop()
+GATEWAY_UPSTREAM = "instant_upstream"
+GATEWAY_POLICY = policy_text(
+    [upstream_entry("scripted", "{url}", "llamacpp", max_concurrency=8)], FUZZ_LANES
+)
+GATEWAY_ENV = {"LANEGATE_MAX_BODY_BYTES": "65536"}
 
 
 # -- schemathesis over the gateway's own OpenAPI document ------------------------------------
