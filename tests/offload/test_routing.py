@@ -39,6 +39,9 @@ profiles:
       - name: llama3.1:8b
 """
 ADMIN_ENV = {"T_ADMIN_KEY": "admin-secret"}
+CHUNK = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+HANGING = Script(chunks=[CHUNK], after_chunks="hang")  # a stream that holds its slot
+QUICK = Script(chunks=[CHUNK, b"data: [DONE]\n\n"])
 PROMPT = "Summarise this report. " * 100  # ~2,300 characters, ~600 tokens of KV each
 
 
@@ -149,12 +152,9 @@ def test_offloaded_requests_hold_remote_slots_not_local_ones(
     output_dir: Path, tmp_path: Path
 ) -> None:
     """Two batch streams run on the remote pool; the mini's two slots stay free for chat."""
-    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
-    hanging = Script(chunks=[chunk], after_chunks="hang")
-    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
     with (
-        ScriptedUpstream(lambda request: quick) as mini,
-        ScriptedUpstream(lambda request: hanging) as m4,
+        ScriptedUpstream(lambda request: QUICK) as mini,
+        ScriptedUpstream(lambda request: HANGING) as m4,
     ):
         gateway = _two_pools("gw-remote-slots", mini, m4, 2, tmp_path, output_dir)
         admin = {"authorization": "Bearer admin-secret"}
@@ -190,12 +190,9 @@ def test_offloaded_requests_hold_remote_slots_not_local_ones(
 def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_slot(
     output_dir: Path, tmp_path: Path
 ) -> None:
-    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
-    hanging = Script(chunks=[chunk], after_chunks="hang")
-    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
     with (
-        ScriptedUpstream(lambda request: hanging if b"hold" in request.body else quick) as mini,
-        ScriptedUpstream(lambda request: hanging) as m4,
+        ScriptedUpstream(lambda request: HANGING if b"hold" in request.body else QUICK) as mini,
+        ScriptedUpstream(lambda request: HANGING) as m4,
     ):
         gateway = _two_pools("gw-hop", mini, m4, 1, tmp_path, output_dir)
 
