@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import DATA, REPO
 from tests.support.processes import (
     AGENT_KEY,
     FAST_SIM,
-    REPO,
     Service,
     running,
     start_gateway,
@@ -30,8 +30,7 @@ from tests.support.processes import (
     start_simulator,
 )
 
-# Real recorded responses (copied from the team's shared samples; sources in streams/SOURCES.md).
-DATA = REPO / "tests" / "data"
+__all__ = ["DATA"]  # recorded responses (sources in data/streams/SOURCES.md), for test modules
 
 
 @pytest.fixture(scope="session")

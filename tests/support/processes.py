@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 # A quick simulator: 5 ms to the first token, then one token every 5 ms.
 FAST_SIM = ("--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5")
 AGENT_KEY = "agent-secret"  # the key of the `agent` fixture's signals
