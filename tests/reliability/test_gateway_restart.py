@@ -20,6 +20,7 @@ from tests.reliability.conftest import LANES
 from tests.support.gateway_state import BudgetProbe
 from tests.support.policies import upstream_entry, write_policy
 from tests.support.processes import Service, start_gateway
+from tests.support.threads import Worker, check_all
 
 pytestmark = pytest.mark.faults
 
@@ -75,16 +76,13 @@ def test_sigkill_keeps_settled_spend_and_valid_databases(
         time.sleep(1.5)  # one flush interval (1 s) and a margin: all of that is on disk
         stop = threading.Event()
         started: list[int] = []
-        workers = [
-            threading.Thread(target=_traffic, args=(first.url, stop, started)) for _ in range(6)
-        ]
+        workers = [Worker(lambda: _traffic(first.url, stop, started)) for _ in range(6)]
         for worker in workers:
             worker.start()
         time.sleep(1.2)  # streams in flight, settlements since the last flush
         first.stop(signal.SIGKILL)
         stop.set()
-        for worker in workers:
-            worker.join()
+        check_all(workers, 30)
     finally:
         first.stop(signal.SIGKILL)
     scratch = tmp_path / "copy"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import openai
 import pytest
 
 from gateway.tools.simulator.engine import Profile
+from tests.support.threads import Worker
 from tests.tools.simulator.sim_harness import SimServer, running
 
 
@@ -251,12 +253,12 @@ def test_third_request_waits_for_a_free_slot(sim: SimServer) -> None:
     results: dict[str, dict[str, Any]] = {rid: {} for rid in ("a", "b", "c")}
     threads = []
     for rid in ("a", "b", "c"):
-        t = threading.Thread(target=_stream_times, args=(sim.url, rid, 30, results[rid]))
+        t = Worker(functools.partial(_stream_times, sim.url, rid, 30, results[rid]))
         t.start()
         threads.append(t)
         time.sleep(0.03)  # arrival order a, b, c
     for t in threads:
-        t.join()
+        t.check(30)
     # 30 tokens take ~0.28 s with two streams: whichever request got the slots last only
     # starts once one of the others has finished (thread start-up may reorder arrivals).
     first, *_, late = sorted(results.values(), key=lambda r: r["first"])
@@ -268,11 +270,11 @@ def test_third_request_waits_for_a_free_slot(sim: SimServer) -> None:
 
 def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
     results: dict[str, Any] = {}
-    waiter = threading.Thread(target=_stream_times, args=(sim.url, "queued", 3, results))
+    waiter = Worker(functools.partial(_stream_times, sim.url, "queued", 3, results))
     body = {"model": "llama3:8b", "messages": MSGS, "max_tokens": 400, "stream": True}
     with httpx.Client(timeout=30) as client:
         hang_up = threading.Event()
-        other = threading.Thread(target=_stream_times, args=(sim.url, "other", 400, {}, hang_up))
+        other = Worker(functools.partial(_stream_times, sim.url, "other", 400, {}, hang_up))
         other.start()
         _wait_for(lambda: sim.stats()["active"] == 1)
         with client.stream(
@@ -285,7 +287,7 @@ def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
             _wait_for(lambda: sim.stats()["queued"] == 1)
             closed_at = time.monotonic()
         # leaving the block closes the connection mid-stream
-    waiter.join()
+    waiter.check(30)
     _wait_for(lambda: bool(sim.stats()["cancels"]))
     cancel = sim.stats()["cancels"][0]
     assert cancel["request_id"] == "gone"
@@ -294,7 +296,7 @@ def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
     # The queued request started right after the cancel, long before "other" could finish.
     assert results["first"] - closed_at < 0.5
     hang_up.set()
-    other.join()
+    other.check(30)
 
 
 def _wait_for(condition: Any, timeout: float = 3.0) -> None:
@@ -316,7 +318,7 @@ def test_queue_full_answers_503_in_each_shape() -> None:
         default_max_tokens=100,
     )
     with running(tight) as server:
-        holder = threading.Thread(target=_stream_times, args=(server.url, "hold", 60, {}))
+        holder = Worker(functools.partial(_stream_times, server.url, "hold", 60, {}))
         holder.start()
         _wait_for(lambda: server.stats()["active"] == 1)
         native = httpx.post(server.url + "/api/generate", json={"model": "m", "prompt": "x"})
@@ -329,7 +331,7 @@ def test_queue_full_answers_503_in_each_shape() -> None:
         assert err.value.status_code == 503
         assert err.value.body["type"] == "api_error"  # type: ignore[index]
         assert server.stats()["rejected"] == 2
-        holder.join()
+        holder.check(30)
 
 
 # ------------------------------------------------------------------------------ fixed mode
