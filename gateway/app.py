@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
-from gateway.lanes.budget_store import Budgets, SqliteSpendStore
+from gateway.lanes.budget_store import Budgets, BudgetService, SqliteSpendStore
 from gateway.lanes.gate import LaneGate
 from gateway.observe.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
 from gateway.observe.metrics import build_registry
@@ -94,15 +94,13 @@ class Gateway:
             clock=self.clock,
             body_timeout_s=settings.body_timeout,
         )
-        self.router = UpstreamRouter(self.discovered, self.clock, solo=self.rolling)
+        self.router = UpstreamRouter(self.discovered, self.clock)
         self.discovery = Discovery(
             self.clients, self.clock, settings.discovery_interval, on_probe=self.router.probed
         )
-        self.flow = RequestFlow(
-            self.relay, self.budgets, self.recorder, self.clients, self.router, self.clock
-        )
         # Several gateways, one set of lanes (docs/scaling.md); `shared.healthy` is redis_ok.
         self.shared: SharedState | None = None
+        budget_service: BudgetService = self.budgets
         if settings.redis_url:  # imported here: a gateway without Redis never loads its client
             from gateway.shared.budgets import SharedBudgets
             from gateway.shared.state import SharedState
@@ -113,7 +111,10 @@ class Gateway:
                 prefix=settings.redis_prefix,
                 wall_clock=wall_clock or time.time,
             )
-            self.flow.shared_budgets = SharedBudgets(self.shared, self.budgets)
+            budget_service = SharedBudgets(self.shared, self.budgets)
+        self.flow = RequestFlow(
+            self.relay, budget_service, self.recorder, self.clients, self.router, self.clock
+        )
         self.wall_clock = wall_clock or time.time
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)

@@ -1,6 +1,28 @@
 """The gateway's own errors, and how each is shown to a client.
 
-Exception tree (every gateway-made error is one of these)::
+One tree: everything lanegate raises on purpose is a `LanegateError`. Its branches::
+
+    LanegateError
+    ├── GatewayError            answered to a client, in its API's shape (below)
+    ├── UpstreamFault           an upstream failed us (not a bug of ours, not the client's)
+    │   ├── UpstreamConnectionError  (also a ConnectionError: `except OSError` catches it)
+    │   │   ├── UpstreamConnectFailed     connect refused / unreachable / timed out
+    │   │   ├── UpstreamDisconnected      closed before or while answering
+    │   │   └── UpstreamProtocolError     not HTTP/1.1 we can parse
+    │   └── RetryElsewhere       failed before any byte reached the client: try another
+    └── ConfigError             a file or an answer lanegate reads is wrong (the ones that
+        │                       were ValueErrors still are)
+        ├── PolicyError              policy/loader.py: every problem, with file, line, field
+        ├── ServiceFileError         ops/launchd.py: a launchd template or plist
+        ├── AnswerError              upstreams/discovery.py: a model list we cannot read
+        ├── SignalReadError          offload/signals.py: host signals we cannot read
+        └── ProfileError             tools/simulator/profiles.py: a simulator profile
+
+Private control-flow exceptions (`_Refused`, `_QueueTimeout`, `_Unanswered`) never leave their
+module; the tools' own (`LadderUsageError`, `Unreachable`, the simulator's `ApiError`) are
+`LanegateError`s too.
+
+GatewayError, by status::
 
     GatewayError                      status  type / code
     ├── BadRequest                      400   invalid_request_error / invalid_json, missing_model
@@ -33,7 +55,48 @@ class ErrorShape(Enum):
     OLLAMA = "ollama"
 
 
-class GatewayError(Exception):
+class LanegateError(Exception):
+    """The root of every error lanegate raises on purpose."""
+
+
+class UpstreamFault(LanegateError):
+    """An upstream failed us."""
+
+
+class UpstreamConnectionError(UpstreamFault, ConnectionError):
+    """The connection to an upstream failed (an OSError, so one `except` catches all)."""
+
+
+class UpstreamConnectFailed(UpstreamConnectionError):
+    pass
+
+
+class UpstreamDisconnected(UpstreamConnectionError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamConnectionError):
+    pass
+
+
+class RetryElsewhere(UpstreamFault):
+    """The upstream failed before anything reached the client: another upstream may serve it.
+
+    Raised only when the caller said a retry is possible; `busy` marks a 503 (a full queue),
+    which the circuit breaker counts apart from failures.
+    """
+
+    def __init__(self, detail: str, *, busy: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.busy = busy
+
+
+class ConfigError(LanegateError):
+    """A file or an answer that lanegate reads is wrong."""
+
+
+class GatewayError(LanegateError):
     status = 500
     type = "server_error"
     code = "internal_error"

@@ -27,9 +27,10 @@ i.e. iff ``x`` arrived before ``t_w + aging_s * (p_x - p_w)``. Hence a waiter is
 by waiters that arrived less than ``aging_s * (max priority - its priority)`` after it; from
 then on it is behind at most the waiters already queued (bounded by the lanes' ``max_queue``).
 With capacity ``C``, service times at most ``S`` and ``Q`` waiters queued ahead at that moment,
-it is admitted by ``t_w + aging_s * dp + ceil((Q + 1) / C) * S`` (tests/test_admission.py checks
-this). Its lane's ``queue_timeout_s`` must exceed that bound, or the gate sheds it with a 429
-first: shedding, not starvation. A lane that must progress regardless gets ``reserved >= 1``.
+it is admitted by ``t_w + aging_s * dp + ceil((Q + 1) / C) * S``
+(tests/lanes/test_admission.py checks this). Its lane's ``queue_timeout_s`` must exceed that
+bound, or the gate sheds it with a 429 first: shedding, not starvation. A lane that must
+progress regardless gets ``reserved >= 1``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from gateway.lanes.budgets import (
 )
 from gateway.ops.periodic import Periodic
 from gateway.policy.spec import Budget, ClientSpec, LaneSpec
+from gateway.shared.plan import SharedReservation
 
 log = logging.getLogger("lanegate.budgets")
 
@@ -85,6 +86,28 @@ class SqliteSpendStore:
         self._db.close()
 
 
+Held = Reservation | SharedReservation | None  # what a request holds until it settles
+
+
+class BudgetService(Protocol):
+    """Token budgets as the request flow sees them: this gateway's (`Budgets`), or shared by
+    all gateways through Redis (`shared.budgets.SharedBudgets`); the flow has no branch."""
+
+    async def hold(self, lane: LaneSpec, client: ClientSpec | None, tokens: int) -> Held | Refusal:
+        """Reserve `tokens` against the lane's and client's budgets (None: no budget)."""
+        ...
+
+    def settle(self, reservation: Held, actual_tokens: int) -> None: ...
+
+    def release(self, reservation: Held) -> None: ...
+
+    def headers(
+        self, lane: LaneSpec, client: ClientSpec | None, reservation: Held
+    ) -> list[tuple[bytes, bytes]]:
+        """The x-ratelimit-*-tokens headers for an admitted request."""
+        ...
+
+
 class Budgets:
     """The gateway's budget service: the pure ledger, a wall clock, and persistence."""
 
@@ -135,13 +158,21 @@ class Budgets:
             return None
         return self.ledger.reserve(scopes, tokens, self.wall_clock())
 
-    def settle(self, reservation: Reservation | None, actual_tokens: int) -> None:
-        if reservation is not None:
+    async def hold(self, lane: LaneSpec, client: ClientSpec | None, tokens: int) -> Held | Refusal:
+        return self.reserve(lane, client, tokens)
+
+    def settle(self, reservation: Held, actual_tokens: int) -> None:
+        if isinstance(reservation, Reservation):
             self.ledger.settle(reservation, actual_tokens, self.wall_clock())
 
-    def release(self, reservation: Reservation | None) -> None:
-        if reservation is not None:
+    def release(self, reservation: Held) -> None:
+        if isinstance(reservation, Reservation):
             self.ledger.release(reservation)
+
+    def headers(
+        self, lane: LaneSpec, client: ClientSpec | None, reservation: Held
+    ) -> list[tuple[bytes, bytes]]:
+        return self.rate_limit_headers(lane, client)
 
     def rate_limit_headers(
         self, lane: LaneSpec, client: ClientSpec | None

@@ -134,3 +134,4 @@ class RequestLabels:
     model: str | None
     client: str | None = None  # the policy's client name (None: no clients, or refused first)
     queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
+    alone: bool = False  # had its upstream to itself from start to end (single-stream TTFT)

@@ -33,8 +33,10 @@ class Recorder:
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
-        if record.ttft_s is not None:
+        if record.ttft_s is not None:  # the one place TTFT is written
             self.rolling.add(("ttft", *series), record.ttft_s, now)
+            if labels.alone:  # offload learns its single-stream baseline from these
+                self.rolling.add(("ttft_solo", *series), record.ttft_s, now)
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # httpx is imported when an HttpSource is made: most gateways need none
     import httpx
 
+from gateway.errors import ConfigError
 from gateway.offload.host_signals import (
     HostSignals,
     Pressure,
@@ -50,7 +51,7 @@ COMMAND_TIMEOUT_S = 2.0
 _SHOWN_OUTPUT = 80  # characters of unparseable output quoted in an error
 
 
-class SignalReadError(Exception):
+class SignalReadError(ConfigError):
     """A command or file that should have produced host signals did not."""
 
 

@@ -13,7 +13,7 @@ header timer runs only while a head is incomplete after a read.
 
 Relies on uvicorn's protocol methods (`data_received`, `on_message_begin`,
 `on_headers_complete`, `send_400_response`, `url`, `headers`), stable since uvicorn 0.12;
-tests/test_security.py fails if that changes.
+tests/ops/test_security.py fails if that changes.
 """
 
 from __future__ import annotations

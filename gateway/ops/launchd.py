@@ -19,6 +19,8 @@ from string import Template
 from typing import Any
 from xml.sax.saxutils import escape
 
+from gateway.errors import ConfigError
+
 # Seconds launchd waits after SIGTERM beyond the drain timeout before it sends SIGKILL:
 # lifespan shutdown (closing upstream clients, flushing budgets) runs after the drain.
 EXIT_MARGIN_S = 15
@@ -42,7 +44,7 @@ REQUIRED_KEYS = (
 )
 
 
-class ServiceFileError(ValueError):
+class ServiceFileError(ConfigError, ValueError):
     """The inputs cannot make a safe service file; the message says which and why."""
 
 

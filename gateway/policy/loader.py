@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.errors import ConfigError
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
 
@@ -35,7 +36,7 @@ class PolicyProblem:
         return f"{where}: {self.field or '(top level)'}: {message}"
 
 
-class PolicyError(Exception):
+class PolicyError(ConfigError):
     """A policy file that cannot be used; `problems` lists every error found."""
 
     def __init__(self, problems: list[PolicyProblem]) -> None:

@@ -18,13 +18,20 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, RateLimited, ServiceUnavailable
-from gateway.lanes.budget_store import Budgets
-from gateway.lanes.budgets import Refusal, Reservation
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    RateLimited,
+    RetryElsewhere,
+    ServiceUnavailable,
+    UpstreamUnavailable,
+)
+from gateway.lanes.budget_store import BudgetService, Held
+from gateway.lanes.budgets import Refusal
 from gateway.lanes.classify import (
     LaneRefusal,
     classify,
@@ -42,13 +49,9 @@ from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.relay import Relay, send_error
 from gateway.serving.request_body import RequestFacts
 from gateway.serving.routes import Route
-from gateway.shared.plan import SharedReservation
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
 from gateway.upstreams.selection import default_upstream
-
-if TYPE_CHECKING:  # imports the redis client: only gateways with LANEGATE_REDIS_URL load it
-    from gateway.shared.budgets import SharedBudgets
 
 log = logging.getLogger("lanegate")
 
@@ -56,12 +59,28 @@ log = logging.getLogger("lanegate")
 CHARS_PER_TOKEN = 4
 
 
+@dataclass(slots=True)
+class Sending:
+    """One request on its way upstream: what every attempt sends, and where it went."""
+
+    route: Route
+    scope: Scope
+    send: Send
+    exchange: Exchange
+    facts: RequestFacts
+    raw: bytes
+    model: str | None
+    extra: list[tuple[bytes, bytes]]
+    upstream: str = "-"  # the upstream of the latest attempt
+    alone: bool = False  # it had its upstream to itself from start to end
+
+
 @dataclass
 class Admitted:
     lane: LaneSpec
     client: ClientSpec | None
     ticket: Ticket
-    reservation: Reservation | SharedReservation | None
+    reservation: Held
     prompt_estimate: int
     estimate: int
 
@@ -70,14 +89,13 @@ class RequestFlow:
     def __init__(
         self,
         relay: Relay,
-        budgets: Budgets,
+        budgets: BudgetService,
         recorder: Recorder,
         clients: dict[str, UpstreamClient],
         router: UpstreamRouter,
         clock: Callable[[], float],
     ) -> None:
         self.router = router
-        self.shared_budgets: SharedBudgets | None = None  # set by the app with LANEGATE_REDIS_URL
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -95,7 +113,8 @@ class RequestFlow:
         exchange = Exchange(request_id, received_at, self.clock)
         self.active.add(exchange)
         admitted: Admitted | None = None
-        lane_name, upstream_name, model = "-", "-", None
+        sending: Sending | None = None
+        lane_name, model = "-", None
         client: ClientSpec | None = None
         extra: list[tuple[bytes, bytes]] = []
         try:
@@ -104,7 +123,7 @@ class RequestFlow:
             model = facts.model
             exchange.watch(receive)
             if route.inference:
-                lane, raw, model, chars = self._lane(runtime.policy, scope, facts, client, raw)
+                lane, model, chars = self._lane(runtime.policy, scope, facts, client)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 pool = _offload_pool(runtime, lane)
@@ -112,25 +131,13 @@ class RequestFlow:
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
                 extra += self._admission_headers(admitted)
 
-            async def attempt(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-                nonlocal upstream_name
-                upstream_name = spec.name
-                return await self.relay.forward(
-                    route,
-                    scope,
-                    send,
-                    raw=_body_for(runtime.policy, facts, raw, model, spec),
-                    client=self.clients[spec.name],
-                    exchange=exchange,
-                    extra_headers=extra,
-                    retryable=retryable,
-                )
-
+            sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
             if route.inference:
-                lane_of = admitted.lane.name if admitted else None
-                record = await self.router.run(runtime.policy, model, attempt, pool, lane_of)
+                record = await self._send(runtime.policy, sending, pool)
             else:  # metadata: the default upstream answers, no slot is taken
-                record = await attempt(default_upstream(runtime.policy), False)
+                record = await self._forward(
+                    runtime.policy, sending, default_upstream(runtime.policy), False
+                )
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -150,17 +157,18 @@ class RequestFlow:
             if admitted is not None:
                 admitted.ticket.release()
         if admitted is not None:
-            self._settle(admitted.reservation, _tokens_used(record, admitted))
+            self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
             scope["path"],
             lane_name,
-            upstream_name,
+            sending.upstream if sending is not None else "-",
             model,
             client=client.name if client is not None else None,
             queue_s=queue_s,
+            alone=sending is not None and sending.alone,
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -170,10 +178,9 @@ class RequestFlow:
         scope: Scope,
         facts: RequestFacts,
         client: ClientSpec | None,
-        raw: bytes,
-    ) -> tuple[LaneSpec, bytes, str | None, int]:
-        """The lane, the body to send (model rewritten if the lane says so), the model, and
-        the prompt's size in characters (for the budget estimate)."""
+    ) -> tuple[LaneSpec, str | None, int]:
+        """The lane, the model (rewritten if the lane says so), and the prompt's size in
+        characters (for the budget estimate)."""
         wanted = policy.header_names  # only what the rules read (ASGI names are lower-case)
         headers = {
             k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in wanted
@@ -192,9 +199,7 @@ class RequestFlow:
                 code="model_not_allowed",
                 param="model",
             )
-        if model != facts.model and facts.body is not None:
-            raw = json.dumps({**facts.body, "model": model}, separators=(",", ":")).encode()
-        return lane, raw, model, view.prompt_chars
+        return lane, model, view.prompt_chars
 
     async def _admit(
         self,
@@ -207,19 +212,14 @@ class RequestFlow:
     ) -> Admitted:
         prompt = math.ceil(chars / CHARS_PER_TOKEN)
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
-        shared = self.shared_budgets
-        reservation: Reservation | SharedReservation | Refusal | None
-        if shared is None:
-            reservation = self.budgets.reserve(lane, client, estimate)
-        else:
-            reservation = await shared.reserve(lane, client, estimate)
+        reservation = await self.budgets.hold(lane, client, estimate)
         if isinstance(reservation, Refusal):
             raise _over_budget(reservation)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
         except BaseException:
-            self._settle(reservation, None)
+            self.budgets.release(reservation)
             raise
         return Admitted(lane, client, ticket, reservation, prompt, estimate)
 
@@ -236,26 +236,49 @@ class RequestFlow:
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
         return pool
 
-    def _settle(
-        self, reservation: Reservation | SharedReservation | None, used: int | None
-    ) -> None:
-        """Settle real usage, or release (``used`` None) a reservation that never ran."""
-        if self.shared_budgets is not None:
-            if used is None:
-                self.shared_budgets.release(reservation)
-            else:
-                self.shared_budgets.settle(reservation, used)
-        elif not isinstance(reservation, SharedReservation):
-            if used is None:
-                self.budgets.release(reservation)
-            else:
-                self.budgets.settle(reservation, used)
-
     def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
         headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
-        if isinstance(admitted.reservation, SharedReservation):
-            return headers + list(admitted.reservation.headers)
-        return headers + self.budgets.rate_limit_headers(admitted.lane, admitted.client)
+        return headers + self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
+
+    # -- the retry loop ---------------------------------------------------------------------
+    async def _send(
+        self, policy: Policy, sending: Sending, pool: tuple[UpstreamSpec, ...] | None
+    ) -> RequestRecord:
+        """Try upstreams of the pool (default: the local one) until one answers. A failure
+        before any byte reached the client goes to another upstream, never the same twice;
+        the router picks each attempt and learns how it ended."""
+        pool = pool or self.router.pool_of(policy)
+        tried: set[str] = set()
+        while True:
+            attempt = self.router.begin(policy, pool, sending.model, tried)
+            try:
+                record = await self._forward(policy, sending, attempt.spec, attempt.others)
+            except RetryElsewhere as failure:
+                self.router.failed(attempt, failure)
+                if not any(s.name not in tried for s in pool):
+                    detail = failure.detail
+                    raise UpstreamUnavailable(f"no upstream could take it: {detail}") from failure
+                continue
+            except BaseException:
+                self.router.abandoned(attempt)
+                raise
+            sending.alone = self.router.finished(attempt, record)
+            return record
+
+    async def _forward(
+        self, policy: Policy, sending: Sending, spec: UpstreamSpec, retryable: bool
+    ) -> RequestRecord:
+        sending.upstream = spec.name
+        return await self.relay.forward(
+            sending.route,
+            sending.scope,
+            sending.send,
+            raw=_body_for(policy, sending.facts, sending.raw, sending.model, spec),
+            client=self.clients[spec.name],
+            exchange=sending.exchange,
+            extra_headers=sending.extra,
+            retryable=retryable,
+        )
 
 
 async def _try_send(send: Send, error: GatewayError, route: Route, request_id: str) -> None:
@@ -268,11 +291,13 @@ async def _try_send(send: Send, error: GatewayError, route: Route, request_id: s
 def _body_for(
     policy: Policy, facts: RequestFacts, raw: bytes, model: str | None, spec: UpstreamSpec
 ) -> bytes:
-    """The body for this upstream: the model under the name that upstream uses for it."""
+    """The body for this upstream: the client's bytes as they came, unless the model goes
+    under another name there (the lane's rewrite, then the upstream's own id): then encoded
+    once, here."""
     if model is None or facts.body is None:
         return raw
     upstream_id = policy.model_id(model, spec.name)
-    if upstream_id == model:
+    if upstream_id == facts.model:
         return raw
     return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
 

@@ -22,6 +22,7 @@ from gateway.errors import (
     GatewayError,
     PayloadTooLarge,
     RequestTimeout,
+    RetryElsewhere,
     UpstreamTimeout,
     UpstreamUnavailable,
     stream_error_event,
@@ -66,19 +67,6 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
-
-
-class RetryElsewhere(Exception):
-    """The upstream failed before anything reached the client: another upstream may serve it.
-
-    Raised only when the caller said a retry is possible; `busy` marks a 503 (a full queue),
-    which the circuit breaker counts apart from failures.
-    """
-
-    def __init__(self, detail: str, *, busy: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.busy = busy
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 
-from gateway.lanes.budget_store import Budgets, _duration, _scopes
+from gateway.lanes.budget_store import Budgets, Held, _duration, _scopes
 from gateway.lanes.budgets import Refusal, Reservation
 from gateway.policy.spec import ClientSpec, LaneSpec
 from gateway.shared import scripts as redis_scripts
@@ -68,6 +68,15 @@ class SharedBudgets:
         if not fails_open(lane):
             raise unavailable(lane, None)
         return self.local.reserve(lane, client, tokens)
+
+    hold = reserve  # the BudgetService interface (lanes.budget_store)
+
+    def headers(
+        self, lane: LaneSpec, client: ClientSpec | None, reservation: Held
+    ) -> list[tuple[bytes, bytes]]:
+        if isinstance(reservation, SharedReservation):
+            return list(reservation.headers)
+        return self.local.rate_limit_headers(lane, client)
 
     def settle(self, reservation: SharedReservation | Reservation | None, actual: int) -> None:
         if isinstance(reservation, SharedReservation):

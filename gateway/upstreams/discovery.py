@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import ConfigError
 from gateway.ops.periodic import Periodic
 from gateway.policy.spec import UpstreamKind, UpstreamSpec
 from gateway.upstreams import model_lists
@@ -33,7 +34,7 @@ MAX_BODY = 4 * 1024 * 1024
 ProbeHook = Callable[[str, bool, str], None]
 
 
-class AnswerError(ValueError):
+class AnswerError(ConfigError, ValueError):
     """The upstream answered, but not with the JSON it documents: reachable, not healthy data."""
 
 

@@ -40,6 +40,12 @@ from urllib.parse import quote, urlsplit
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from gateway.errors import (
+    UpstreamConnectFailed,
+    UpstreamConnectionError,
+    UpstreamDisconnected,
+    UpstreamProtocolError,
+)
 from gateway.policy.spec import UpstreamSpec
 from gateway.upstreams.client import default_headers, pool_size
 
@@ -50,22 +56,6 @@ _LOW_WATER = 64 * 1024  # ... and resumes
 _STALE_WINDOW_S = 1.0
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
 _PATH_SAFE = "/!$&'()*+,;=:@~"
-
-
-class UpstreamConnectionError(ConnectionError):
-    """The upstream failed us (not a bug of ours)."""
-
-
-class UpstreamConnectFailed(UpstreamConnectionError):
-    pass
-
-
-class UpstreamDisconnected(UpstreamConnectionError):
-    pass
-
-
-class UpstreamProtocolError(UpstreamConnectionError):
-    pass
 
 
 def _may_resend(reused: bool, answered: bool, waited_s: float) -> bool:

@@ -1,37 +1,45 @@
 """Which upstream each attempt goes to, and what its result teaches the circuit breakers.
 
 Selection is the pure `selection.choose` over what the shell knows: each upstream's breaker,
-its discovered models, and its requests in flight. A failure before anything reached the
-client (connection refused or closed, a 502/503 answer) is retried on another upstream of the
-same pool, with tenacity, never the same one twice; once a byte has gone to the client the
-request is never retried. Timeouts before the first byte are not retried either: the client
-has already waited `first_byte` seconds.
+its discovered models, and its requests in flight. The router does not loop: the request flow
+owns the retry loop (as httpx's `send` owns its redirect loop) and asks the router for each
+attempt (`begin`), then tells it how the attempt ended (`failed`, `finished`, `abandoned`).
+A failure before anything reached the client (connection refused or closed, a 502/503 answer)
+goes to another upstream of the same pool, never the same one twice; once a byte has gone to
+the client the request is never retried. Timeouts before the first byte are not retried
+either: the client has already waited `first_byte` seconds.
 
-A request that had its upstream to itself from start to end measures that engine's
-single-stream TTFT: those go to the `solo` series, from which offload learns its baseline.
+`finished` says whether the attempt had its upstream to itself from start to end: its TTFT
+is then that engine's single-stream TTFT, from which offload learns its baseline.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
-from gateway.errors import ServiceUnavailable, UpstreamUnavailable
+from gateway.errors import RetryElsewhere, ServiceUnavailable
 from gateway.observe.measurement import RequestRecord
-from gateway.observe.rolling import RollingRegistry
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.serving.exchange import CLIENT_LEFT
-from gateway.serving.relay import RetryElsewhere
 from gateway.upstreams.circuit_breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome
 from gateway.upstreams.model_lists import Inventory
 from gateway.upstreams.selection import DEFAULT_POOL, Candidate, choose
 
 log = logging.getLogger("lanegate.router")
 
-Attempt = Callable[[UpstreamSpec, bool], Awaitable[RequestRecord]]
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one upstream; `others`: untried upstreams remain, so a failure before the
+    first byte may go elsewhere."""
+
+    spec: UpstreamSpec
+    others: bool
+    in_flight: int  # this upstream's requests in flight, this one included, when it started
+    sent: int  # attempts ever sent to this upstream, when it started
 
 
 class UpstreamRouter:
@@ -40,7 +48,6 @@ class UpstreamRouter:
         inventories: Callable[[], Mapping[str, Inventory]],
         clock: Callable[[], float],
         breaker_config: BreakerConfig | None = None,
-        solo: RollingRegistry | None = None,
     ) -> None:
         self.inventories = inventories
         self.clock = clock
@@ -48,7 +55,6 @@ class UpstreamRouter:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.in_flight: dict[str, int] = {}
         self.sent: dict[str, int] = {}  # attempts sent per upstream, ever
-        self.solo = solo  # ("ttft_solo", lane, upstream) -> TTFTs of requests sent alone
         self._pool: tuple[Policy, tuple[UpstreamSpec, ...]] | None = None
 
     def breaker(self, upstream: str) -> CircuitBreaker:
@@ -114,45 +120,11 @@ class UpstreamRouter:
         healthy = self.breaker(spec.name).state(now) is not BreakerState.OPEN
         return Candidate(spec, healthy, has, resident, self.in_flight.get(spec.name, 0))
 
-    async def run(
-        self,
-        policy: Policy,
-        model: str | None,
-        attempt: Attempt,
-        pool: tuple[UpstreamSpec, ...] | None = None,
-        lane: str | None = None,
-    ) -> RequestRecord:
-        """Try upstreams of the pool (default: the local one) until one answers; the last try
-        handles its own errors."""
-        pool = pool or self.pool_of(policy)
-        tried: set[str] = set()
-        try:  # the common case, kept off tenacity's machinery: the first upstream answers
-            return await self._once(policy, pool, model, attempt, tried, lane)
-        except RetryElsewhere as first:
-            if not any(s.name not in tried for s in pool):
-                raise UpstreamUnavailable(f"no upstream could take it: {first.detail}") from first
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryElsewhere),
-            stop=stop_after_attempt(len(pool)),
-            reraise=True,
-        )
-        try:
-            async for try_ in retrying:
-                with try_:
-                    return await self._once(policy, pool, model, attempt, tried, lane)
-        except RetryElsewhere as exc:  # every upstream failed before any byte was sent
-            raise UpstreamUnavailable(f"no upstream could take it: {exc.detail}") from exc
-        raise AssertionError("unreachable: tenacity either returns or re-raises")
-
-    async def _once(
-        self,
-        policy: Policy,
-        pool: tuple[UpstreamSpec, ...],
-        model: str | None,
-        attempt: Attempt,
-        tried: set[str],
-        lane: str | None,
-    ) -> RequestRecord:
+    def begin(
+        self, policy: Policy, pool: tuple[UpstreamSpec, ...], model: str | None, tried: set[str]
+    ) -> Attempt:
+        """The next attempt: the best untried upstream of the pool, counted in flight.
+        Raises ServiceUnavailable when no upstream of the pool may be tried."""
         spec = self.pick(policy, pool, model, tried)
         if spec is None:
             raise self._none_healthy(pool)
@@ -160,24 +132,34 @@ class UpstreamRouter:
         others = any(s.name not in tried for s in pool)
         in_flight = self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + 1
         sent = self.sent[spec.name] = self.sent.get(spec.name, 0) + 1
-        try:
-            record = await attempt(spec, others)
-        except RetryElsewhere as exc:
-            outcome = Outcome.BUSY if exc.busy else Outcome.FAILURE
-            self.breaker(spec.name).record(outcome, self.clock(), exc.detail)
-            log.info(
-                "upstream %s failed before the first byte (%s); trying another",
-                spec.name,
-                exc.detail,
-            )
-            raise
-        finally:
-            self.in_flight[spec.name] -= 1
-        self._account(spec, record)
-        alone = in_flight == 1 and self.sent[spec.name] == sent  # nobody came or went meanwhile
-        if alone and self.solo is not None and record.ttft_s is not None and lane:
-            self.solo.add(("ttft_solo", lane, spec.name), record.ttft_s, self.clock())
-        return record
+        return Attempt(spec, others, in_flight, sent)
+
+    def failed(self, attempt: Attempt, failure: RetryElsewhere) -> None:
+        """The attempt failed before any byte reached the client: its breaker learns it."""
+        self._end(attempt)
+        outcome = Outcome.BUSY if failure.busy else Outcome.FAILURE
+        self.breaker(attempt.spec.name).record(outcome, self.clock(), failure.detail)
+        log.info(
+            "upstream %s failed before the first byte (%s); trying another",
+            attempt.spec.name,
+            failure.detail,
+        )
+
+    def abandoned(self, attempt: Attempt) -> None:
+        """The attempt ended without an answer to judge (cancelled, or a bug): not counted."""
+        self._end(attempt)
+
+    def finished(self, attempt: Attempt, record: RequestRecord) -> bool:
+        """The attempt answered: its breaker learns the outcome. Returns whether it had its
+        upstream to itself from start to end (nobody came or went meanwhile): its TTFT is
+        then that engine's single-stream TTFT."""
+        self._end(attempt)
+        self._account(attempt.spec, record)
+        name = attempt.spec.name
+        return attempt.in_flight == 1 and self.sent[name] == attempt.sent
+
+    def _end(self, attempt: Attempt) -> None:
+        self.in_flight[attempt.spec.name] -= 1
 
     def _account(self, spec: UpstreamSpec, record: RequestRecord) -> None:
         breaker = self.breaker(spec.name)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from gateway.observe.measurement import RequestRecord
+from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.recorder import Recorder
 from gateway.observe.rolling import RollingRegistry
 from gateway.offload.controller import Signals
 from gateway.offload.loop import OffloadLoop
 from gateway.offload.signals import SignalSampler, UnsupportedSource
 from gateway.policy.loader import load_policy_text
-from gateway.policy.spec import UpstreamSpec
-from gateway.upstreams.router import UpstreamRouter
+from gateway.upstreams.router import Attempt, UpstreamRouter
 from tests.support.clock import FakeClock
 from tests.support.processes import AGENT_KEY, Service
 
@@ -98,32 +97,28 @@ def record(ttft_s: float) -> RequestRecord:
     )
 
 
-async def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_not() -> None:
+def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_not() -> None:
     policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
     clock, rolling = FakeClock(1000.0), RollingRegistry()
-    router = UpstreamRouter(dict, clock, solo=rolling)
+    router = UpstreamRouter(dict, clock)
+    recorder = Recorder(rolling, access_log_enabled=False)
     loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
     calm = Signals(clock.now, 0, "normal", None, 0, True, None, "unknown")
     loop.controller.observe(calm)
+    pool = router.pool_of(policy)
 
-    async def alone(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-        return record(0.2)
+    def finish(attempt: Attempt, ttft: float) -> None:
+        done = record(ttft)
+        alone = router.finished(attempt, done)
+        labels = RequestLabels("r", "POST", "/v1/chat/completions", "interactive",
+                               attempt.spec.name, "m", alone=alone)  # fmt: skip
+        recorder.record(labels, done, clock.now)
 
     for _ in range(6):  # one at a time: each was alone on `mini`
-        await router.run(policy, "m", alone, lane="interactive")
-    release = asyncio.Event()
-
-    async def overlapping(spec: UpstreamSpec, retryable: bool) -> RequestRecord:
-        await release.wait()
-        return record(5.0)
-
-    tasks = [
-        asyncio.create_task(router.run(policy, "m", overlapping, lane="interactive"))
-        for _ in range(3)
-    ]
-    await asyncio.sleep(0)
-    release.set()
-    await asyncio.gather(*tasks)
+        finish(router.begin(policy, pool, "m", set()), 0.2)
+    overlapping = [router.begin(policy, pool, "m", set()) for _ in range(3)]
+    for attempt in overlapping:
+        finish(attempt, 5.0)
     clock.now += 1
     # Only the six lone requests count: the overlapping 5 s TTFTs would have dominated the p95.
     baseline = loop.learn(clock.now)
@@ -134,7 +129,7 @@ async def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_no
 async def test_no_baseline_is_learned_on_a_host_that_is_not_calm() -> None:
     policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
     clock, rolling = FakeClock(1000.0), RollingRegistry()
-    router = UpstreamRouter(dict, clock, solo=rolling)
+    router = UpstreamRouter(dict, clock)
     loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
     loop.controller.observe(Signals(clock.now, 0, "warn", None, 0, True, None, "unknown"))
     for _ in range(6):

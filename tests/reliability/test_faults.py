@@ -4,7 +4,7 @@ serves what follows.
 
 `bad` is a scripted upstream that misbehaves as each case says; `good` is the simulator. The
 pool prefers `bad` (policy order) until its breaker opens. Client-visible behaviour of single
-faults is in tests/test_relay.py and tests/test_app.py; this suite adds what the faults must
+faults is in tests/serving/test_relay.py and tests/test_app.py; this suite adds what the faults must
 not leave behind.
 """
 

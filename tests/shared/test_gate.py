@@ -1,7 +1,7 @@
 """Two lane gates (two "gateways" in one process) sharing one real Redis: caps hold across both.
 
 The gates, the leases, the scripts and the freed-slot subscription are the real ones; only the
-two gateways share a process here (tests/test_redis_shared.py runs them as real processes).
+two gateways share a process here (tests/shared/test_state.py runs them as real processes).
 """
 
 from __future__ import annotations

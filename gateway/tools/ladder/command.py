@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import LanegateError
 from gateway.tools.ladder.compare import compare_reports
 from gateway.tools.ladder.endpoint import ModelInfo, Unreachable, model_info
 from gateway.tools.ladder.gates import GateRung, SloThresholds, evaluate
@@ -36,7 +37,7 @@ EXIT_GATE_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-class LadderUsageError(Exception):
+class LadderUsageError(LanegateError):
     """Arguments or files the ladder cannot run with; the message says what to change."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from gateway.errors import LanegateError
 from gateway.upstreams.model_lists import ollama_tags
 
 UNKNOWN = "unknown"
@@ -52,7 +53,7 @@ async def model_info(
     return ModelInfo(digest, source, _text(server_version))
 
 
-class Unreachable(Exception):
+class Unreachable(LanegateError):
     """Nothing answers at the base URL: no point in starting the ladder."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway.errors import ConfigError
 from gateway.tools.simulator.engine import ModelSpec, Profile
 
 _UNITS = {
@@ -35,7 +36,7 @@ _PROFILE_FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)}
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError, ValueError):
     """A profile file that cannot be used; the message says where and why."""
 
 

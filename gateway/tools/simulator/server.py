@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.errors import LanegateError
 from gateway.tools.simulator import engine, wire
 from gateway.tools.simulator.engine import ModelSpec, Profile
 from gateway.tools.simulator.runner import Generation, GenRequest, SimHost, create_host
@@ -31,7 +32,7 @@ _JSON = "application/json; charset=utf-8"
 _KEEP_ALIVE_S = 300
 
 
-class ApiError(Exception):
+class ApiError(LanegateError):
     """An error answered in the caller's API shape (Ollama native or OpenAI)."""
 
     def __init__(self, status: int, message: str) -> None:
