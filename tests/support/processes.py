@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.paths import REPO
-# The policy writer lives in tests/support/policies.py; re-exported for older imports.
-from tests.support.policies import write_policy as write_policy
+from tests.support.policies import write_policy as write_policy  # moved; re-exported
 
 # A quick simulator: 5 ms to the first token, then one token every 5 ms.
 FAST_SIM = ("--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5")
