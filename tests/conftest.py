@@ -1,4 +1,5 @@
-"""Shared fixtures: the output directory for logs, the simulator + gateway pair, an agent.
+"""Shared fixtures: the output directory for logs, the simulator + gateway pair, an agent,
+openai clients closed at teardown.
 
 `sim` and `gateway` are module-scoped real processes on loopback ports. A test module shapes
 them with module-level names (pytest's "fixtures introspect the requesting module" pattern):
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clients import OpenAIClients
 from tests.support.paths import DATA, REPO
 from tests.support.processes import (
     AGENT_KEY,
@@ -80,3 +82,11 @@ def agent(request: pytest.FixtureRequest, output_dir: Path) -> Iterator[Service]
     service = start_lanegate(name, args, ready_path="/healthz", log_dir=output_dir, env=env)
     with running(service) as agent:
         yield agent
+
+
+@pytest.fixture
+def openai_client() -> Iterator[OpenAIClients]:
+    """`openai_client(service, key="any", **headers)`: an openai SDK client, closed at teardown."""
+    clients = OpenAIClients()
+    yield clients
+    clients.close()

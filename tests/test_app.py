@@ -15,6 +15,7 @@ import ollama
 import openai
 import pytest
 
+from tests.support.clients import OpenAIClients
 from tests.support.policies import upstream_entry, write_policy
 from tests.support.processes import Service, free_port, running, start_gateway, start_simulator
 
@@ -45,9 +46,8 @@ def gateway(
 
 
 @pytest.fixture
-def oa(gateway: Service) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0) as client:
-        yield client
+def oa(gateway: Service, openai_client: OpenAIClients) -> openai.OpenAI:
+    return openai_client(gateway)
 
 
 def test_openai_chat_non_streamed(oa: openai.OpenAI) -> None:
@@ -143,11 +143,13 @@ def test_client_disconnect_cancels_simulated_request(output_dir: Path, tmp_path:
         slow.stop()
 
 
-def test_upstream_killed_mid_stream(output_dir: Path, tmp_path: Path) -> None:
+def test_upstream_killed_mid_stream(
+    output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     port = free_port()
     doomed = _simulator(output_dir, "--chunk-interval-ms", "100", port=port)
     gateway = _gateway(output_dir, tmp_path, doomed, "gateway-kill")
-    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    oa = openai_client(gateway)
     try:
         stream = oa.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=50, stream=True)
         with stream, pytest.raises(openai.APIError) as caught:
@@ -162,7 +164,6 @@ def test_upstream_killed_mid_stream(output_dir: Path, tmp_path: Path) -> None:
         finally:
             revived.stop()
     finally:
-        oa.close()
         gateway.stop()
         doomed.stop()
 

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from gateway.serving.keys import hash_key
+from tests.support.clients import OpenAIClients
 from tests.support.policies import policy_text, upstream_entry, write_policy
 from tests.support.processes import Service, start_gateway
 
@@ -48,18 +49,12 @@ def _policy(path: Path, sim: Service, extra: str = LANES) -> Path:
     return write_policy(path, [upstream_entry("sim", sim.url, max_concurrency=4)], extra)
 
 
-def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers or None
-    )
-
-
 def _lane_of(raw: openai.APIResponse[object]) -> str:
     return raw.headers["x-lanegate-lane"]
 
 
-def test_lanes_chosen_by_rule(gateway: Service) -> None:
-    client = _client(gateway)
+def test_lanes_chosen_by_rule(gateway: Service, openai_client: OpenAIClients) -> None:
+    client = openai_client(gateway)
     chat = client.chat.completions.with_raw_response
     assert (
         _lane_of(chat.create(model="m", messages=MSGS, max_tokens=4, stream=True)) == "interactive"
@@ -67,30 +62,36 @@ def test_lanes_chosen_by_rule(gateway: Service) -> None:
     assert _lane_of(chat.create(model="m", messages=MSGS, max_tokens=256)) == "batch"
     emb = client.embeddings.with_raw_response.create(model="m", input="x")
     assert _lane_of(emb) == "batch"
-    agent = _client(gateway, **{"user-agent": "my-agent/1.0"})
+    agent = openai_client(gateway, **{"user-agent": "my-agent/1.0"})
     raw = agent.chat.completions.with_raw_response.create(model="big:70b", messages=MSGS)
     assert _lane_of(raw) == "heartbeat"
     assert raw.headers["x-lanegate-queue-ms"]
 
 
-def test_heartbeat_model_rewrite_reaches_upstream(gateway: Service) -> None:
-    agent = _client(gateway, **{"user-agent": "cron-agent"})
+def test_heartbeat_model_rewrite_reaches_upstream(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    agent = openai_client(gateway, **{"user-agent": "cron-agent"})
     reply = agent.chat.completions.create(model="llama3.1:70b", messages=MSGS, max_tokens=2)
     assert reply.model == "tiny:1b"  # the simulator answers with the model it was asked for
 
 
-def test_x_lane_header_for_anonymous_callers(gateway: Service) -> None:
-    raw = _client(gateway, **{"x-lane": "batch"}).chat.completions.with_raw_response.create(
+def test_x_lane_header_for_anonymous_callers(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    raw = openai_client(gateway, **{"x-lane": "batch"}).chat.completions.with_raw_response.create(
         model="m", messages=MSGS, max_tokens=2
     )
     assert _lane_of(raw) == "batch"
     with pytest.raises(openai.BadRequestError) as caught:
-        _client(gateway, **{"x-lane": "nope"}).chat.completions.create(model="m", messages=MSGS)
+        openai_client(gateway, **{"x-lane": "nope"}).chat.completions.create(
+            model="m", messages=MSGS
+        )
     assert caught.value.code == "unknown_lane"
 
 
-def test_budget_headers(gateway: Service) -> None:
-    agent = _client(gateway, **{"user-agent": "agent"})
+def test_budget_headers(gateway: Service, openai_client: OpenAIClients) -> None:
+    agent = openai_client(gateway, **{"user-agent": "agent"})
     raw = agent.chat.completions.with_raw_response.create(model="m", messages=MSGS, max_tokens=4)
     assert int(raw.headers["x-ratelimit-limit-tokens"]) == 400
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 400
@@ -154,7 +155,9 @@ async def test_a_client_that_leaves_while_queued_leaves_the_queue_at_once(
         assert c.json()["error"]["code"] == "lane_queue_timeout"
 
 
-def test_clients_keys_and_x_lane_misuse(sim: Service, output_dir: Path, tmp_path: Path) -> None:
+def test_clients_keys_and_x_lane_misuse(
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     clients = f"""
 clients:
   - {{name: alice, key: "{hash_key(ALICE)}", lanes: [interactive]}}
@@ -165,12 +168,12 @@ clients:
     )
     try:
         with pytest.raises(openai.AuthenticationError):
-            _client(gateway, "wrong").chat.completions.create(model="m", messages=MSGS)
-        denied = _client(gateway, ALICE, **{"x-lane": "batch"})
+            openai_client(gateway, "wrong").chat.completions.create(model="m", messages=MSGS)
+        denied = openai_client(gateway, ALICE, **{"x-lane": "batch"})
         with pytest.raises(openai.PermissionDeniedError) as caught:
             denied.chat.completions.create(model="m", messages=MSGS, max_tokens=2)
         assert caught.value.code == "lane_not_allowed"
-        bob = _client(gateway, BOB).chat.completions.with_raw_response
+        bob = openai_client(gateway, BOB).chat.completions.with_raw_response
         assert _lane_of(bob.create(model="m", messages=MSGS, max_tokens=2)) == "batch"
         ollama_native = httpx.post(f"{gateway.url}/api/chat", json={"model": "m"})
         assert ollama_native.status_code == 401 and isinstance(ollama_native.json()["error"], str)
@@ -178,13 +181,15 @@ clients:
         gateway.stop()
 
 
-def test_budget_spend_survives_restart(sim: Service, output_dir: Path, tmp_path: Path) -> None:
+def test_budget_spend_survives_restart(
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     policy = _policy(tmp_path / "p.yaml", sim)
     state = tmp_path / "state"
     agent_headers = {"user-agent": "agent"}
 
     def remaining(gateway: Service) -> int:
-        raw = _client(gateway, **agent_headers).chat.completions.with_raw_response.create(
+        raw = openai_client(gateway, **agent_headers).chat.completions.with_raw_response.create(
             model="m", messages=MSGS, max_tokens=4
         )
         return int(raw.headers["x-ratelimit-remaining-tokens"])

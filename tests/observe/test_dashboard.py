@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
+from tests.support.clients import OpenAIClients
 from tests.support.processes import Service
 from tests.support.threads import Worker, check_all
 
@@ -100,14 +100,14 @@ GATEWAY_ENV = {"T_DASH_ADMIN": ADMIN_KEY}
 
 
 @pytest.fixture
-def traffic(gateway: Service) -> Iterator[list[int]]:
+def traffic(gateway: Service, openai_client: OpenAIClients) -> Iterator[list[int]]:
     """Streams chat completions in both lanes from background threads until the test ends."""
     stop = threading.Event()
     done: list[int] = []
     deadline = time.monotonic() + TRAFFIC_LIMIT_S
 
     def worker(lane: str) -> None:
-        oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+        oa = openai_client(gateway)
         while not stop.is_set() and time.monotonic() < deadline:
             stream = oa.chat.completions.create(
                 model=MODEL,

@@ -22,6 +22,7 @@ from gateway.cli import main
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
 from gateway.serving.keys import hash_key
+from tests.support.clients import OpenAIClients
 from tests.support.policies import upstream_entry, write_policy
 from tests.support.processes import REPO, Service, free_port, start_gateway
 
@@ -92,8 +93,9 @@ def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
     result = Run(state=tmp / "state", csv_path=tmp / "rows.csv")
     policy = _policy(tmp / "p.yaml", sim.url)
     gateway = start_gateway("gw-ledger", policy, output_dir, state=result.state)
+    clients = OpenAIClients()  # this fixture is module-scoped: the function-scoped one won't do
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        client = clients(gateway, KEY)
         chat = client.chat.completions
         stream = chat.create(
             model="m",
@@ -107,7 +109,7 @@ def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
         chat.create(model="m", messages=MSGS, max_tokens=8, extra_headers={"x-request-id": "ok"})
         result.statuses |= {"ok-stream": 200, "ok": 200}
         result.lanes |= {"ok-stream": "interactive", "ok": "interactive"}
-        bad = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0)
+        bad = clients(gateway, "wrong")
         with pytest.raises(openai.AuthenticationError):
             bad.chat.completions.create(
                 model="m",
@@ -123,6 +125,7 @@ def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
             time.sleep(0.2)
         result.report = _report(result.state, "--since", "1h", "--csv", str(result.csv_path))
     finally:
+        clients.close()
         gateway.stop()  # SIGTERM
     return result
 
@@ -235,7 +238,7 @@ def test_dead_upstream_is_a_502_row(output_dir: Path, tmp_path: Path) -> None:
 
 
 def test_prompts_and_keys_never_reach_disk_or_log(
-    sim: Service, output_dir: Path, tmp_path: Path
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
 ) -> None:
     marker = f"marker-{uuid.uuid4()}"
     state = tmp_path / "state"
@@ -245,7 +248,7 @@ def test_prompts_and_keys_never_reach_disk_or_log(
     gateway = start_gateway("gw-privacy", policy, output_dir, state=state, env=env)
     messages = [{"role": "user", "content": f"Please remember {marker} for me"}]
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        client = openai_client(gateway, KEY)
         reply = client.chat.completions.create(model="m", messages=messages, max_tokens=8)
         assert reply.choices[0].message.content
         chunks = client.chat.completions.create(

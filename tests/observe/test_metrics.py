@@ -27,6 +27,7 @@ from gateway.observe.request_metrics import KNOWN_FAMILIES
 from gateway.policy.loader import load_policy_text
 from gateway.settings import Settings
 from gateway.upstreams.circuit_breaker import Outcome
+from tests.support.clients import OpenAIClients
 from tests.support.processes import REPO, Service
 
 MSGS = [{"role": "user", "content": "Say hello to the team"}]
@@ -52,12 +53,6 @@ offload: {sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain:
 GATEWAY_ENV = {"T_METRICS_ADMIN": ADMIN}
 
 
-def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers or None
-    )
-
-
 def scrape(gateway: Service) -> list[Sample]:
     response = httpx.get(f"{gateway.url}/metrics", timeout=10)
     assert response.status_code == 200
@@ -76,9 +71,9 @@ def series(samples: list[Sample], name: str) -> list[dict[str, str]]:
     return [s.labels for s in samples if s.name == name]
 
 
-def test_known_traffic_counts_exactly(gateway: Service) -> None:
+def test_known_traffic_counts_exactly(gateway: Service, openai_client: OpenAIClients) -> None:
     before = scrape(gateway)
-    client = _client(gateway)
+    client = openai_client(gateway)
     prompt = completion = events_after_first = 0
     for _ in range(5):
         stream = client.chat.completions.create(
@@ -99,7 +94,7 @@ def test_known_traffic_counts_exactly(gateway: Service) -> None:
         assert reply.usage is not None
         prompt += reply.usage.prompt_tokens
         completion += reply.usage.completion_tokens
-    small = _client(gateway, **{"x-lane": "small"})
+    small = openai_client(gateway, **{"x-lane": "small"})
     for _ in range(2):  # 100 tokens can never fit a 50-token daily budget
         with pytest.raises(openai.BadRequestError) as caught:
             small.chat.completions.create(model="llama3.2:1b", messages=MSGS, max_tokens=100)
@@ -190,12 +185,12 @@ def test_offload_state_and_transitions(gateway: Service) -> None:
     assert transitions - value(before, "lanegate_offload_transitions_total") == 2
 
 
-def test_labels_stay_bounded(gateway: Service) -> None:
+def test_labels_stay_bounded(gateway: Service, openai_client: OpenAIClients) -> None:
     """60 requests, each with its own request id, client key and model name (60 distinct
     would-be families), add no label value beyond the bounded sets."""
     for i in range(60):
         model = f"z{chr(97 + i // 26)}{chr(97 + i % 26)}:1b"  # families "zaa", "zab", ...
-        client = _client(gateway, key=f"client-key-{i}", **{"x-request-id": f"req-{i}"})
+        client = openai_client(gateway, key=f"client-key-{i}", **{"x-request-id": f"req-{i}"})
         client.chat.completions.create(model=model, messages=MSGS, max_tokens=1)
     samples = scrape(gateway)
     text = "\n".join(f"{s.name}{s.labels}" for s in samples)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 
+from tests.support.clients import OpenAIClients
 from tests.support.processes import REPO, Service, free_port
 from tests.support.threads import Worker, check_all
 
@@ -55,10 +56,6 @@ def lane(document: dict[str, Any], name: str) -> dict[str, Any]:
     return next(item for item in document["lanes"] if item["name"] == name)
 
 
-def client(gateway: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-
-
 def chat(oa: openai.OpenAI, lane_name: str = "interactive") -> str:
     stream = oa.chat.completions.create(
         model=MODEL,
@@ -88,9 +85,11 @@ def test_status_needs_the_admin_key(gateway: Service) -> None:
 # -- what traffic does to the document --------------------------------------------------------
 
 
-def test_status_reports_traffic_per_lane_and_upstream(gateway: Service) -> None:
+def test_status_reports_traffic_per_lane_and_upstream(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     before = doc(gateway)
-    oa = client(gateway)
+    oa = openai_client(gateway, CLIENT_KEY)
     requests = 6
     for _ in range(requests):
         assert chat(oa)
@@ -142,9 +141,11 @@ def test_status_has_host_signals_without_an_offload_section(gateway: Service) ->
     assert document["generated_at"] >= document["policy"]["loaded_at"]
 
 
-def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
+def test_status_shows_in_flight_and_queue_of_a_lane(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     """Batch has one slot: three concurrent batch requests show 1 in flight and a queue."""
-    oa = client(gateway)
+    oa = openai_client(gateway, CLIENT_KEY)
     start = lane(doc(gateway), "batch")["requests"]["1m"]
     workers = [Worker(lambda: chat(oa, "batch"), name=f"batch-{i}") for i in range(3)]
     for worker in workers:
@@ -178,8 +179,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_cli_prints_tables_and_json(gateway: Service) -> None:
-    assert chat(client(gateway))
+def test_cli_prints_tables_and_json(gateway: Service, openai_client: OpenAIClients) -> None:
+    assert chat(openai_client(gateway, CLIENT_KEY))
     shown = run_cli("--url", gateway.url, env={"LANEGATE_ADMIN_KEY": ADMIN_KEY})
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()

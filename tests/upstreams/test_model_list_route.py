@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import openai
-
+from tests.support.clients import OpenAIClients
 from tests.support.processes import start_gateway, start_simulator
 
 
-def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> None:
+def test_models_merged_across_upstreams(
+    output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     mini = start_simulator("sim-ml-mini", output_dir, "--profile", "m2-mini-16gb")
     m4 = start_simulator("sim-ml-m4", output_dir, "--profile", "m4-max-64gb")
     policy = tmp_path / "p.yaml"
@@ -24,7 +25,7 @@ def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> Non
     env = {"LANEGATE_DISCOVERY_INTERVAL": "0.2"}
     gateway = start_gateway("gw-models", policy, output_dir, env=env)
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+        client = openai_client(gateway, "any")
         deadline = time.monotonic() + 5
         owners: dict[str, str] = {}
         while time.monotonic() < deadline and "llama-8b" not in owners:

@@ -18,12 +18,9 @@ import openai
 import pytest
 
 from gateway.tools.simulator.engine import Profile
+from tests.support.clients import OpenAIClients
 from tests.support.threads import Worker
 from tests.tools.simulator.sim_harness import SimServer, running
-
-
-def oa(server: SimServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="sim", max_retries=0)
 
 
 def aoa(server: SimServer) -> openai.AsyncOpenAI:
@@ -36,8 +33,12 @@ MSGS: Any = [{"role": "user", "content": "Tell me about slots and queues, briefl
 # ------------------------------------------------------------------------ OpenAI-compatible
 
 
-def test_chat_nonstream_has_usage_and_length_finish(sim: SimServer) -> None:
-    out = oa(sim).chat.completions.create(model="llama3:8b", messages=MSGS, max_tokens=5)
+def test_chat_nonstream_has_usage_and_length_finish(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    out = openai_client(sim, "sim").chat.completions.create(
+        model="llama3:8b", messages=MSGS, max_tokens=5
+    )
     assert out.object == "chat.completion"
     assert out.choices[0].finish_reason == "length"
     assert out.choices[0].message.role == "assistant"
@@ -47,14 +48,16 @@ def test_chat_nonstream_has_usage_and_length_finish(sim: SimServer) -> None:
     assert out.usage.prompt_tokens == len("Tell me about slots and queues, briefly.") // 4
 
 
-def test_chat_default_limit_is_a_natural_stop(sim: SimServer) -> None:
-    out = oa(sim).chat.completions.create(model="llama3:8b", messages=MSGS)
+def test_chat_default_limit_is_a_natural_stop(sim: SimServer, openai_client: OpenAIClients) -> None:
+    out = openai_client(sim, "sim").chat.completions.create(model="llama3:8b", messages=MSGS)
     assert out.choices[0].finish_reason == "stop"
     assert out.usage is not None and out.usage.completion_tokens == sim.profile.default_max_tokens
 
 
-def test_chat_stream_role_first_one_delta_per_token_usage_last(sim: SimServer) -> None:
-    stream = oa(sim).chat.completions.create(
+def test_chat_stream_role_first_one_delta_per_token_usage_last(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    stream = openai_client(sim, "sim").chat.completions.create(
         model="llama3:8b",
         messages=MSGS,
         max_completion_tokens=6,
@@ -98,8 +101,8 @@ def test_async_chat_stream_and_completions(sim: SimServer) -> None:
     assert len(comp.split()) == 3
 
 
-def test_embeddings_are_deterministic_vectors(sim: SimServer) -> None:
-    client = oa(sim)
+def test_embeddings_are_deterministic_vectors(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     out = client.embeddings.create(model="nomic-embed-text", input=["alpha", "beta", "alpha"])
     vectors = [d.embedding for d in out.data]
     assert [d.index for d in out.data] == [0, 1, 2]
@@ -109,8 +112,8 @@ def test_embeddings_are_deterministic_vectors(sim: SimServer) -> None:
     assert out.usage.prompt_tokens == 3
 
 
-def test_responses_nonstream_and_stream(sim: SimServer) -> None:
-    client = oa(sim)
+def test_responses_nonstream_and_stream(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     resp = client.responses.create(model="llama3:8b", input="Say hi", max_output_tokens=4)
     assert resp.status == "incomplete" and resp.output_text
     assert resp.usage is not None and resp.usage.output_tokens == 4
@@ -131,8 +134,8 @@ def test_responses_nonstream_and_stream(sim: SimServer) -> None:
     assert final.status == "incomplete" and len(final.output_text.split()) == 3
 
 
-def test_models_list_retrieve_and_unknown(sim: SimServer) -> None:
-    client = oa(sim)
+def test_models_list_retrieve_and_unknown(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     assert [m.id for m in client.models.list()] == ["llama3:8b", "nomic-embed-text:latest"]
     assert client.models.retrieve("llama3:8b").id == "llama3:8b"
     with pytest.raises(openai.NotFoundError) as err:
@@ -216,8 +219,10 @@ def test_plain_endpoints(sim: SimServer) -> None:
 # --------------------------------------------------------------------- behaviour under load
 
 
-def test_same_seed_same_text_and_reset_replays(sim: SimServer) -> None:
-    client = oa(sim)
+def test_same_seed_same_text_and_reset_replays(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    client = openai_client(sim, "sim")
 
     def ask(**extra: Any) -> str:
         out = client.chat.completions.create(model="llama3:8b", messages=MSGS, **extra)
@@ -306,7 +311,7 @@ def _wait_for(condition: Any, timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
-def test_queue_full_answers_503_in_each_shape() -> None:
+def test_queue_full_answers_503_in_each_shape(openai_client: OpenAIClients) -> None:
     tight = Profile(
         name="tight",
         models=(),
@@ -327,7 +332,7 @@ def test_queue_full_answers_503_in_each_shape() -> None:
             "error": "server busy, please try again.  maximum pending requests exceeded"
         }
         with pytest.raises(openai.InternalServerError) as err:
-            oa(server).chat.completions.create(model="m", messages=MSGS)
+            openai_client(server, "sim").chat.completions.create(model="m", messages=MSGS)
         assert err.value.status_code == 503
         assert err.value.body["type"] == "api_error"  # type: ignore[index]
         assert server.stats()["rejected"] == 2
