@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
         install-launchd uninstall-launchd
 
 help:
-	@echo "make run        start the demo: two simulated Macs + the gateway on :8400"
+	@echo "make run        start the demo: two simulated Macs + the gateway on :8400 (PORT=...)"
 	@echo "make test       lint, type-check and run the default test suite"
 	@echo "make test-e2e   only the end-to-end tests against a real llama.cpp server"
 	@echo "make test-load  load and soak tests (long)"
@@ -27,12 +27,14 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lanegate needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[ladder,redis,bench]' --group dev
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# PORT=8500 moves the gateway; the simulated Macs take free ports; state lives in a temp dir.
+PORT ?= 8400
 run: $(STAMP)
-	$(BIN)/lanegate demo
+	$(BIN)/lanegate demo --port $(PORT)
 
 # System packages some suites need (a C++ toolchain for llama.cpp's server, chromium,
 # redis-server). Installs with apt where we are root on Debian/Ubuntu; elsewhere the suites

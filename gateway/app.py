@@ -15,11 +15,17 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import ErrorShape, GatewayError, MethodNotAllowed, shape_for_path
+from gateway.errors import (
+    ErrorShape,
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    shape_for_path,
+)
 from gateway.lanes.budget_store import Budgets, BudgetService, SqliteSpendStore
 from gateway.lanes.gate import LaneGate
 from gateway.observe.ledger import LEDGER_FILE, RequestLedger, SqliteLedgerStore
@@ -31,6 +37,7 @@ from gateway.offload.loop import OffloadLoop, upstream_signal_source
 from gateway.offload.signals import SignalSampler, SignalSource, default_source
 from gateway.ops.control import build_control_app
 from gateway.ops.drain import Drain
+from gateway.ops.fd_watch import FdWatch
 from gateway.ops.reload import PolicyReloader
 from gateway.policy.change import diff
 from gateway.policy.spec import Policy, UpstreamSpec
@@ -38,8 +45,13 @@ from gateway.runtime import Runtime
 from gateway.serving.auth import Authenticator
 from gateway.serving.flow import RequestFlow
 from gateway.serving.relay import Relay, send_error
+from gateway.serving.routes import (
+    MANAGEMENT_PATHS,
+    is_relay_path,
+    management_refusal,
+    match_route,
+)
 from gateway.serving.routes import Route as RelayRoute
-from gateway.serving.routes import is_relay_path, match_route
 from gateway.settings import Settings
 from gateway.upstreams.client import UpstreamClient, create_client
 from gateway.upstreams.discovery import Discovery
@@ -93,6 +105,7 @@ class Gateway:
             max_body_bytes=settings.max_body_bytes,
             clock=self.clock,
             body_timeout_s=settings.body_timeout,
+            max_upstream_body_bytes=settings.max_upstream_body_bytes,
         )
         self.router = UpstreamRouter(self.discovered, self.clock)
         self.discovery = Discovery(
@@ -113,12 +126,19 @@ class Gateway:
             )
             budget_service = SharedBudgets(self.shared, self.budgets)
         self.flow = RequestFlow(
-            self.relay, budget_service, self.recorder, self.clients, self.router, self.clock
+            self.relay,
+            budget_service,
+            self.recorder,
+            self.clients,
+            self.router,
+            self.clock,
+            wall_clock or time.time,
         )
         self.wall_clock = wall_clock or time.time
         self.runtime = self.build_runtime(policy)
         self.drain = Drain(settings.drain_timeout)
         self.reloader = PolicyReloader(self, settings.policy)
+        self.fd_watch = FdWatch()  # says so before the process runs out of descriptors
         self.metrics = build_registry(self, self.tally)
         self.control = build_control_app(self, self.metrics, self.reloader.endpoint)
 
@@ -130,6 +150,11 @@ class Gateway:
     def reload_error(self) -> str | None:
         """The last refused reload (file, line, field), until the next success."""
         return self.reloader.last_error
+
+    @property
+    def access_change(self) -> dict[str, Any] | None:
+        """The last reload that changed who may call: {version, at, changes}."""
+        return self.reloader.last_access_change
 
     def swap(self, runtime: Runtime) -> None:
         """The one write a reload makes: the next requests see the new runtime."""
@@ -203,8 +228,10 @@ class Gateway:
         if self.runtime.offload is not None:
             await self.runtime.offload.start()
         self.reloader.start()
+        self.fd_watch.start()
 
     async def shutdown(self) -> None:
+        await self.fd_watch.stop()
         await self.reloader.stop()
         runtime = self.runtime
         if runtime.offload is not None:
@@ -224,11 +251,9 @@ class Gateway:
             route = match_route(scope["method"], scope["path"])
             if route is not None:
                 await self.handle_relay(route, scope, receive, send)
-            elif is_relay_path(scope["path"]):
+            elif is_relay_path(scope["path"]) or scope["path"] in MANAGEMENT_PATHS:
                 shape = shape_for_path(scope["path"])
-                await send_error(
-                    send, _method_not_allowed(scope), shape, self.relay.request_ids.of(scope)
-                )
+                await send_error(send, _not_relayed(scope), shape, self.relay.request_ids.of(scope))
             else:
                 await self.control(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -300,7 +325,11 @@ def _signal_source(policy: Policy) -> SignalSource:
     return default_source()
 
 
-def _method_not_allowed(scope: Scope) -> GatewayError:
+def _not_relayed(scope: Scope) -> GatewayError:
+    """A relay path with the wrong method (405), or Ollama's model management (403)."""
+    refusal = management_refusal(scope["method"], scope["path"])
+    if refusal is not None:
+        return Forbidden(refusal, code="model_management")
     return MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
 
 

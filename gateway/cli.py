@@ -10,6 +10,7 @@ from gateway import __version__
 
 # Subcommand modules under gateway.commands, in the order `--help` lists them.
 COMMANDS = (
+    "init",
     "serve",
     "simulate",
     "demo",

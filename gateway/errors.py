@@ -10,6 +10,7 @@ One tree: everything lanegate raises on purpose is a `LanegateError`. Its branch
     │   │   ├── UpstreamDisconnected      closed before or while answering
     │   │   └── UpstreamProtocolError     not HTTP/1.1 we can parse
     │   └── RetryElsewhere       failed before any byte reached the client: try another
+    ├── GatewayOutOfFiles       EMFILE/ENFILE opening an upstream socket: ours, not the upstream's
     └── ConfigError             a file or an answer lanegate reads is wrong (the ones that
         │                       were ValueErrors still are)
         ├── PolicyError              policy/loader.py: every problem, with file, line, field
@@ -19,8 +20,8 @@ One tree: everything lanegate raises on purpose is a `LanegateError`. Its branch
         └── ProfileError             tools/simulator/profiles.py: a simulator profile
 
 Private control-flow exceptions (`_Refused`, `_QueueTimeout`, `_Unanswered`) never leave their
-module; the tools' own (`LadderUsageError`, `Unreachable`, the simulator's `ApiError`) are
-`LanegateError`s too.
+module; the tools' own (`LadderUsageError`, `Unreachable`, `SigningError`, `PlotUnavailable`,
+the simulator's `ApiError`) are `LanegateError`s too.
 
 GatewayError, by status::
 
@@ -32,16 +33,22 @@ GatewayError, by status::
     ├── MethodNotAllowed                405   invalid_request_error / method_not_allowed
     ├── RequestTimeout                  408   invalid_request_error / body_timeout, header_timeout
     ├── PayloadTooLarge                 413   invalid_request_error / body_too_large
+    ├── UnsupportedMediaType            415   invalid_request_error / unsupported_media_type
     ├── HeadersTooLarge                 431   invalid_request_error / headers_too_large
     ├── RateLimited                     429   rate_limit_error / lane_queue_full, token_budget, ...
-    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable
+    ├── UpstreamUnavailable             502   upstream_error / upstream_unreachable,
+    │                                         upstream_body_too_large
     ├── ServiceUnavailable              503   service_unavailable / gateway_draining, no_upstream,
+    │                                                             gateway_out_of_files,
     │                                                             lane_removed
     └── UpstreamTimeout                 504   upstream_error / upstream_timeout
 
 On `/v1/*` (and the gateway's own paths) the body is OpenAI's shape
 `{"error": {"message", "type", "code", "param"}}`; on Ollama's native `/api/*` it is Ollama's
-`{"error": "message"}`, with the same status code. Messages say what to do, not only what broke.
+`{"error": "message"}`; on Anthropic's `/v1/messages*` it is Anthropic's
+`{"type": "error", "error": {"type", "message"}}` with Anthropic's type for the status
+(`ANTHROPIC_TYPES`), the same status code everywhere. Messages say what to do, not only what
+broke.
 """
 
 from __future__ import annotations
@@ -53,6 +60,21 @@ from enum import Enum
 class ErrorShape(Enum):
     OPENAI = "openai"
     OLLAMA = "ollama"
+    ANTHROPIC = "anthropic"
+
+
+# Anthropic's error types by HTTP status (docs.anthropic.com/en/api/errors); Anthropic uses
+# invalid_request_error for 4xx codes it does not list, and overloaded_error (its 529) is what
+# its SDKs expect when a server cannot take the request now.
+ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+ANTHROPIC_PREFIX = "/v1/messages"
 
 
 class LanegateError(Exception):
@@ -79,6 +101,12 @@ class UpstreamProtocolError(UpstreamConnectionError):
     pass
 
 
+class GatewayOutOfFiles(LanegateError, OSError):
+    """This process (not the upstream) could not open a socket: EMFILE or ENFILE. Not an
+    `UpstreamFault`: the breaker must not blame the upstream for it (the relay answers 503
+    `gateway_out_of_files`)."""
+
+
 class RetryElsewhere(UpstreamFault):
     """The upstream failed before anything reached the client: another upstream may serve it.
 
@@ -86,10 +114,11 @@ class RetryElsewhere(UpstreamFault):
     which the circuit breaker counts apart from failures.
     """
 
-    def __init__(self, detail: str, *, busy: bool = False) -> None:
+    def __init__(self, detail: str, *, busy: bool = False, answered: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.busy = busy
+        self.answered = answered  # an HTTP answer (alive, 502/503), not a connection failure
 
 
 class ConfigError(LanegateError):
@@ -117,7 +146,7 @@ class GatewayError(LanegateError):
         self.headers = headers or {}
 
     def body(self, shape: ErrorShape) -> bytes:
-        return error_body(shape, self.message, self.type, self.code, self.param)
+        return error_body(shape, self.message, self.type, self.code, self.param, self.status)
 
 
 class BadRequest(GatewayError):
@@ -162,6 +191,12 @@ class PayloadTooLarge(GatewayError):
     code = "body_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class HeadersTooLarge(GatewayError):
     status = 431
     type = "invalid_request_error"
@@ -180,6 +215,15 @@ class UpstreamUnavailable(GatewayError):
     code = "upstream_unreachable"
 
 
+class UpstreamBodyTooLarge(UpstreamUnavailable):
+    code = "upstream_body_too_large"
+
+
+# Codes of relay outcomes that say nothing about an upstream's health (its breaker skips them).
+OUT_OF_FILES = "gateway_out_of_files"
+NOT_THE_UPSTREAMS = frozenset({OUT_OF_FILES, UpstreamBodyTooLarge.code})
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
@@ -193,20 +237,43 @@ class UpstreamTimeout(GatewayError):
 
 
 def shape_for_path(path: str) -> ErrorShape:
-    return ErrorShape.OLLAMA if path.startswith("/api/") else ErrorShape.OPENAI
+    if path.startswith("/api/"):
+        return ErrorShape.OLLAMA
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return ErrorShape.ANTHROPIC
+    return ErrorShape.OPENAI
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error `type` for an HTTP status."""
+    known = ANTHROPIC_TYPES.get(status)
+    if known is not None:
+        return known
+    return "invalid_request_error" if status < 500 else "api_error"
 
 
 def error_body(
-    shape: ErrorShape, message: str, type_: str, code: str, param: str | None = None
+    shape: ErrorShape,
+    message: str,
+    type_: str,
+    code: str,
+    param: str | None = None,
+    status: int = 400,
 ) -> bytes:
     if shape is ErrorShape.OLLAMA:
         return json.dumps({"error": message}).encode()
+    if shape is ErrorShape.ANTHROPIC:
+        detail = {"type": anthropic_type(status), "message": message}
+        return json.dumps({"type": "error", "error": detail}).encode()
     error = {"message": message, "type": type_, "code": code, "param": param}
     return json.dumps({"error": error}).encode()
 
 
 def stream_error_event(shape: ErrorShape, error: GatewayError) -> bytes:
-    """The last event of a stream that failed after it started (SSE, or NDJSON for Ollama)."""
+    """The last event of a stream that failed after it started (SSE, or NDJSON for Ollama;
+    Anthropic's streams name it `event: error`)."""
     if shape is ErrorShape.OLLAMA:
         return error.body(shape) + b"\n"
+    if shape is ErrorShape.ANTHROPIC:
+        return b"event: error\ndata: " + error.body(shape) + b"\n\n"
     return b"data: " + error.body(shape) + b"\n\n"

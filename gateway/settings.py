@@ -6,6 +6,7 @@ what only changes with a restart (where to listen, where state lives, hard limit
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,17 +17,29 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 LOOPBACK = "localhost"
 
 
+def lanegate_home() -> Path:
+    """$LANEGATE_HOME, else ~/.lanegate: the policy `lanegate init` writes and `serve` reads by
+    default, and the state (ledger, budgets) unless LANEGATE_STATE_DIR says otherwise."""
+    return Path(os.environ.get("LANEGATE_HOME") or Path.home() / ".lanegate").expanduser()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LANEGATE_", extra="ignore")
 
     host: str = Field(default=LOOPBACK, description="Bind address; 'localhost' = 127.0.0.1 + ::1")
     port: Annotated[int, Field(ge=0, le=65535)] = 8400
-    policy: Path = Path("policies/default.yaml")
-    state_dir: Path = Field(default_factory=lambda: Path.home() / ".lanegate")
+    policy: Path = Field(default_factory=lambda: lanegate_home() / "policy.yaml")
+    state_dir: Path = Field(default_factory=lanegate_home)
     # Vision requests carry several base64 images: 32 MiB by default.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    # A non-streamed upstream body is held whole before it is sent on (so a failure half-way
+    # is still a clean 502): beyond this many bytes the request gets 502
+    # upstream_body_too_large. Embeddings of 3,000 inputs are ~22 MB.
+    max_upstream_body_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     log_level: str = "info"
+    # `json`: one JSON object per line for every log record (jq, Loki); `text`: classic lines.
+    log_format: Literal["text", "json"] = "text"
     # How often each upstream's model list (and llama.cpp's slots) is read, seconds.
     discovery_interval: Annotated[float, Field(gt=0)] = 30.0
     # The upstream HTTP client: lanegate's lean one, or aiohttp / the httpx API for comparison.

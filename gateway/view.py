@@ -7,7 +7,7 @@ app (`gateway.app.Gateway`) satisfies it, and a test can hand them anything that
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.lanes.budget_store import Budgets
 from gateway.observe.rolling import RollingRegistry
@@ -43,6 +43,9 @@ class GatewayView(Protocol):
 
     @property
     def reload_error(self) -> str | None: ...
+
+    @property
+    def access_change(self) -> dict[str, Any] | None: ...
 
     def build_runtime(self, policy: Policy, previous: Runtime | None = None) -> Runtime: ...
 

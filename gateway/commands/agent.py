@@ -75,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
     import uvicorn
 
+    from gateway.commands.serve import configure_logging
     from gateway.offload.signals import default_source
+    from gateway.settings import Settings
     from gateway.tools.agent import create_agent_app
 
+    # The gateway's logging (LANEGATE_LOG_FORMAT=json included): the agent is a service too.
+    configure_logging(args.log_level, Settings())
     app = create_agent_app(default_source(), args.key, env, args.interval)
     config = uvicorn.Config(
         app,
@@ -87,6 +91,7 @@ def serve(args: argparse.Namespace, env: dict[str, str]) -> None:
         http="httptools",
         access_log=False,
         log_level=args.log_level,
+        log_config=None,
         lifespan="on",
     )
     uvicorn.Server(config).run()

@@ -1,8 +1,10 @@
 """`lanegate ladder`: step load at rising concurrency, the knee, and a gate report.
 
-`lanegate ladder compare RUN_A RUN_B` puts two runs side by side. docs/ladder.md walks
-through a run. Exit status: 0 every gate passed, 1 a gate failed, 2 bad arguments or an
-unreadable run, 130 interrupted (everything measured is still written).
+`lanegate ladder compare RUN_A RUN_B` puts two runs side by side (`--strict`: refuse runs
+that differ in versions, model, prompts or machine); `history DIR...` shows p95 at each rung
+across runs; `sign RUN` / `verify RUN` seal a run's files. docs/ladder.md walks through a run.
+Exit status: 0 every gate passed (or verified), 1 a gate failed (or verification failed),
+2 bad arguments or an unreadable run, 130 interrupted (everything measured is still written).
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ def register(subparsers: Any) -> None:
     compare = actions.add_parser("compare", help="two runs side by side, rung by rung")
     compare.add_argument("run_a", metavar="RUN_A", help="a run directory or its report.json")
     compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) when the runs differ in lanegate/server/OS version, model "
+        "digest, prompts, contract or machine (default: compare with a warning)",
+    )
+    history = actions.add_parser("history", help="p95 TTFT at each rung across runs, oldest first")
+    history.add_argument("dirs", nargs="+", metavar="DIR", help="runs, or folders of runs")
+    sign = actions.add_parser("sign", help="write SHA256SUMS for a run (and sign it with --key)")
+    sign.add_argument("run", metavar="RUN")
+    sign.add_argument("--key", help="SSH private key: signs SHA256SUMS with ssh-keygen -Y sign")
+    verify = actions.add_parser("verify", help="check a run's SHA256SUMS (and its signature)")
+    verify.add_argument("run", metavar="RUN")
+    verify.add_argument("--allowed-signers", help="ssh-keygen allowed_signers file")
+    verify.add_argument("--identity", help="the signer's principal in that file")
+    plot = actions.add_parser("plot", help="draw ladder.png of a run (needs lanegate[ladder])")
+    plot.add_argument("run", metavar="RUN", help="a run directory or its report.json")
     _target_flags(parser)
     _load_flags(parser)
     _gate_flags(parser)
@@ -67,6 +86,7 @@ def _load_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--watch-name", help="sample the summed RSS of processes named this")
     g.add_argument("--sample-interval", type=float, default=1.0, help="signals, s")
     g.add_argument("--out", help="output directory (default ladder-runs/<timestamp>/)")
+    g.add_argument("--note", help="recorded in the report, e.g. 'mini on a shelf, lid closed'")
     g.add_argument("--no-plot", action="store_true", help="skip ladder.png")
 
 
@@ -89,13 +109,40 @@ def _gate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.tools.ladder.command import LadderUsageError, compare_runs, run_ladder
+    from gateway.tools.ladder.verbs import LadderUsageError
 
     try:
-        if args.ladder_action == "compare":
-            print(compare_runs(Path(args.run_a), Path(args.run_b)), end="")
-            return 0
-        return run_ladder(args)
+        return _dispatch(args)
     except LadderUsageError as exc:
         print(f"lanegate ladder: {exc}", file=sys.stderr)
         return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from gateway.tools.ladder import verbs
+
+    action = args.ladder_action
+    if action == "compare":
+        status, table, warning = verbs.compare_runs(
+            Path(args.run_a), Path(args.run_b), strict=args.strict
+        )
+        if warning:
+            print(f"lanegate ladder compare: {warning}", file=sys.stderr)
+        print(table, end="")
+        return status
+    if action == "history":
+        print(verbs.history([Path(d) for d in args.dirs]), end="")
+        return 0
+    if action == "sign":
+        print(verbs.sign_run(Path(args.run), Path(args.key) if args.key else None), end="")
+        return 0
+    if action == "verify":
+        allowed = Path(args.allowed_signers) if args.allowed_signers else None
+        status, text = verbs.verify_run(Path(args.run), allowed, args.identity)
+        print(text, end="")
+        return status
+    from gateway.tools.ladder.command import plot_run, run_ladder
+
+    if action == "plot":
+        return plot_run(Path(args.run))
+    return run_ladder(args)

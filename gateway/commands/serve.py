@@ -16,7 +16,11 @@ SHUTDOWN_STRAGGLERS_S = 1
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("serve", help="run the gateway")
-    parser.add_argument("--policy", help="policy YAML (default: LANEGATE_POLICY)")
+    parser.add_argument(
+        "--policy",
+        help="policy YAML (default: LANEGATE_POLICY, else $LANEGATE_HOME/policy.yaml, "
+        "~/.lanegate/policy.yaml: what `lanegate init` writes)",
+    )
     parser.add_argument("--host", help="bind address (default: LANEGATE_HOST or localhost)")
     parser.add_argument("--port", type=int, help="port (default: LANEGATE_PORT or 8400)")
     parser.add_argument("--log-level", help="debug, info, warning (default: LANEGATE_LOG_LEVEL)")
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
     from gateway.ops.http_protocol import HeaderLimits, limited_protocol
-    from gateway.ops.listen import bind_sockets, is_loopback
+    from gateway.ops.listen import bind_sockets, is_loopback, port_holder
     from gateway.ops.server import GracefulServer
     from gateway.policy import PolicyError, load_policy
     from gateway.serving.cors_app import with_cors
@@ -43,16 +47,31 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k in ("policy", "host", "port", "log_level") if (v := getattr(args, k))}
     settings = Settings(**overrides)
     configure_logging(settings.log_level, settings)
+    if not settings.policy.exists():
+        print(
+            f"lanegate serve: no policy at {settings.policy}: run `lanegate init` to write one "
+            "for the servers on this machine, or pass --policy FILE",
+            file=sys.stderr,
+        )
+        return 2
     try:
         policy = load_policy(settings.policy)
     except PolicyError as exc:
         print(f"lanegate: the policy cannot be used:\n{exc}", file=sys.stderr)
         return 2
-    problem = exposure_problem(settings, bool(policy.clients), args.allow_unauthenticated)
+    problem = missing_extra(settings) or exposure_problem(
+        settings, bool(policy.clients), args.allow_unauthenticated
+    )
     if problem is not None:
         print(f"lanegate serve: {problem}", file=sys.stderr)
         return 2
-    sockets = bind_sockets(settings.host, settings.port)
+    try:
+        sockets = bind_sockets(settings.host, settings.port)
+    except OSError as exc:
+        holder = port_holder(settings.port)
+        by = f" (held by {holder})" if holder else ""
+        print(f"lanegate serve: cannot listen on port {settings.port}: {exc}{by}", file=sys.stderr)
+        return 2
     app = create_app(policy, settings)
     limits = HeaderLimits(
         settings.max_header_count, settings.max_header_bytes, settings.header_timeout
@@ -98,6 +117,20 @@ def _address(name: tuple[str, int] | tuple[str, int, int, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def missing_extra(settings: Settings) -> str | None:
+    """A setting whose package comes with an extra that is not installed, and how to get it."""
+    from importlib.util import find_spec
+
+    if settings.redis_url and find_spec("redis") is None:
+        return "LANEGATE_REDIS_URL needs the redis client: pip install 'lanegate[redis]'"
+    if settings.upstream_client != "lean" and find_spec("aiohttp") is None:
+        return (
+            f"LANEGATE_UPSTREAM_CLIENT={settings.upstream_client} needs the measured alternative "
+            "clients: pip install 'lanegate[bench]' (or unset it: the default client needs none)"
+        )
+    return None
+
+
 def exposure_problem(
     settings: Settings, has_clients: bool, allow_unauthenticated: bool
 ) -> str | None:
@@ -135,10 +168,12 @@ def configure_logging(level: str, settings: Settings | None = None) -> None:
             settings.log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups
         )
         handlers = [rotating]
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        handlers=handlers,
-    )
+    from gateway.observe.log_format import formatter
+
+    shape = formatter(settings.log_format if settings is not None else "text")
+    for handler in handlers:
+        handler.setFormatter(shape)
+    logging.basicConfig(level=level.upper(), handlers=handlers)
+    logging.captureWarnings(True)  # Python warnings as log records, in the same format
     # httpx logs every request at INFO: lanegate's access log already says it, once.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.ops import launchd
+from gateway.ops import launchd, preflight
 from gateway.ops.launchd import KINDS, Install, ServiceFileError, ServiceKind
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "deploy" / "launchd"
 Runner = Callable[[Sequence[str]], "tuple[int, str]"]
 BOOTSTRAP_TRIES = 5  # bootstrap right after bootout can fail with 5 (I/O error) for a moment
 
@@ -45,6 +44,7 @@ class Host:
     user: str = field(default_factory=lambda: os.environ.get("SUDO_USER") or _login_name())
     home_of: Callable[[str], str] = field(default_factory=lambda: _home_of)
     run: Runner = run_command
+    probe: preflight.Probe = preflight.get  # one GET to a local upstream: None when it answers
     sleep: Callable[[float], None] = time.sleep
     out: Any = sys.stdout
     err: Any = sys.stderr
@@ -56,7 +56,9 @@ def register(subparsers: Any) -> None:
         help="render, install or remove the launchd service (macOS)",
         description="Kinds: gateway-agent (per user, gui/$UID), gateway-daemon (from boot, "
         "system domain, runs as --user), host-agent (`lanegate agent` on a remote Mac), "
-        "newsyslog (render only: the log rotation entry for /etc/newsyslog.d).",
+        "ollama-agent / ollama-daemon (Ollama's own server with the OLLAMA_* settings the "
+        "policy relies on), newsyslog (render only: the log rotation entry for "
+        "/etc/newsyslog.d).",
     )
     actions = parser.add_subparsers(dest="service_action", metavar="ACTION")
     for action in ("render", "install", "uninstall", "status", "upgrade"):
@@ -94,7 +96,17 @@ def _add_install_options(sub: argparse.ArgumentParser) -> None:
         "--key", help="host agent: key reference (sha256:<hex>), required off loopback"
     )
     sub.add_argument(
-        "--env", action="append", default=[], metavar="LANEGATE_NAME=VALUE", help="repeatable"
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="LANEGATE_* (OLLAMA_* for the ollama kinds); repeatable",
+    )
+    sub.add_argument("--ollama-bin", type=Path, help="Ollama's server binary (ollama kinds)")
+    sub.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="install even if a local upstream does not answer now (the policy is still checked)",
     )
 
 
@@ -137,12 +149,24 @@ def build_install(
     log_dir = _absolute(args.log_dir or Path(home) / "Library" / "Logs" / "lanegate")
     env = {**previous.get("EnvironmentVariables", {}), **dict(_parse_env(args.env))}
     arguments: tuple[str, ...] = ()
-    if kind is not None and kind.subcommand == "agent":
+    program = _program()
+    if kind is not None and kind.program == "ollama":
+        program = (preflight.ollama_binary(args.ollama_bin),)
+        policy, _ = preflight.policy_problems(_policy_path(args, state_dir, previous))
+        ollama = preflight.local_ollama(policy)
+        env = launchd.ollama_environment(
+            ollama.base_url if ollama else None,
+            ollama.max_concurrency if ollama else None,
+            home,
+            env,  # --env and the installed job's: render refuses any but OLLAMA_*
+        )
+        state_dir = Path(home)
+    elif kind is not None and kind.subcommand == "agent":
         arguments = _agent_arguments(args) if args.host or args.key else _after(kind, previous)
         arguments = arguments or _agent_arguments(args)
     else:
         env.setdefault("LANEGATE_STATE_DIR", str(state_dir))
-        env.setdefault("LANEGATE_POLICY", str(_absolute(args.policy or state_dir / "policy.yaml")))
+        env.setdefault("LANEGATE_POLICY", str(_policy_path(args, state_dir, previous)))
         env.setdefault("LANEGATE_LOG_FILE", str(log_dir / "lanegate.log"))
         if args.host:
             env["LANEGATE_HOST"] = args.host
@@ -150,7 +174,7 @@ def build_install(
             env["LANEGATE_PORT"] = str(args.port)
     drain = env.get("LANEGATE_DRAIN_TIMEOUT", Settings.model_fields["drain_timeout"].default)
     return Install(
-        program=_program(),
+        program=program,
         working_directory=str(state_dir),
         log_dir=str(log_dir),
         user_name=user,
@@ -165,9 +189,9 @@ def _render(args: argparse.Namespace, host: Host) -> int:
     kind = KINDS.get(args.kind)
     install = build_install(args, kind, host)
     if kind is None:
-        data = launchd.render_newsyslog((TEMPLATES / "newsyslog.conf").read_text(), install)
+        data = launchd.render_newsyslog(preflight.template("newsyslog.conf"), install)
     else:
-        data = launchd.render(kind, (TEMPLATES / kind.template).read_text(), install)
+        data = launchd.render(kind, preflight.template(kind.template), install)
     if args.out is None:
         host.out.write(data.decode())
     elif not args.dry_run:
@@ -194,7 +218,13 @@ def _install(args: argparse.Namespace, kind: ServiceKind, host: Host) -> int:
     installed = Path(path).read_bytes() if Path(path).exists() else None
     previous = launchd.parse(installed) if installed and args.service_action == "upgrade" else None
     install = build_install(args, kind, host, previous)
-    data = launchd.render(kind, (TEMPLATES / kind.template).read_text(), install)
+    data = launchd.render(kind, preflight.template(kind.template), install)
+    problems = preflight.install_problems(kind, install, args.no_probe, host.probe)
+    if problems:
+        print(f"lanegate service: not installing {kind.name}:", file=host.err)
+        for problem in problems:
+            print(f"  {problem}", file=host.err)
+        return 1
     if args.dry_run:
         return _dry_run(kind, host, path, data, restart=data == installed)
     if data == installed:  # same plist: launchd's copy is current, a restart is enough
@@ -323,6 +353,14 @@ def _program() -> tuple[str, ...]:
     python = os.path.abspath(sys.executable)
     script = Path(python).with_name("lanegate")
     return (str(script),) if script.exists() else (python, "-m", "gateway")
+
+
+def _policy_path(
+    args: argparse.Namespace, state_dir: Path, previous: dict[str, Any] | None
+) -> Path:
+    """The policy the gateway will serve: --policy, the installed job's, or STATE_DIR's."""
+    installed = (previous or {}).get("EnvironmentVariables", {}).get("LANEGATE_POLICY")
+    return _absolute(args.policy or Path(installed or state_dir / "policy.yaml"))
 
 
 def _absolute(path: Path) -> Path:

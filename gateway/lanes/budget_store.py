@@ -145,7 +145,7 @@ class Budgets:
     async def _flush_logged(self) -> None:
         try:
             await self.flush()
-        except sqlite3.Error:
+        except Exception:
             log.exception("could not write budget spend; will retry in %s s", FLUSH_INTERVAL_S)
 
     # -- the request path --------------------------------------------------------------------

@@ -149,15 +149,17 @@ def model_allowed(lane: LaneSpec, model: str | None) -> bool:
 
 
 def prompt_chars(body: Mapping[str, Any]) -> int:
-    """Characters of prompt text in an OpenAI or Ollama request body; never raises.
+    """Characters of prompt text in an OpenAI, Anthropic or Ollama request body; never raises.
 
     Counts chat `messages` (string content or text parts), completions `prompt` (string, list
     of strings, or token ids at CHARS_PER_TOKEN_ID each), responses `input` and `instructions`,
-    embeddings `input`, and Ollama `messages`, `prompt` and `system`. Images count nothing.
+    embeddings `input`, Ollama `messages`, `prompt` and `system`, Anthropic `messages` (text
+    and tool_result blocks) and `system`, and rerank `query` and `documents`. Images count
+    nothing.
     """
     if not isinstance(body, Mapping):
         return 0
-    fields = ("messages", "prompt", "system", "input", "instructions")
+    fields = ("messages", "prompt", "system", "input", "instructions", "query", "documents")
     return sum(_text_size(body.get(name), 0) for name in fields)
 
 

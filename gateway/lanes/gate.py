@@ -342,10 +342,12 @@ class LaneGate:
                 self.by_client.pop(client, None)
 
     def _rate_limited(self, lane: LaneSpec, code: str, what: str) -> RateLimited:
+        # The lane's own slots drain its queue: free slots elsewhere in the pool do not help
+        # a lane at its cap (they made this 1 s however long the lane's requests take).
         seconds = admission.retry_after_s(
             self.queue_depth(lane.name),
-            self.in_flight,
-            self.capacity,
+            self.by_lane.get(lane.name, 0),
+            min(lane.max_concurrency, self.capacity),
             self._service_s.get(lane.name),
         )
         # With shared slots these are this gateway's numbers; the cap counts every gateway.

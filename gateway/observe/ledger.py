@@ -51,13 +51,15 @@ CREATE TABLE IF NOT EXISTS requests (
     ts REAL NOT NULL, request_id TEXT NOT NULL, client TEXT, lane TEXT NOT NULL, model TEXT,
     upstream TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, error TEXT,
     queue_ms REAL, ttft_ms REAL, gap_max_ms REAL, duration_ms REAL NOT NULL,
-    prompt_tokens INTEGER, completion_tokens INTEGER
+    prompt_tokens INTEGER, completion_tokens INTEGER, trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
 # What the request path appends: the row is built from it at flush time, off the event loop.
 Pending = tuple["RequestLabels", "RequestRecord", float]
 _INSERT = f"INSERT INTO requests VALUES ({', '.join('?' * len(COLUMNS))})"
+# What binding a value SQLite cannot store raises (none of them is an sqlite3.Error).
+_UNBINDABLE = (OverflowError, ValueError, TypeError, sqlite3.InterfaceError)
 
 
 def error_code(error: str | None) -> str | None:
@@ -88,6 +90,7 @@ def ledger_row(labels: RequestLabels, record: RequestRecord, ts: float) -> Ledge
         round(record.duration_s * 1000, 3),
         record.prompt_tokens,
         record.completion_tokens,
+        labels.trace_id,
     )
 
 
@@ -106,6 +109,7 @@ class SqliteLedgerStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _add_missing_columns(self._db)
 
     def write(self, rows: Sequence[LedgerRow], prune_before: float | None = None) -> int:
         """Insert `rows` and, if given, delete rows older than `prune_before`; rows deleted."""
@@ -117,13 +121,44 @@ class SqliteLedgerStore:
                 return 0
             return self._db.execute("DELETE FROM requests WHERE ts < ?", (prune_before,)).rowcount
 
-    def write_pending(self, pending: Sequence[Pending], prune_before: float | None) -> int:
-        """`write`, building the rows here (in the worker thread) rather than per request."""
-        return self.write([ledger_row(*item) for item in pending], prune_before)
+    def write_pending(
+        self, pending: Sequence[Pending], prune_before: float | None
+    ) -> tuple[int, int]:
+        """`write`, building the rows here (in the worker thread) rather than per request;
+        (rows pruned, rows dropped because SQLite cannot store them)."""
+        rows = [ledger_row(*item) for item in pending]
+        try:
+            return self.write(rows, prune_before), 0
+        except sqlite3.Error:
+            raise
+        except _UNBINDABLE:  # one row SQLite cannot bind (an int over 2**63): keep the others
+            return self._write_each(rows, prune_before)
+
+    def _write_each(self, rows: Sequence[LedgerRow], prune_before: float | None) -> tuple[int, int]:
+        dropped = 0
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            for row in rows:
+                try:
+                    self._db.execute(_INSERT, row)
+                except _UNBINDABLE:  # refused before the statement ran: nothing half-written
+                    dropped += 1
+            pruned = 0
+            if prune_before is not None:
+                cursor = self._db.execute("DELETE FROM requests WHERE ts < ?", (prune_before,))
+                pruned = cursor.rowcount
+        return pruned, dropped
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A ledger written before a column existed gets it (NULL in its old rows)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+    if "trace_id" not in present:
+        db.execute("ALTER TABLE requests ADD COLUMN trace_id TEXT")
 
 
 def read_rows(path: Path, since: float) -> list[LedgerRow]:
@@ -157,7 +192,7 @@ class RequestLedger:
         self.dropped = 0  # rows lost to a full buffer since start; logged as they happen
         self._dropped_logged = 0
         self._next_prune = 0.0
-        self._flusher = Periodic(self._flush_logged, FLUSH_INTERVAL_S)
+        self._flusher = Periodic(self.flush_logged, FLUSH_INTERVAL_S)
 
     # -- the request path --------------------------------------------------------------------
     def append(self, labels: RequestLabels, record: RequestRecord) -> None:
@@ -186,10 +221,15 @@ class RequestLedger:
         if not rows and prune is None:
             return
         try:
-            pruned = await asyncio.to_thread(self.store.write_pending, rows, prune)
+            pruned, unstorable = await asyncio.to_thread(self.store.write_pending, rows, prune)
         except sqlite3.Error:
             self._requeue(rows)  # the transaction rolled back: nothing of it was written
             raise
+        if unstorable:
+            self.dropped += unstorable
+            log.error(
+                "ledger: dropped %d row(s) SQLite cannot store (a value out of range)", unstorable
+            )
         if prune is not None:
             self._next_prune = now + PRUNE_INTERVAL_S
             if pruned:
@@ -204,10 +244,12 @@ class RequestLedger:
                 self.dropped += 1
             self._buffer.append(row)
 
-    async def _flush_logged(self) -> None:
+    async def flush_logged(self) -> None:
+        """One flush whatever happens: any failure is logged (with its traceback), never the
+        end of the writer; rows of a failed SQLite transaction are retried next time."""
         try:
             await self.flush()
-        except sqlite3.Error:
+        except Exception:
             log.exception("ledger: could not write %s; will retry", self.store.path)
         if self.dropped > self._dropped_logged:
             log.warning(

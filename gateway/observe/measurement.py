@@ -11,6 +11,8 @@ Definitions.
 - Gaps: between consecutive non-empty chunks, starting with the chunk after the first-output
   chunk (the wait before it is TTFT, not a gap). With ``api=None`` they start after the first
   chunk. A gap measures arrival of bytes, keep-alive comments included.
+- Token counts: the upstream's, clamped into [0, ``MAX_USAGE_TOKENS``] (``usage_clamped``
+  says it happened): budgets, the ledger and /metrics never see a negative or absurd figure.
 - Gap storage: a ``LogHistogram`` (``rolling``), so ``gap_max_s`` is exact, ``gap_p95_s`` is the
   nearest-rank p95 within the histogram's relative error (1% by default), and memory is bounded
   by occupied buckets (a few dozen in practice) rather than by the number of chunks. The
@@ -24,6 +26,17 @@ from dataclasses import dataclass, field
 
 from gateway.observe.rolling import LogHistogram
 from gateway.serving.stream_parser import Api, ScanResult, StreamScanner, scan_body
+
+# Token counts come from the upstream: untrusted. No request to a local model uses more than
+# this (a 1 Mi-token context); a larger figure (2**64 would not even fit SQLite) is clamped.
+MAX_USAGE_TOKENS = 1 << 20
+
+
+def clamp_usage(tokens: int | None) -> tuple[int | None, bool]:
+    """An upstream's token count within [0, MAX_USAGE_TOKENS], and whether it had to move."""
+    if tokens is None or 0 <= tokens <= MAX_USAGE_TOKENS:
+        return tokens, False
+    return min(max(tokens, 0), MAX_USAGE_TOKENS), True
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,9 @@ class RequestRecord:
     # The upstream broke the exchange (timeout, connection lost), even if the client already
     # had a 200 and saw the failure as a final stream event: the breaker counts it.
     upstream_failed: bool = False
+    # The upstream reported a token count out of range (negative, or over MAX_USAGE_TOKENS):
+    # clamped into it; the shell logs it once.
+    usage_clamped: bool = False
 
 
 class RequestMeasurement:
@@ -100,13 +116,15 @@ class RequestMeasurement:
             self._first_output_at = self._last_chunk_at  # output was in the unterminated tail
         scanned = self._scan_result()
         ttft = None if self._first_output_at is None else self._first_output_at - self._received_at
+        prompt, prompt_clamped = clamp_usage(scanned.prompt_tokens if scanned else None)
+        completion, completion_clamped = clamp_usage(scanned.completion_tokens if scanned else None)
         return RequestRecord(
             ttft_s=ttft,
             gap_max_s=self._gaps.max,
             gap_p95_s=self._gaps.quantile(0.95),
             duration_s=now - self._received_at,
-            prompt_tokens=scanned.prompt_tokens if scanned else None,
-            completion_tokens=scanned.completion_tokens if scanned else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             tokens_estimated=scanned.tokens_estimated if scanned else False,
             chunks=self._chunks,
             status=status,
@@ -114,6 +132,7 @@ class RequestMeasurement:
             gaps=self._gaps if self._gaps.count else None,
             gap_sum_s=self._last_chunk_at - self._gaps_from if self._gaps.count else None,
             upstream_failed=upstream_failed,
+            usage_clamped=prompt_clamped or completion_clamped,
         )
 
     def _scan_result(self) -> ScanResult | None:
@@ -135,3 +154,4 @@ class RequestLabels:
     client: str | None = None  # the policy's client name (None: no clients, or refused first)
     queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
     alone: bool = False  # had its upstream to itself from start to end (single-stream TTFT)
+    trace_id: str | None = None  # the client's W3C trace id (traceparent), if it sent one

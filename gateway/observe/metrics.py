@@ -1,15 +1,18 @@
 """`/metrics`: the gateway's numbers in Prometheus text format, built at scrape time.
 
-Owns: one `CollectorRegistry` per gateway (no module globals) holding one custom collector.
+Owns: one `CollectorRegistry` per gateway (no module globals) holding lanegate's collector and
+the process collector (psutil).
 Counters and histograms come from the `RequestTally` the recorder feeds once per finished
 request; every gauge (in flight, queue depth, budgets, breakers, host signals, offload, policy)
 is read from the gateway's live objects when Prometheus scrapes, so none of them costs anything
 on the request path. Must not: be called per request or per chunk, or label anything by client
-key, request id or raw model name (see `request_metrics` for the label bounds).
+key, request id or a model name nobody configured or listed (see `request_metrics` for the
+label bounds).
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -20,9 +23,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway import __version__
+from gateway.observe.process_metrics import PsutilProcessCollector
 from gateway.observe.request_metrics import BucketCounts, RequestTally
 from gateway.offload.controller import State
 from gateway.offload.host_signals import Pressure
@@ -37,10 +41,11 @@ LANE_UPSTREAM = ("lane", "upstream")
 
 
 def build_registry(gateway: GatewayView, tally: RequestTally) -> CollectorRegistry:
-    """The gateway's own registry: its collector plus the process's CPU and memory."""
+    """The gateway's own registry: its collector plus the process's CPU and memory (psutil:
+    macOS as Linux, where prometheus_client's ProcessCollector reads /proc only)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway, tally))
-    ProcessCollector(registry=registry)  # process_* on Linux; nothing on macOS
+    registry.register(PsutilProcessCollector())
     return registry
 
 
@@ -56,7 +61,7 @@ class GatewayCollector(Collector):
         self.tally = tally
 
     def collect(self) -> Iterator[Metric]:
-        yield from request_families(self.tally)
+        yield from request_families(self.tally, known_models(self.gateway))
         yield from lane_families(self.gateway)
         yield from upstream_families(self.gateway)
         yield from host_families(self.gateway)
@@ -64,12 +69,30 @@ class GatewayCollector(Collector):
 
 
 # -- counters and histograms: what finished requests did --------------------------------------
-def request_families(tally: RequestTally) -> Iterator[Metric]:
+def known_models(gateway: GatewayView) -> frozenset[str]:
+    """Model names that may be label values: the policy's and those upstreams list."""
+    policy = gateway.policy
+    names = {spec.name for spec in policy.models}
+    names.update(model_id for spec in policy.models for _, model_id in spec.ids)
+    names.update(target for lane in policy.lanes for _, target in lane.model_map)
+    for found in gateway.discovery.inventories.values():
+        names.update(found.inventory.models)
+    return frozenset(names)
+
+
+def request_families(tally: RequestTally, known: frozenset[str]) -> Iterator[Metric]:
     yield _counter(
         "lanegate_requests_total",
-        "Finished requests (rejections included), by lane, upstream, model family, status class.",
-        ("lane", "upstream", "model_family", "status_class"),
-        tally.requests.items(),
+        "Finished requests (rejections included), by lane, upstream, model (a name the policy "
+        "or an upstream knows, else other) and status class.",
+        ("lane", "upstream", "model", "status_class"),
+        tally.requests_by_model(known).items(),
+    )
+    yield _counter(
+        "lanegate_client_tokens_total",
+        "Tokens per policy client (- without clients); kind is prompt or completion.",
+        ("client", "kind"),
+        tally.client_tokens.items(),
     )
     yield _counter(
         "lanegate_rejections_total",
@@ -231,10 +254,22 @@ def policy_families(gateway: GatewayView) -> Iterator[Metric]:
         value=gateway.runtime.version,
     )
     yield GaugeMetricFamily(
-        "lanegate_policy_reload_ok",
+        "lanegate_config_last_reload_successful",
         "0 when the last policy reload was refused (the previous policy stays in force).",
         value=0 if gateway.reload_error else 1,
     )
+    yield GaugeMetricFamily(
+        "lanegate_config_last_reload_success_timestamp_seconds",
+        "When the policy in force was loaded (start or last successful reload), Unix time.",
+        value=gateway.runtime.loaded_at,
+    )
+    info = GaugeMetricFamily(
+        "lanegate_build_info",
+        "The running lanegate: version and Python.",
+        labels=["version", "python"],
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    yield info
     if gateway.shared is not None:  # only with LANEGATE_REDIS_URL
         yield GaugeMetricFamily(
             "lanegate_redis_up",

@@ -10,6 +10,7 @@ import json
 import logging
 
 from gateway.observe.ledger import RequestLedger, error_code
+from gateway.observe.log_format import FIELDS
 from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.observe.request_metrics import RequestTally
 from gateway.observe.rolling import RollingRegistry
@@ -40,10 +41,15 @@ class Recorder:
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)
+        if labels.queue_s is not None:
+            self.rolling.add(("queue", *series), labels.queue_s, now)
         if self.tally is not None:
-            self.tally.observe(*series, labels.model, labels.queue_s, record)
+            self.tally.observe(*series, labels.model, labels.queue_s, record, labels.client)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
-            access_log.info(json.dumps(access_fields(labels, record), separators=(",", ":")))
+            fields = access_fields(labels, record)
+            # The JSON text for `text` logs; the fields themselves for `json` logs (merged into
+            # the line's object by gateway.observe.log_format rather than nested as a string).
+            access_log.info(json.dumps(fields, separators=(",", ":")), extra={FIELDS: fields})
         if self.ledger is not None:
             self.ledger.append(labels, record)
 
@@ -69,5 +75,6 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "tokens_estimated": record.tokens_estimated,
-        "error": error_code(record.error),  # a code only: upstream text may echo a prompt
+        "error": error_code(record.error),
+        "trace_id": labels.trace_id,  # a code only: upstream text may echo a prompt
     }

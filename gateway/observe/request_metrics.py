@@ -11,10 +11,12 @@ costs about 1.1-1.4 µs per call; one request updates up to eight series, so tha
 µs per request on the relay's only core. A dict lookup plus a bisect here is ~0.1 µs.
 
 Bounded labels. `lane` and `upstream` come from the policy (plus "-" for none); `status_class`
-is one of 1xx..5xx or "other"; `model_family` is a known family, one of at most
-`max_unknown_families` other names seen first, or "other"; a rejection `reason` is a code-like
-token, at most `max_reasons` of them, then "other". Request ids, client keys and raw model
-names never become label values.
+is one of 1xx..5xx or "other"; `model` is counted under the name the client sent for the first
+`max_models` distinct names (later new ones count as "other"), and at scrape time shown as
+itself only when the policy names it or an upstream lists it, else as "other" (`model_label`);
+`client` is the policy's client name ("-" without clients), at most `max_clients` of them; a
+rejection `reason` is a code-like token, at most `max_reasons` of them, then "other". Request
+ids and client keys never become label values.
 
 Inter-chunk gaps arrive as the per-request `LogHistogram` that `measurement` already keeps
 (relative error 1%), folded into the Prometheus buckets by each log bucket's value: `_count` is
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TypeVar
 
 from gateway.observe.measurement import RequestRecord
@@ -48,15 +50,6 @@ QUEUE_BUCKETS: tuple[float, ...] = (
 NONE = "-"  # no lane (rejected before classification), no upstream, no model
 OTHER = "other"
 
-# Family names for model ids as the servers spell them ("llama3.1:8b", "Qwen/Qwen2.5-7B",
-# "mistral-small", "gpt-oss:20b"). Checked in order, so longer names go before their prefixes.
-KNOWN_FAMILIES: tuple[str, ...] = (
-    "codellama", "tinyllama", "llava", "llama", "qwen", "mixtral", "mistral", "codestral",
-    "gemma", "phi", "deepseek", "gpt", "granite", "command", "starcoder", "nomic", "mxbai",
-    "smollm", "olmo", "yi",
-)  # fmt: skip
-_KNOWN_ALIASES = {"meta": "llama", "codellama": "llama", "tinyllama": "llama"}
-_FAMILY_TOKEN = re.compile(r"[a-z]+")
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 K = TypeVar("K", str, tuple[str, str])
 
@@ -69,47 +62,28 @@ def status_class(status: int) -> str:
     return _CLASSES[status // 100] if 100 <= status <= 599 else OTHER
 
 
-class FamilyMap:
-    """Model name → bounded family label. Unknown families are kept first come, first served,
-    up to `max_unknown`, so label cardinality is at most len(KNOWN_FAMILIES) + max_unknown + 2."""
+class BoundedNames:
+    """Free-form names kept apart up to `limit` distinct ones, first come, first served; a
+    new name past the limit counts as "other" (None and "" as "-")."""
 
-    def __init__(self, max_unknown: int = 8) -> None:
-        self.max_unknown = max_unknown
-        self._cache: dict[str, str] = {}
-        self._unknown: set[str] = set()
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._names: set[str] = set()
 
-    def family(self, model: str | None) -> str:
-        if not model:
+    def key(self, name: str | None) -> str:
+        if not name:
             return NONE
-        cached = self._cache.get(model)
-        if cached is not None:
-            return cached
-        family = self._admit(family_guess(model))
-        if len(self._cache) < 4096:  # bounded: clients may send endless distinct names
-            self._cache[model] = family
-        return family
-
-    def _admit(self, guess: str) -> str:
-        if guess in KNOWN_FAMILIES or guess in self._unknown:
-            return guess
-        if guess != OTHER and len(self._unknown) < self.max_unknown:
-            self._unknown.add(guess)
-            return guess
+        if name in self._names:
+            return name
+        if len(self._names) < self.limit:
+            self._names.add(name)
+            return name
         return OTHER
 
 
-def family_guess(model: str) -> str:
-    """The family a model name belongs to, before any cap: a known family it starts with
-    (after an "org/" prefix), else its leading letters, else "other"."""
-    name = model.lower().rsplit("/", 1)[-1]
-    for known in KNOWN_FAMILIES:
-        if name.startswith(known):
-            return _KNOWN_ALIASES.get(known, known)
-    match = _FAMILY_TOKEN.match(name)
-    if match is None or len(match.group()) > 24:
-        return OTHER
-    token = match.group()
-    return _KNOWN_ALIASES.get(token, token)
+def model_label(model: str, known: Collection[str]) -> str:
+    """The label of a counted model name: itself when the policy or an upstream knows it."""
+    return model if model in (NONE, OTHER) or model in known else OTHER
 
 
 class BucketCounts:
@@ -169,12 +143,16 @@ def _le(bound: float) -> str:
 class RequestTally:
     """Every counter and histogram series; `observe` is called once per finished request."""
 
-    def __init__(self, *, max_unknown_families: int = 8, max_reasons: int = 32) -> None:
-        self.families = FamilyMap(max_unknown_families)
+    def __init__(
+        self, *, max_models: int = 256, max_clients: int = 256, max_reasons: int = 32
+    ) -> None:
+        self.models = BoundedNames(max_models)
+        self.clients = BoundedNames(max_clients)
         self.max_reasons = max_reasons
-        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.requests: dict[tuple[str, str, str, str], int] = {}  # model as counted
         self.rejections: dict[tuple[str, str], int] = {}
         self.tokens: dict[tuple[str, str, str], int] = {}
+        self.client_tokens: dict[tuple[str, str], int] = {}  # (client, kind)
         self.ttft: dict[tuple[str, str], BucketCounts] = {}
         self.gaps: dict[tuple[str, str], BucketCounts] = {}
         self.duration: dict[tuple[str, str], BucketCounts] = {}
@@ -188,9 +166,10 @@ class RequestTally:
         model: str | None,
         queue_s: float | None,
         record: RequestRecord,
+        client: str | None = None,
     ) -> None:
         series = (lane, upstream)
-        key = (lane, upstream, self.families.family(model), status_class(record.status))
+        key = (lane, upstream, self.models.key(model), status_class(record.status))
         self.requests[key] = self.requests.get(key, 0) + 1
         if queue_s is not None:
             _series(self.queue_wait, lane, QUEUE_BUCKETS).observe(queue_s)
@@ -203,13 +182,22 @@ class RequestTally:
             _series(self.ttft, series, LATENCY_BUCKETS).observe(record.ttft_s)
         if record.gaps is not None and record.gaps.count:
             _series(self.gaps, series, GAP_BUCKETS).fold(record.gaps, record.gap_sum_s or 0.0)
-        if record.prompt_tokens:
-            self._add_tokens((*series, "prompt"), record.prompt_tokens)
-        if record.completion_tokens:
-            self._add_tokens((*series, "completion"), record.completion_tokens)
+        who = self.clients.key(client)
+        for kind, tokens in (
+            ("prompt", record.prompt_tokens),
+            ("completion", record.completion_tokens),
+        ):
+            if tokens:
+                self.tokens[(*series, kind)] = self.tokens.get((*series, kind), 0) + tokens
+                self.client_tokens[(who, kind)] = self.client_tokens.get((who, kind), 0) + tokens
 
-    def _add_tokens(self, key: tuple[str, str, str], tokens: int) -> None:
-        self.tokens[key] = self.tokens.get(key, 0) + tokens
+    def requests_by_model(self, known: Collection[str]) -> dict[tuple[str, str, str, str], int]:
+        """`requests` with each counted model name turned into its label (`model_label`)."""
+        shown: dict[tuple[str, str, str, str], int] = {}
+        for (lane, upstream, model, status), count in self.requests.items():
+            key = (lane, upstream, model_label(model, known), status)
+            shown[key] = shown.get(key, 0) + count
+        return shown
 
     def _reason(self, code: str | None) -> str:
         if code is None or not _REASON.fullmatch(code):

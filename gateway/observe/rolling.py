@@ -19,6 +19,12 @@ iff ``slice(now) - k < slice(t) <= slice(now)``. So a sample aged at most ``(k -
 is always in, and one aged ``k * slice_s`` or more is always out (for the default 10 s slices:
 the 1/5/15 min windows are exact to within one slice). Slices older than the horizon are
 dropped on every add and snapshot, so a series holds at most ``ceil(horizon_s / slice_s)``.
+
+Reads. A registry merges several series at read time (a lane across its upstreams) and also
+gives each slice's quantile over the horizon (`history`, the dashboard's trends). Time passed
+in only moves forward and a sample joins the newest slice, so slices before the current one
+never change: their merge per window, and their per-slice quantiles, are computed once and
+remembered until the current slice moves on (for at most MAX_REMEMBERED key sets).
 """
 
 from __future__ import annotations
@@ -204,6 +210,11 @@ class RollingPercentiles:
                 merged.merge(histogram)
         return merged
 
+    def slices(self, now: float) -> list[tuple[int, LogHistogram]]:
+        """(slice index, histogram) within the horizon, oldest first; read, never change."""
+        self._expire(self.slice_index(now))
+        return list(self._slices)
+
     def is_empty(self, now: float) -> bool:
         """True when nothing within the horizon remains."""
         self._expire(self.slice_index(now))
@@ -216,6 +227,8 @@ class RollingPercentiles:
 
 
 Key = tuple[str, ...]
+# Key sets whose merged windows and history a registry remembers before it starts over.
+MAX_REMEMBERED = 1024
 
 
 class RollingRegistry:
@@ -227,6 +240,12 @@ class RollingRegistry:
         _check_options(horizon_s, slice_s, relative_error)
         self._options = (horizon_s, slice_s, relative_error)
         self._series: dict[Key, RollingPercentiles] = {}
+        # history(): quantiles of slices that are over (no sample can join them any more, as
+        # time only moves forward), per (keys, q); only the current slice is merged again.
+        self._closed: dict[tuple[tuple[Key, ...], float], dict[int, float | None]] = {}
+        # merged_snapshot(): per (keys, window), the current slice's index and the merge of
+        # the window's earlier slices.
+        self._windows: dict[tuple[tuple[Key, ...], float], tuple[int, LogHistogram]] = {}
 
     def add(self, key: Key, value: float, now: float) -> None:
         """Count a sample for ``key`` at ``now``."""
@@ -246,18 +265,96 @@ class RollingRegistry:
         """Percentiles over several series at once, e.g. one lane across its upstreams.
 
         Merging histograms at read time keeps the request path at one series per request;
-        the result is as accurate as a single series holding all the samples."""
-        merged: LogHistogram | None = None
+        the result is as accurate as a single series holding all the samples. The slices
+        before the current one are merged once per slice change and remembered (they cannot
+        change: time only moves forward), so a call merges that and the current slices."""
+        horizon_s, slice_s, error = self._options
+        if not 0 < window_s <= horizon_s:
+            raise ValueError(f"window_s must be in (0, {horizon_s}]")
+        wanted = tuple(keys)
+        index = math.floor(now / slice_s)
+        merged = LogHistogram(error)
+        merged.merge(self._closed_window(wanted, now, window_s))
+        for key in wanted:
+            series = self._series.get(key)
+            newest = series.slices(now)[-1:] if series is not None else []
+            if newest and newest[0][0] == index:
+                merged.merge(newest[0][1])
+        return merged.summary()
+
+    def _closed_window(self, keys: tuple[Key, ...], now: float, window_s: float) -> LogHistogram:
+        """The window's slices before the current one, merged over `keys`; kept until the
+        current slice changes."""
+        _, slice_s, error = self._options
+        index = math.floor(now / slice_s)
+        cached = self._windows.get((keys, window_s))
+        if cached is not None and cached[0] == index:
+            return cached[1]
+        oldest = index - math.ceil(window_s / slice_s)
+        closed = LogHistogram(error)
         for key in keys:
             series = self._series.get(key)
-            if series is None:
-                continue
-            histogram = series.window(now, window_s)
-            if merged is None:
-                merged = histogram
-            else:
-                merged.merge(histogram)
-        return EMPTY if merged is None else merged.summary()
+            for slice_index, histogram in series.slices(now) if series is not None else ():
+                if oldest < slice_index < index:
+                    closed.merge(histogram)
+        if len(self._windows) > MAX_REMEMBERED:
+            self._windows.clear()
+        self._windows[(keys, window_s)] = (index, closed)
+        return closed
+
+    @property
+    def slice_s(self) -> float:
+        return self._options[1]
+
+    def count(self, keys: Iterable[Key], now: float, window_s: float) -> int:
+        """How many samples `keys` have in the window: `merged_snapshot(...).count`, without
+        merging anything."""
+        slice_s = self._options[1]
+        index = math.floor(now / slice_s)
+        oldest = index - math.ceil(window_s / slice_s)
+        return sum(
+            histogram.count
+            for key in keys
+            if (series := self._series.get(key)) is not None
+            for slice_index, histogram in series.slices(now)
+            if oldest < slice_index <= index
+        )
+
+    def history(self, keys: Iterable[Key], now: float, q: float) -> list[float | None]:
+        """The q-quantile of each time slice over the horizon, oldest first, merged over
+        `keys`; None for a slice without samples. Always ``ceil(horizon_s / slice_s)``
+        values (90 for 15 minutes of 10 s slices), the last one the current, partial slice.
+        Slices that are over are computed once (per keys and q) and then remembered."""
+        horizon_s, slice_s, error = self._options
+        current = math.floor(now / slice_s)
+        first = current - math.ceil(horizon_s / slice_s) + 1
+        wanted = tuple(keys)
+        closed = self._closed_for(wanted, q, first)
+        merged: dict[int, LogHistogram] = {}
+        for key in wanted:
+            series = self._series.get(key)
+            for index, histogram in series.slices(now) if series is not None else ():
+                if index < current and index in closed:
+                    continue
+                found = merged.get(index)
+                if found is None:
+                    found = merged[index] = LogHistogram(error)
+                found.merge(histogram)
+        for index in range(first, current):
+            if index not in closed:
+                closed[index] = merged[index].quantile(q) if index in merged else None
+        last = merged[current].quantile(q) if current in merged else None
+        return [closed[index] for index in range(first, current)] + [last]
+
+    def _closed_for(self, keys: tuple[Key, ...], q: float, first: int) -> dict[int, float | None]:
+        """The remembered slices of (keys, q), older ones forgotten; bounded: a registry
+        whose callers ask for ever new key sets starts over past MAX_REMEMBERED of them."""
+        if len(self._closed) > MAX_REMEMBERED:
+            self._closed.clear()
+        closed = self._closed.setdefault((keys, q), {})
+        for index in [index for index in closed if index < first]:
+            del closed[index]
+        return closed
 
     def keys(self) -> list[Key]:
         """Keys that have series, in insertion order."""

@@ -27,6 +27,9 @@ from gateway.policy.spec import LaneSpec, UpstreamSpec
 if TYPE_CHECKING:
     from gateway.view import GatewayView
 
+NONE = "-"  # the upstream of a request refused before reaching one
+# The dashboard's trends: status field name → rolling series name.
+HISTORY_SERIES = (("ttft", "ttft"), ("queue_wait", "queue"), ("duration", "duration"))
 WINDOWS: tuple[tuple[str, float], ...] = (("1m", 60.0), ("5m", 300.0), ("15m", 900.0))
 SWAP_HISTORY_POINTS = 90  # what the dashboard's swap trend draws on first load
 Doc = dict[str, Any]
@@ -70,7 +73,8 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
     budget = gateway.budgets
     remote_in_flight = remote.by_lane.get(lane.name, 0) if remote else 0
     remote_queued = remote.queue_depth(lane.name) if remote else 0
-    durations = _windows(rolling, _series_keys(rolling, "duration", lane.name, None), now)
+    finished = _series_keys(rolling, "duration", lane.name, None)  # every request, refused too
+    relayed = [key for key in finished if key[2] != NONE]
     return {
         "name": lane.name,
         "priority": lane.priority,
@@ -82,9 +86,13 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
         "queued": gate.queue_depth(lane.name) + remote_queued,
         "remote_queued": remote_queued,
         "max_queue": lane.max_queue,
-        "requests": {name: window["count"] for name, window in durations.items()},
+        "requests": {name: rolling.count(finished, now, seconds) for name, seconds in WINDOWS},
         "ttft": _windows(rolling, _series_keys(rolling, "ttft", lane.name, None), now),
         "gap_p95": _windows(rolling, _series_keys(rolling, "gap_p95", lane.name, None), now),
+        # Waiting for a lane slot (admitted requests), and arrival to last byte of every
+        # request that reached an upstream, streamed or not (refusals are not durations).
+        "queue_wait": _windows(rolling, _series_keys(rolling, "queue", lane.name, None), now),
+        "duration": _windows(rolling, relayed, now),
         "budget": [
             {
                 "window": state.window,
@@ -163,6 +171,46 @@ def offload_status(gateway: GatewayView) -> Doc:
     }
 
 
+def history_status(gateway: GatewayView, lanes: Iterable[LaneSpec], now: float) -> Doc:
+    """Per lane, the p95 of each 10 s slice over the last 15 minutes (oldest first, null for
+    a slice without requests): the dashboard's trends, there from the first page load."""
+    rolling = gateway.rolling
+
+    def p95_ms(metric: str, lane: str) -> list[float | None]:
+        keys = _series_keys(rolling, metric, lane, None)
+        if metric == "duration":
+            keys = [key for key in keys if key[2] != NONE]
+        return [_ms(value) for value in rolling.history(keys, now, 0.95)]
+
+    return {
+        "slice_s": rolling.slice_s,
+        "lanes": {
+            lane.name: {
+                f"{name}_p95_ms": p95_ms(metric, lane.name) for name, metric in HISTORY_SERIES
+            }
+            for lane in lanes
+        },
+    }
+
+
+def totals_status(gateway: GatewayView) -> Doc:
+    """What the dashboard's header counts: every request holding a slot (the lanes' in-flight
+    figures add up to it), split into the local pool's slots and the remote pool's."""
+    local, remote = gateway.runtime.gate, gateway.runtime.remote_gate
+    remote_doc = (
+        None if remote is None else {"in_flight": remote.in_flight, "capacity": remote.capacity}
+    )
+    queued = sum(local.queue_depth(lane.name) for lane in gateway.policy.lanes)
+    if remote is not None:
+        queued += sum(remote.queue_depth(lane.name) for lane in gateway.policy.lanes)
+    return {
+        "in_flight": local.in_flight + (remote.in_flight if remote is not None else 0),
+        "queued": queued,
+        "local": {"in_flight": local.in_flight, "capacity": local.capacity},
+        "remote": remote_doc,
+    }
+
+
 def build_status(gateway: GatewayView, wall_now: float | None = None) -> Doc:
     """The whole status document, read from the gateway's objects at one moment."""
     now = gateway.clock()
@@ -176,10 +224,14 @@ def build_status(gateway: GatewayView, wall_now: float | None = None) -> Doc:
             "source": policy.source,
             "loaded_at": gateway.runtime.loaded_at,
             "reload_error": gateway.reload_error,
+            # The last reload that changed who may call (anonymous access, a client's lanes).
+            "access_change": gateway.access_change,
         },
-        "capacity": gateway.runtime.gate.capacity,
-        "in_flight": gateway.runtime.gate.in_flight,
+        "capacity": gateway.runtime.gate.capacity,  # the local pool's slots
+        "in_flight": gateway.runtime.gate.in_flight,  # of those, held
+        "totals": totals_status(gateway),
         "lanes": [lane_status(gateway, lane, now) for lane in policy.lanes],
+        "history": history_status(gateway, policy.lanes, now),
         "upstreams": [upstream_status(gateway, spec, now) for spec in policy.upstreams],
         "host": host_status(gateway.runtime.sampler, wall_now),
         "offload": offload_status(gateway),

@@ -75,14 +75,19 @@ def lanes_table(lanes: Sequence[Doc]) -> str:
             f"{_text(lane.get('in_flight'))}/{_text(lane.get('max_concurrency'))}",
             f"{_text(lane.get('queued'))}/{_text(lane.get('max_queue'))}",
             _text(_get(lane, "requests", "1m")),
+            ms(_get(lane, "queue_wait", "1m", "p95_ms")),
             ms(_get(lane, "ttft", "1m", "p50_ms")),
             ms(_get(lane, "ttft", "1m", "p95_ms")),
             ms(_get(lane, "gap_p95", "1m", "p95_ms")),
+            ms(_get(lane, "duration", "1m", "p95_ms")),
             _tokens(lane),
         ]
         for lane in lanes
     ]
-    headers = ["LANE", "IN FLIGHT", "QUEUE", "REQ 1m", "TTFT p50", "TTFT p95", "GAP p95", "TOKENS"]
+    headers = [
+        "LANE", "IN FLIGHT", "QUEUE", "REQ 1m", "WAIT p95",
+        "TTFT p50", "TTFT p95", "GAP p95", "DUR p95", "TOKENS",
+    ]  # fmt: skip
     return table(headers, rows)
 
 
@@ -147,6 +152,22 @@ def host_line(host: Doc | None) -> str:
     return line + (f"\n  signal error: {host['error']}" if host.get("error") else "")
 
 
+def _counts(doc: Doc) -> str:
+    """Requests in flight, what they hold (local slots, remote ones) and how many wait; an
+    older gateway's document (no `totals`) shows its local slots only."""
+    totals = doc.get("totals")
+    if not isinstance(totals, Mapping):
+        return f"{_text(doc.get('in_flight'))}/{_text(doc.get('capacity'))} in flight"
+    local, remote = totals.get("local") or {}, totals.get("remote")
+    where = f"{_text(local.get('in_flight'))} of {_text(local.get('capacity'))} local slots"
+    if isinstance(remote, Mapping):
+        where += f", {_text(remote.get('in_flight'))} of {_text(remote.get('capacity'))} remote"
+    return (
+        f"{_text(totals.get('in_flight'))} requests in flight ({where}), "
+        f"{_text(totals.get('queued'))} queued"
+    )
+
+
 def header_lines(doc: Doc) -> list[str]:
     policy = doc.get("policy") or {}
     generated = doc.get("generated_at")
@@ -157,12 +178,15 @@ def header_lines(doc: Doc) -> list[str]:
         else ""
     )
     lines = [
-        f"lanegate {_text(doc.get('version'))}: {_text(doc.get('in_flight'))}/"
-        f"{_text(doc.get('capacity'))} in flight; policy v{_text(policy.get('version'))} "
-        f"({_text(policy.get('source'))}{age})"
+        f"lanegate {_text(doc.get('version'))}: {_counts(doc)}; "
+        f"policy v{_text(policy.get('version'))} ({_text(policy.get('source'))}{age})"
     ]
     if policy.get("reload_error"):
         lines.append(f"last reload refused: {policy['reload_error']}")
+    access = policy.get("access_change")
+    if isinstance(access, Mapping):
+        lines.append(f"reload to v{_text(access.get('version'))} changed who may call:")
+        lines.extend(f"  {change}" for change in access.get("changes") or [])
     offload = doc.get("offload") or {}
     if offload.get("configured"):
         lines.append(

@@ -55,13 +55,20 @@ def build_control_app(
         assert isinstance(exc, HTTPException)
         shape = shape_for_path(request.url.path)
         if exc.status_code == 404:
+            twin = request.url.path.rstrip("/") if request.url.path.endswith("/") else None
+            if twin in known_paths:  # `/admin/status/`: a path-only Location, never from Host
+                query = f"?{request.url.query}" if request.url.query else ""
+                return Response(status_code=307, headers={"location": twin + query})
             error = NotFound(
-                f"no route {request.method} {request.url.path}; lanegate serves the OpenAI API "
-                "under /v1 and Ollama's under /api",
+                f"lanegate does not relay {request.method} {request.url.path}; the paths it "
+                "relays (OpenAI's, Anthropic's Messages and Ollama's) are listed by "
+                "GET /openapi.json",
                 code="unknown_path",
             )
             return Response(error.body(shape), 404, media_type="application/json")
-        body = error_body(shape, str(exc.detail), "invalid_request_error", "http_error")
+        body = error_body(
+            shape, str(exc.detail), "invalid_request_error", "http_error", status=exc.status_code
+        )
         return Response(body, exc.status_code, media_type="application/json")
 
     async def offload(request: Request) -> Response:
@@ -92,7 +99,11 @@ def build_control_app(
         Route("/admin/reload", reload_endpoint, methods=["POST"]),
         openapi_route(),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    known_paths = {route.path for route in routes if isinstance(route, Route)}
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # Starlette's own slash redirect builds an absolute Location from the Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 async def probe_upstreams(gateway: GatewayView) -> dict[str, bool]:

@@ -11,9 +11,20 @@ app never sees such a request. A head that arrives whole in one read (nearly all
 costs three attribute writes and one length compare: nothing is done per header, and the
 header timer runs only while a head is incomplete after a read.
 
+Two more things uvicorn does not do (issue 18). An answer sent before the request body arrived
+whole (a 401 to a 1 GB upload, a 413, a 404 of the control plane) goes out with
+`Connection: close` and the connection closes after it: uvicorn would keep it, never read the
+rest (its reading paused on a full buffer) and never time it out, so a stranger could hold file
+descriptors forever. Done by clearing the cycle's keep-alive when a head completes and giving it
+back when the body completes before the answer starts: bodiless and small requests complete in
+the same read, before the app runs, so they keep their keep-alive at no cost. And an HTTP/1.0
+request never gets `Transfer-Encoding: chunked` (RFC 9112 §7.1): without a Content-Length its
+answer is delimited by closing the connection (`_Http10Cycle`).
+
 Relies on uvicorn's protocol methods (`data_received`, `on_message_begin`,
-`on_headers_complete`, `send_400_response`, `url`, `headers`), stable since uvicorn 0.12;
-tests/ops/test_security.py fails if that changes.
+`on_headers_complete`, `on_message_complete`, `send_400_response`, `url`, `headers`, the
+cycle's `keep_alive`, `response_started`, `chunked_encoding`, `expected_content_length`);
+tests/ops/test_security.py and tests/reliability/test_attacks_clients.py fail if that changes.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.errors import GatewayError, HeadersTooLarge, RequestTimeout, shape_for_path
 
@@ -69,6 +80,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # a fresh connection owes us a request head
         self._refusal: GatewayError | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._keep_alive = False  # what the current request's cycle had before its body came
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,6 +115,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         if self._deadline is not None:
             self._disarm()
+        self._check_head()
+        previous = self.cycle
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None or cycle is previous:
+            return  # an upgrade, or nothing started
+        if self.scope.get("http_version") == "1.0":
+            cycle.__class__ = _Http10Cycle
+        # Until the body has arrived whole, an answer closes the connection: the unread rest
+        # of a body (a 401 to a 1 GB upload) is never read, and a connection that keeps it
+        # would be held open, paused, forever. Bodiless requests end in this same read,
+        # before the app runs, and get their keep-alive back at once.
+        self._keep_alive = cycle.keep_alive
+        cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and self._keep_alive and not cycle.response_started:
+            cycle.keep_alive = True
+
+    def _check_head(self) -> None:
         limits = self.limits
         if len(self.headers) > limits.max_count:
             self._refuse(
@@ -116,7 +150,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             and self._head_size() > limits.max_bytes
         ):
             self._refuse(self._too_large())
-        super().on_headers_complete()
 
     # -- refusing --------------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
@@ -173,6 +206,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         log.warning("refused a request from %s: %s %s", client, error.status, error.code)
         self.transport.write(head.encode("ascii") + body)
         self.transport.close()
+
+
+class _Http10Cycle(RequestResponseCycle):
+    """An HTTP/1.0 exchange: no chunked encoding there (RFC 9112 §7.1), so a response without
+    a Content-Length is delimited by closing the connection (HTTP/1.0 never keeps it open
+    here anyway: uvicorn sets keep-alive only for 1.1)."""
+
+    _close_delimited = False
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and not self.response_started:
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"content-length" for name, _ in headers):
+                self._close_delimited = True
+                self.chunked_encoding = False
+                self.keep_alive = False
+                kept = [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]
+                message = {**message, "headers": kept}
+        elif message["type"] == "http.response.body" and self._close_delimited:
+            # uvicorn checks bodies against a length; each piece is its own length here.
+            self.expected_content_length = len(message.get("body", b""))
+        await super().send(message)
 
 
 def limited_protocol(limits: HeaderLimits) -> type[LimitedHttpToolsProtocol]:

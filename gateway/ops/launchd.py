@@ -26,7 +26,10 @@ from gateway.errors import ConfigError
 EXIT_MARGIN_S = 15
 DEFAULT_NUMBER_OF_FILES = 8192  # launchd's default soft limit is 256: ~100 streams
 DEFAULT_THROTTLE_S = 10
-ENV_NAME = re.compile(r"^LANEGATE_[A-Z0-9_]+$")
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$")
+# Ollama's settings that lanegate's policy relies on, and what they default to in its service.
+OLLAMA_KEEP_ALIVE = "30m"  # keep the interactive model loaded between chats (Ollama: 5m)
+OLLAMA_MAX_LOADED_MODELS = "2"  # the interactive model and a heartbeat lane's small one
 # Keys every lanegate plist must hold, whatever its kind.
 REQUIRED_KEYS = (
     "Label",
@@ -54,21 +57,45 @@ class ServiceKind:
     label: str
     template: str  # file name under deploy/launchd/
     system: bool  # LaunchDaemon in the `system` domain, else LaunchAgent in `gui/$UID`
-    subcommand: str  # the `lanegate` subcommand the service runs
+    subcommand: str  # the subcommand the service runs (`lanegate serve`, `ollama serve`)
     drains: bool  # holds client requests: ExitTimeOut must outlast the drain
+    env_prefix: str = "LANEGATE_"  # the only variables its plist may set
+    program: str = "lanegate"  # the program it runs: lanegate itself, or Ollama's server
 
     @property
     def plist_name(self) -> str:
         return f"{self.label}.plist"
 
 
-_GATEWAY, _AGENT = "io.lanegate.gateway", "io.lanegate.agent"
+_GATEWAY, _AGENT, _OLLAMA = "io.lanegate.gateway", "io.lanegate.agent", "io.lanegate.ollama"
 KINDS: dict[str, ServiceKind] = {
     kind.name: kind
     for kind in (
         ServiceKind("gateway-agent", _GATEWAY, "gateway-agent.plist", False, "serve", True),
         ServiceKind("gateway-daemon", _GATEWAY, "gateway-daemon.plist", True, "serve", True),
         ServiceKind("host-agent", _AGENT, "host-agent.plist", False, "agent", False),
+        # Ollama's own server with the settings the policy relies on, in place of the app
+        # (whose `launchctl setenv` settings do not survive a reboot).
+        ServiceKind(
+            "ollama-agent",
+            _OLLAMA,
+            "ollama-agent.plist",
+            False,
+            "serve",
+            False,
+            "OLLAMA_",
+            "ollama",
+        ),
+        ServiceKind(
+            "ollama-daemon",
+            _OLLAMA,
+            "ollama-daemon.plist",
+            True,
+            "serve",
+            False,
+            "OLLAMA_",
+            "ollama",
+        ),
     )
 }
 
@@ -102,7 +129,7 @@ def render(kind: ServiceKind, template: str, install: Install) -> bytes:
         "LABEL": kind.label,
         "PROGRAM_ARGUMENTS": "\n".join(f"    <string>{escape(a)}</string>" for a in argv),
         "WORKING_DIRECTORY": escape(install.working_directory),
-        "ENVIRONMENT": _environment_xml(install.environment),
+        "ENVIRONMENT": _environment_xml(install.environment, kind.env_prefix),
         "LOG_DIR": escape(install.log_dir.rstrip("/")),
         "USER_NAME": escape(install.user_name),
         "GROUP_NAME": escape(install.group_name),
@@ -166,6 +193,26 @@ def plist_problems(
     if not plist["SoftResourceLimits"].get("NumberOfFiles"):
         problems.append("SoftResourceLimits.NumberOfFiles is missing")
     return problems
+
+
+def ollama_environment(
+    base_url: str | None, slots: int | None, home: str, overrides: Mapping[str, str]
+) -> dict[str, str]:
+    """OLLAMA_* for Ollama's service: where it listens and its parallel slots as the policy's
+    local Ollama upstream says (`base_url`, `slots`), keep-alive and loaded models as lanegate
+    needs them, its models where the app keeps them; `overrides` (--env) win."""
+    env = {
+        "OLLAMA_KEEP_ALIVE": OLLAMA_KEEP_ALIVE,
+        "OLLAMA_MAX_LOADED_MODELS": OLLAMA_MAX_LOADED_MODELS,
+        "OLLAMA_MODELS": f"{home.rstrip('/')}/.ollama/models",
+        "OLLAMA_HOST": "127.0.0.1:11434",
+        "OLLAMA_NUM_PARALLEL": "4",
+    }
+    if base_url is not None:
+        env["OLLAMA_HOST"] = re.sub(r"^https?://", "", base_url).rstrip("/")
+    if slots is not None:
+        env["OLLAMA_NUM_PARALLEL"] = str(slots)
+    return {**env, **overrides}
 
 
 # -- launchctl -------------------------------------------------------------------------------
@@ -232,11 +279,11 @@ def _substitute(template: str, values: Mapping[str, str]) -> str:
         raise ServiceFileError(f"the template has an unknown placeholder: {exc}") from exc
 
 
-def _environment_xml(environment: Mapping[str, str]) -> str:
+def _environment_xml(environment: Mapping[str, str], prefix: str) -> str:
     lines = []
     for name in sorted(environment):
-        if not ENV_NAME.match(name):
-            raise ServiceFileError(f"{name!r}: only LANEGATE_* variables go into the plist")
+        if not (ENV_NAME.match(name) and name.startswith(prefix)):
+            raise ServiceFileError(f"{name!r}: only {prefix}* variables go into this plist")
         lines.append(f"    <key>{name}</key>\n    <string>{escape(environment[name])}</string>")
     return "\n".join(lines)
 

@@ -6,8 +6,13 @@ half the clients on a Mac. Binding both, on one port, needs the sockets made by 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import shutil
 import socket
+import subprocess
+from pathlib import Path
 
 LOOPBACK_NAMES = ("localhost", "loopback")
 
@@ -52,3 +57,51 @@ def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on TCP `port` here, as `pid N (command line)`, for an error message; None
+    when it cannot be told (lsof on macOS, /proc on Linux; other users' processes may hide)."""
+    pid = _listener_lsof(port) or _listener_proc(port)
+    if pid is None:
+        return None
+    return f"pid {pid} ({_command(pid)})" if _command(pid) else f"pid {pid}"
+
+
+def _listener_lsof(port: int) -> int | None:
+    lsof = shutil.which("lsof")
+    if lsof is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        argv = [lsof, "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fp"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3, check=False)
+        for line in done.stdout.splitlines():
+            if line.startswith("p") and line[1:].isdigit():
+                return int(line[1:])
+    return None
+
+
+def _listener_proc(port: int) -> int | None:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd") if inodes else ():
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+    return None
+
+
+def _command(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        argv = ["ps", "-o", "command=", "-p", str(pid)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=3, check=False)
+        return done.stdout.strip()
+    return ""

@@ -5,7 +5,8 @@ the OpenAI and Ollama APIs as lanegate reads them). The hot path does not valida
 it checks only what it needs (`request_body.parse_request`) and relays the rest unchanged, so
 an upstream stays the judge of its own fields. The document exists for clients, and so that
 a schema fuzzer (schemathesis, tests/reliability/test_hostile_input.py) has something to
-generate from. Errors are described in both shapes the gateway answers in.
+generate from. Errors are described in the three shapes the gateway answers in (OpenAI,
+Ollama, Anthropic).
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ _MODEL: Schema = {"type": "string", "minLength": 1, "description": "model name, 
 _STREAM: Schema = {"type": "boolean"}
 _TOKENS: Schema = {"type": "integer", "minimum": 1}
 _TEXTS: Schema = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+_TEXT: Schema = {"type": "string"}
+_ANTHROPIC_MESSAGES: Schema = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "role": {"type": "string", "enum": ["user", "assistant"]},
+            "content": {"type": ["string", "array"]},
+        },
+    },
+}
 _OLLAMA_OPTIONS: Schema = {
     "type": "object",
     "properties": {"num_predict": {"type": "integer"}, "temperature": {"type": "number"}},
@@ -90,6 +104,30 @@ BODIES: dict[str, Schema] = {
     ),
     "OllamaEmbedRequest": _body(["model", "input"], {"model": _MODEL, "input": _TEXTS}),
     "OllamaShowRequest": _body(["model"], {"model": _MODEL}),
+    "OllamaEmbeddingsRequest": _body(["model", "prompt"], {"model": _MODEL, "prompt": _TEXT}),
+    "MessagesRequest": _body(
+        ["model", "max_tokens", "messages"],
+        {
+            "model": _MODEL,
+            "max_tokens": _TOKENS,
+            "messages": _ANTHROPIC_MESSAGES,
+            "system": {"type": ["string", "array"]},
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "stream": _STREAM,
+        },
+    ),
+    "CountTokensRequest": _body(
+        ["model", "messages"], {"model": _MODEL, "messages": _ANTHROPIC_MESSAGES}
+    ),
+    "RerankRequest": _body(
+        ["query", "documents"],
+        {
+            "model": _MODEL,
+            "query": _TEXT,
+            "documents": {"type": "array", "minItems": 1, "items": _TEXT},
+            "top_n": _TOKENS,
+        },
+    ),
 }
 
 # Which body each POST route takes (by route name).
@@ -102,6 +140,12 @@ ROUTE_BODIES = {
     "ollama_generate": "OllamaGenerateRequest",
     "ollama_embed": "OllamaEmbedRequest",
     "ollama_show": "OllamaShowRequest",
+    "ollama_embeddings": "OllamaEmbeddingsRequest",
+    "messages": "MessagesRequest",
+    "messages_count_tokens": "CountTokensRequest",
+    "rerank": "RerankRequest",
+    "reranking": "RerankRequest",
+    "rerank_root": "RerankRequest",
 }
 
 ERRORS: dict[str, Schema] = {
@@ -126,6 +170,26 @@ ERRORS: dict[str, Schema] = {
         "required": ["error"],
         "properties": {"error": {"type": "string", "minLength": 1}},
     },
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "message": {"type": "string", "minLength": 1},
+                },
+            },
+        },
+    },
+}
+_ERROR_SCHEMAS = {
+    ErrorShape.OPENAI: "OpenAIError",
+    ErrorShape.OLLAMA: "OllamaError",
+    ErrorShape.ANTHROPIC: "AnthropicError",
 }
 
 # Statuses the gateway itself may answer on a relay route, and why.
@@ -133,7 +197,7 @@ _GATEWAY_STATUSES = {
     "400": "invalid body (not JSON, no model, `stream` not a boolean, budget never fits)",
     "401": "missing or unknown API key",
     "403": "lane or model not allowed for this client",
-    "404": "unknown model or path",
+    "404": "unknown model or path, or no upstream serves the API (`apis` in the policy)",
     "413": "body over LANEGATE_MAX_BODY_BYTES",
     "429": "lane queue full or timed out, or token budget spent (with Retry-After)",
     "502": "upstream unreachable or failed (x-lanegate-upstream names it when known)",
@@ -191,7 +255,7 @@ def _responses(shape: ErrorShape, *, streams: bool) -> Schema:
     if streams:
         content["text/event-stream"] = {"schema": {"type": "string"}}
         content["application/x-ndjson"] = {"schema": {"type": "string"}}
-    error = _ref("OllamaError" if shape is ErrorShape.OLLAMA else "OpenAIError")
+    error = _ref(_ERROR_SCHEMAS[shape])
     responses: Schema = {"200": {"description": "the upstream's answer", "content": content}}
     for status, why in _GATEWAY_STATUSES.items():
         responses[status] = {

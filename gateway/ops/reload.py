@@ -33,9 +33,10 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import BadRequest, GatewayError, shape_for_path
 from gateway.ops.periodic import Periodic
 from gateway.policy import PolicyError
-from gateway.policy.change import FileWatch, PolicyChange, diff
+from gateway.policy.change import FileWatch, PolicyChange, access_changes, diff
 from gateway.policy.loader import PolicyProblem, check_policy_text
 from gateway.policy.spec import Policy
+from gateway.policy.yaml_bounds import MAX_POLICY_BYTES, TooLarge, check_byte_count
 from gateway.upstreams.client import UpstreamClient
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class PolicyReloader:
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: set[UpstreamClient] = set()
         self.last_error: str | None = None  # the last refusal (file, line, field), until a success
+        # The last reload that changed who may call: {version, at, changes}, kept for status.
+        self.last_access_change: dict[str, Any] | None = None
 
     def start(self) -> None:
         """Watch the file, when the policy in use was read from it (`lanegate serve`)."""
@@ -90,10 +93,30 @@ class PolicyReloader:
                 self.last_error = str(exc)
                 log.error("policy reload (%s) refused, the old one stays:\n%s", trigger, exc)
                 raise
+            previous = gateway.policy
             change = self._swap(policy)
         version, summary = gateway.runtime.version, change.summary()
         log.info("policy reloaded (%s): version %d; %s", trigger, version, summary)
+        self._note_access(previous, policy, trigger)
         return change
+
+    def _note_access(self, old: Policy, new: Policy, trigger: str) -> None:
+        """A reload that changes who may call is logged as a warning and kept for status."""
+        changes = access_changes(old, new)
+        if not changes:
+            return
+        runtime = self.gateway.runtime
+        self.last_access_change = {
+            "version": runtime.version,
+            "at": runtime.loaded_at,
+            "changes": list(changes),
+        }
+        log.warning(
+            "policy reload (%s): who may call changed (version %d):\n  %s",
+            trigger,
+            runtime.version,
+            "\n  ".join(changes),
+        )
 
     def request(self, trigger: str) -> None:
         """Reload in the background (SIGHUP); the outcome is logged and kept for status."""
@@ -197,8 +220,14 @@ class PolicyReloader:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file, read no further than the bound the loader enforces on its text."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_POLICY_BYTES + 1)
+        check_byte_count(len(raw))
+        return raw
+    except TooLarge as exc:
+        raise PolicyError([PolicyProblem(str(path), None, "", str(exc))]) from exc
     except OSError as exc:
         raise PolicyError([PolicyProblem(str(path), None, "", f"cannot read: {exc}")]) from exc
 

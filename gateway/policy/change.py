@@ -112,3 +112,45 @@ class FileWatch:
         if settled:
             self.loaded = digest
         return settled
+
+
+# -- who may call ------------------------------------------------------------------------------
+ANONYMOUS = "anonymous callers"
+
+
+def who_may_call(policy: Policy) -> dict[str, str]:
+    """Each kind of caller (anonymous, each client by name) → what it may do, in words.
+
+    With no clients every caller is let in without a key (`serving.auth`); with clients, a call
+    without a valid client key is a 401, whatever `anonymous_lanes` says."""
+    if not policy.clients:
+        picks = ", ".join(policy.anonymous_lanes) or "none"
+        return {
+            ANONYMOUS: f"allowed without a key (lane {policy.default_lane!r} unless a rule "
+            f"says otherwise; X-Lane may pick: {picks})"
+        }
+    access = {ANONYMOUS: "refused: every call needs a client key (401)"}
+    for client in policy.clients:
+        text = f"lanes {', '.join(client.lanes)}"
+        if client.default_lane is not None:
+            text += f", default {client.default_lane}"
+        if client.max_concurrency is not None:
+            text += f", at most {client.max_concurrency} at once"
+        access[f"client {client.name!r}"] = text
+    return access
+
+
+def access_changes(old: Policy, new: Policy) -> tuple[str, ...]:
+    """`who: before -> after` for every caller whose access differs, and key rotations."""
+    before, after = who_may_call(old), who_may_call(new)
+    changes = []
+    for who in dict.fromkeys([*before, *after]):
+        was = before.get(who, "not in the policy")
+        now = after.get(who, "removed: its key is refused (401)")
+        if was != now:
+            changes.append(f"{who}: {was} -> {now}")
+    old_keys = {client.name: client.key_ref for client in old.clients}
+    for client in new.clients:
+        if old_keys.get(client.name, client.key_ref) != client.key_ref:
+            changes.append(f"client {client.name!r}: key changed (the old key is refused)")
+    return tuple(changes)

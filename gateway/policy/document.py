@@ -22,6 +22,7 @@ from gateway.policy.models import ModelsModel
 from gateway.policy.offload_section import OffloadModel
 from gateway.policy.slo_section import SloModel
 from gateway.policy.spec import Policy
+from gateway.policy.suggest import did_you_mean
 from gateway.policy.upstreams import UpstreamModel
 
 Location = tuple[str | int, ...]
@@ -138,7 +139,8 @@ class PolicyDocument(BaseModel):
                 if upstream not in known:
                     yield Finding(
                         ("models", model, upstream),
-                        f"unknown upstream {upstream!r} (upstreams: {', '.join(sorted(known))})",
+                        f"unknown upstream {upstream!r} (upstreams: {', '.join(sorted(known))})"
+                        + did_you_mean(upstream, known),
                     )
 
     def _unique_names(self) -> Iterator[Finding]:
@@ -276,7 +278,7 @@ class PolicyDocument(BaseModel):
                 if client is None:
                     yield Finding(
                         (*where, "match", "client", position),
-                        f"unknown client {name!r} (clients: {known})",
+                        f"unknown client {name!r} (clients: {known})" + did_you_mean(name, clients),
                     )
                 elif client.lanes is not None and rule.lane not in client.lanes:
                     yield Finding(
@@ -288,7 +290,8 @@ class PolicyDocument(BaseModel):
     def _unknown_lane(self, lane: str) -> str:
         if not self.lanes:
             return f"unknown lane {lane!r}: without a lanes section the only lane is 'default'"
-        return f"unknown lane {lane!r} (lanes: {', '.join(self.lane_names())})"
+        names = self.lane_names()
+        return f"unknown lane {lane!r} (lanes: {', '.join(names)}){did_you_mean(lane, names)}"
 
     # -- the core's view --------------------------------------------------------------------
 

@@ -14,10 +14,13 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.errors import ConfigError
 from gateway.policy.document import Finding, Location, PolicyDocument, dotted
 from gateway.policy.spec import Policy
+from gateway.policy.suggest import did_you_mean, field_names, without
+from gateway.policy.yaml_bounds import TooLarge, check_expanded_size, check_text_size
 
 log = logging.getLogger("lanegate.policy")
 
@@ -39,9 +42,12 @@ class PolicyProblem:
 class PolicyError(ConfigError):
     """A policy file that cannot be used; `problems` lists every error found."""
 
-    def __init__(self, problems: list[PolicyProblem]) -> None:
+    def __init__(self, problems: list[PolicyProblem], *, complete: bool = True) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+        # False: a field in error could not be set aside (a required one), so the names used
+        # across sections (lanes, clients, upstreams) are checked only once it is fixed.
+        self.complete = complete
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +82,54 @@ def check_policy(path: str | Path) -> CheckedPolicy:
 
 
 def check_policy_text(text: str, source: str) -> CheckedPolicy:
+    """Every problem of the file in one run: field errors first found by pydantic, then the
+    cross-references (lanes, clients, upstreams named elsewhere) of what is left once the
+    fields in error are set aside, so fixing the first batch never reveals a second."""
     data, lines = _parse_yaml(text, source)
-    try:
-        document = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        raise PolicyError(_problems(source, exc, lines)) from exc
-    found = [_finding_problem(source, finding, lines) for finding in document.findings()]
-    if any(not problem.warning for problem in found):
-        raise PolicyError(sorted(found, key=lambda p: (p.warning, p.line or 0)))
-    return CheckedPolicy(document.to_spec(source), tuple(found))
+    # Validation walks the data with aliases expanded: _parse_yaml bounded them first.
+    problems, document, pruned = _validate_all(data, source, lines)
+    if document is not None:
+        problems += [
+            _finding_problem(source, finding, lines)
+            for finding in document.findings()
+            if not any(finding.loc[: len(loc)] == loc for loc in pruned)
+        ]
+    if document is None or any(not problem.warning for problem in problems):
+        ordered = sorted(problems, key=lambda p: (p.warning, p.line or 0))
+        raise PolicyError(ordered, complete=document is not None)
+    return CheckedPolicy(document.to_spec(source), tuple(problems))
+
+
+# Each pass reports every field error pydantic finds; a field set aside may only uncover
+# errors of validators that needed it, so two passes are usual and eight are plenty.
+MAX_PASSES = 8
+
+
+def _validate_all(
+    data: dict[str, Any], source: str, lines: dict[Location, int]
+) -> tuple[list[PolicyProblem], PolicyDocument | None, list[Location]]:
+    """Validate; on errors, set the fields in error aside and validate the rest again, so
+    the cross-section checks still run. Returns the problems, the document of what was left
+    (None when a field in error cannot be set aside, e.g. a required one) and the fields
+    set aside."""
+    problems: list[PolicyProblem] = []
+    pruned: list[Location] = []
+    for _ in range(MAX_PASSES):
+        try:
+            return problems, PolicyDocument.model_validate(data), pruned
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        fresh = [error for error in errors if tuple(error["loc"]) not in pruned]
+        problems += _problems(source, fresh, lines)
+        if len(fresh) < len(errors):
+            return problems, None, pruned  # setting a field aside made it missing: required
+        for error in errors:
+            loc: Location = tuple(error["loc"])
+            smaller = without(data, loc)
+            if smaller is None:
+                return problems, None, pruned
+            data, pruned = smaller, [*pruned, loc]
+    return problems, None, pruned
 
 
 def policy_schema() -> dict[str, Any]:
@@ -95,10 +140,16 @@ def policy_schema() -> dict[str, Any]:
 
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Location, int]]:
     try:
+        check_text_size(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        check_expanded_size(root)  # before anything walks the aliases
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError([_yaml_problem(source, exc)]) from exc
+    except TooLarge as exc:
+        raise PolicyError([PolicyProblem(source, exc.line, "", str(exc))]) from exc
+    except RecursionError as exc:  # PyYAML's composer recurses once per nesting level
+        raise PolicyError([PolicyProblem(source, None, "", "the YAML nests too deeply")]) from exc
     if not isinstance(data, dict):
         raise PolicyError([PolicyProblem(source, 1, "", "expected a mapping with `upstreams:`")])
     lines, repeated = _line_index(root)
@@ -153,9 +204,11 @@ def _line_index(
     return index, repeated
 
 
-def _problems(source: str, exc: ValidationError, lines: dict[Location, int]) -> list[PolicyProblem]:
+def _problems(
+    source: str, errors: list[ErrorDetails], lines: dict[Location, int]
+) -> list[PolicyProblem]:
     problems = []
-    for error in exc.errors(include_url=False):
+    for error in errors:
         loc: Location = tuple(error["loc"])
         problems.append(
             PolicyProblem(source, _nearest_line(loc, lines), dotted(loc), _message(error))
@@ -174,7 +227,9 @@ def _message(error: object) -> str:
     assert isinstance(error, dict)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return "unknown field (check spelling; see `lanegate policy schema`)"
+        loc = tuple(error["loc"])
+        hint = did_you_mean(str(loc[-1]), field_names(PolicyDocument, loc)) if loc else ""
+        return f"unknown field{hint or ' (check spelling; see `lanegate policy schema`)'}"
     if error["type"] == "missing":
         return "required field is missing"
     return message

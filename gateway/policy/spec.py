@@ -21,6 +21,26 @@ class UpstreamKind(Enum):
     MLX = "mlx"
     LLAMACPP = "llamacpp"
     OPENAI = "openai"
+    ANTHROPIC = "anthropic"  # a server speaking only Anthropic's Messages API
+
+
+# API families an upstream may serve (policy `apis:`): OpenAI's /v1, Ollama's /api, Anthropic's
+# /v1/messages, llama.cpp's rerank. Requests of a family go only to upstreams that serve it.
+OPENAI_API, OLLAMA_API, ANTHROPIC_API, RERANK_API = "openai", "ollama", "anthropic", "rerank"
+API_FAMILIES = (OPENAI_API, OLLAMA_API, ANTHROPIC_API, RERANK_API)
+_CLASSIC = frozenset({OPENAI_API, OLLAMA_API})  # relayed to every kind, as before `apis`
+# What each kind serves when its policy entry does not say (late 2026): Ollama >= 0.14,
+# LM Studio and llama-server answer /v1/messages, mlx_lm.server does not; only llama-server
+# reranks (Ollama has no rerank API: ollama/ollama#3368). `openai` is any OpenAI-compatible
+# server (vLLM, SGLang, ...): nothing is assumed missing.
+DEFAULT_APIS: dict[UpstreamKind, frozenset[str]] = {
+    UpstreamKind.OLLAMA: _CLASSIC | {ANTHROPIC_API},
+    UpstreamKind.LMSTUDIO: _CLASSIC | {ANTHROPIC_API},
+    UpstreamKind.MLX: _CLASSIC,
+    UpstreamKind.LLAMACPP: frozenset(API_FAMILIES),
+    UpstreamKind.OPENAI: frozenset(API_FAMILIES),
+    UpstreamKind.ANTHROPIC: frozenset({ANTHROPIC_API}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +63,10 @@ class UpstreamSpec:
     api_key_ref: str | None = None
     signals_url: str | None = None
     signals_key_ref: str | None = None
+    apis: frozenset[str] = frozenset(API_FAMILIES)  # the API families it serves
+
+    def serves(self, family: str) -> bool:
+        return family in self.apis
 
 
 @dataclass(frozen=True, slots=True)

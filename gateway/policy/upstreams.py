@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.policy.spec import Timeouts, UpstreamKind, UpstreamSpec
+from gateway.policy.spec import API_FAMILIES, DEFAULT_APIS, Timeouts, UpstreamKind, UpstreamSpec
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 KEY_REF_PATTERN = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|sha256:[0-9a-f]{64})$")
@@ -54,6 +54,21 @@ class UpstreamModel(BaseModel):
         str | None, Field(description="Key for signals_url (a keyed agent): env:VAR only")
     ] = None
     timeouts: TimeoutsModel = TimeoutsModel()
+    apis: Annotated[
+        list[str] | None,
+        Field(
+            description="API families it serves: openai, ollama, anthropic (Messages), rerank; "
+            "default: what its kind serves"
+        ),
+    ] = None
+
+    @field_validator("apis")
+    @classmethod
+    def _known_apis(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name not in API_FAMILIES:
+                raise ValueError(f"unknown API {name!r}; use {', '.join(API_FAMILIES)}")
+        return value
 
     @field_validator("base_url", "signals_url")
     @classmethod
@@ -87,4 +102,5 @@ class UpstreamModel(BaseModel):
             api_key_ref=self.api_key,
             signals_url=self.signals_url,
             signals_key_ref=self.signals_key,
+            apis=DEFAULT_APIS[self.kind] if self.apis is None else frozenset(self.apis),
         )

@@ -46,7 +46,8 @@ class Authenticator:
         key = presented_key(headers)
         if key is None:
             raise Unauthorized(
-                "this gateway needs an API key: send `Authorization: Bearer <key>` "
+                "this gateway needs an API key: send `Authorization: Bearer <key>` (or "
+                "`x-api-key: <key>`, as Anthropic clients do) "
                 "(ask the operator for one; `lanegate keys new NAME` makes them)"
             )
         found = None

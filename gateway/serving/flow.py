@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
     BadRequest,
+    ErrorShape,
     Forbidden,
     GatewayError,
     RateLimited,
@@ -40,23 +42,27 @@ from gateway.lanes.classify import (
     rewrite_model,
 )
 from gateway.lanes.gate import Ticket
-from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.measurement import MAX_USAGE_TOKENS, RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
+from gateway.serving import anthropic_headers
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
-from gateway.serving.relay import Relay, send_error
-from gateway.serving.request_body import RequestFacts
+from gateway.serving.relay import Relay, send_error, trace_of
+from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.routes import Route
+from gateway.serving.usage import asking_body, should_ask
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
-from gateway.upstreams.selection import default_upstream
+from gateway.upstreams.selection import first_serving, serving
 
 log = logging.getLogger("lanegate")
 
 # Prompt characters per token, for the budget estimate before the upstream counts for real.
 CHARS_PER_TOKEN = 4
+# Paths reach the access log and the ledger; past this they are cut (the request's id stays).
+MAX_LOGGED_PATH = 256
 
 
 @dataclass(slots=True)
@@ -73,6 +79,7 @@ class Sending:
     extra: list[tuple[bytes, bytes]]
     upstream: str = "-"  # the upstream of the latest attempt
     alone: bool = False  # it had its upstream to itself from start to end
+    source: str | None = None  # who asks (client name, else address): the breaker's evidence
 
 
 @dataclass
@@ -94,8 +101,10 @@ class RequestFlow:
         clients: dict[str, UpstreamClient],
         router: UpstreamRouter,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.router = router
+        self.wall_clock = wall_clock  # Anthropic's rate-limit headers name an instant
         self.relay = relay
         self.budgets = budgets
         self.recorder = recorder
@@ -104,6 +113,7 @@ class RequestFlow:
         # Requests being handled: the drain waits for them, then interrupts the rest; a reload
         # retires removed upstream clients once those handled under the old policy are done.
         self.active: set[Exchange] = set()
+        self.clamped_logged: set[str] = set()  # upstreams whose out-of-range usage was logged
 
     async def handle(
         self, runtime: Runtime, route: Route, scope: Scope, receive: Receive, send: Send
@@ -119,6 +129,7 @@ class RequestFlow:
         extra: list[tuple[bytes, bytes]] = []
         try:
             client = runtime.auth.client_for(scope["headers"])
+            check_body_type(scope["headers"])
             raw, facts = await self.relay.read(route, receive, exchange)
             model = facts.model
             exchange.watch(receive)
@@ -127,17 +138,19 @@ class RequestFlow:
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
                 pool = _offload_pool(runtime, lane)
-                admitted = await self._admit(runtime, lane, client, facts, chars, pool)
+                served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
+                admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
-                extra += self._admission_headers(admitted)
+                extra += self._admission_headers(route, admitted)
 
             sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
+            sending.source = client.name if client else _peer(scope)
             if route.inference:
-                record = await self._send(runtime.policy, sending, pool)
-            else:  # metadata: the default upstream answers, no slot is taken
-                record = await self._forward(
-                    runtime.policy, sending, default_upstream(runtime.policy), False
-                )
+                served = served_by(route, pool or self.router.pool_of(runtime.policy))
+                record = await self._send(runtime.policy, sending, served)
+            else:  # metadata: the default upstream (that serves the API) answers, no slot
+                upstream = first_serving(runtime.policy, route.family, _what(route))
+                record = await self._forward(runtime.policy, sending, upstream, False)
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
@@ -158,16 +171,19 @@ class RequestFlow:
                 admitted.ticket.release()
         if admitted is not None:
             self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+        if record.usage_clamped and sending is not None:
+            _log_clamped_usage(self.clamped_logged, sending.upstream)
         queue_s = admitted.ticket.queue_s if admitted is not None else None
         labels = RequestLabels(
             request_id,
             route.method,
-            scope["path"],
+            scope["path"][:MAX_LOGGED_PATH],
             lane_name,
             sending.upstream if sending is not None else "-",
             model,
             client=client.name if client is not None else None,
             queue_s=queue_s,
+            trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
             alone=sending is not None and sending.alone,
         )
         self.recorder.record(labels, record, self.clock())
@@ -204,6 +220,7 @@ class RequestFlow:
     async def _admit(
         self,
         runtime: Runtime,
+        route: Route,
         lane: LaneSpec,
         client: ClientSpec | None,
         facts: RequestFacts,
@@ -214,7 +231,8 @@ class RequestFlow:
         estimate = prompt + (facts.max_tokens or lane.default_max_tokens)
         reservation = await self.budgets.hold(lane, client, estimate)
         if isinstance(reservation, Refusal):
-            raise _over_budget(reservation)
+            anthropic = route.shape is ErrorShape.ANTHROPIC
+            raise _over_budget(reservation, self.wall_clock() if anthropic else None)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
@@ -236,9 +254,12 @@ class RequestFlow:
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
         return pool
 
-    def _admission_headers(self, admitted: Admitted) -> list[tuple[bytes, bytes]]:
-        headers = [(b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())]
-        return headers + self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
+    def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
+        queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
+        limits = self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
+        if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
+            limits = [*limits, *anthropic_headers.from_openai(limits, self.wall_clock())]
+        return [queued, *limits]
 
     # -- the retry loop ---------------------------------------------------------------------
     async def _send(
@@ -250,7 +271,7 @@ class RequestFlow:
         pool = pool or self.router.pool_of(policy)
         tried: set[str] = set()
         while True:
-            attempt = self.router.begin(policy, pool, sending.model, tried)
+            attempt = self.router.begin(policy, pool, sending.model, tried, sending.source)
             try:
                 record = await self._forward(policy, sending, attempt.spec, attempt.others)
             except RetryElsewhere as failure:
@@ -269,15 +290,35 @@ class RequestFlow:
         self, policy: Policy, sending: Sending, spec: UpstreamSpec, retryable: bool
     ) -> RequestRecord:
         sending.upstream = spec.name
+        body, asked = _body_for(policy, sending, spec)
         return await self.relay.forward(
             sending.route,
             sending.scope,
             sending.send,
-            raw=_body_for(policy, sending.facts, sending.raw, sending.model, spec),
+            raw=body,
             client=self.clients[spec.name],
             exchange=sending.exchange,
             extra_headers=sending.extra,
             retryable=retryable,
+            strip_usage=asked,
+        )
+
+
+def _peer(scope: Scope) -> str | None:
+    """Who sent an anonymous request, for the breaker's count of distinct sources."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _log_clamped_usage(logged: set[str], upstream: str) -> None:
+    """Once per upstream (and at most 64 names: upstreams come from the policy)."""
+    if upstream not in logged and len(logged) < 64:
+        logged.add(upstream)
+        log.warning(
+            "upstream %s reported a token count out of range (negative, or over %d): clamped; "
+            "budgets and the ledger use the clamped figure (logged once per upstream)",
+            upstream,
+            MAX_USAGE_TOKENS,
         )
 
 
@@ -288,21 +329,34 @@ async def _try_send(send: Send, error: GatewayError, route: Route, request_id: s
         log.debug("request %s: could not send %s", request_id, error.code)
 
 
-def _body_for(
-    policy: Policy, facts: RequestFacts, raw: bytes, model: str | None, spec: UpstreamSpec
-) -> bytes:
+def _body_for(policy: Policy, sending: Sending, spec: UpstreamSpec) -> tuple[bytes, bool]:
     """The body for this upstream: the client's bytes as they came, unless the model goes
-    under another name there (the lane's rewrite, then the upstream's own id): then encoded
-    once, here."""
+    under another name there (the lane's rewrite, then the upstream's own id), or usage is
+    asked for on the client's behalf (serving.usage; True when it was): then encoded once,
+    here."""
+    facts, raw, model = sending.facts, sending.raw, sending.model
     if model is None or facts.body is None:
-        return raw
+        return raw, False
     upstream_id = policy.model_id(model, spec.name)
+    ask = should_ask(sending.route.api, facts.stream, facts.body, spec.kind)
     if upstream_id == facts.model:
-        return raw
-    return json.dumps({**facts.body, "model": upstream_id}, separators=(",", ":")).encode()
+        return (asking_body(raw, facts.body), True) if ask else (raw, False)
+    body = {**facts.body, "model": upstream_id}
+    if ask:
+        body["stream_options"] = {**(facts.body.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode(), ask
 
 
-def _over_budget(refusal: Refusal) -> GatewayError:
+def served_by(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of the pool that serve the route's API (a 404 naming them if none)."""
+    return serving(pool, route.family, _what(route))
+
+
+def _what(route: Route) -> str:
+    return f"{route.method} {route.path}"
+
+
+def _over_budget(refusal: Refusal, anthropic_now: float | None = None) -> GatewayError:
     scope = f"{refusal.scope[0]} {refusal.scope[1]!r}"
     if refusal.never_fits:
         return BadRequest(
@@ -312,11 +366,16 @@ def _over_budget(refusal: Refusal) -> GatewayError:
             param="max_tokens",
         )
     seconds = max(1, math.ceil(refusal.retry_after_s))
+    headers = {"retry-after": str(seconds)}
+    if anthropic_now is not None:  # Anthropic clients read the window from these
+        left = refusal.limit - refusal.used - refusal.reserved
+        window = anthropic_headers.tokens_headers(refusal.limit, left, seconds, anthropic_now)
+        headers.update((k.decode(), v.decode()) for k, v in window)
     return RateLimited(
         f"{scope} has used its token budget for this {refusal.window} "
         f"({refusal.used + refusal.reserved}/{refusal.limit}); retry in {seconds} s",
         code="token_budget",
-        headers={"retry-after": str(seconds)},
+        headers=headers,
     )
 
 

@@ -3,7 +3,10 @@
 This is the hot path, written as plain ASGI (no framework machinery per request or per
 chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`. Streamed
 bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
-(they are small, and a failure half-way can then still be a clean 502) and sent unchanged.
+(so a failure half-way can still be a clean 502) up to `LANEGATE_MAX_UPSTREAM_BODY_BYTES`
+(beyond it: 502 `upstream_body_too_large`), and sent unchanged. Of the upstream's headers
+only an allow-list reaches the client (`upstream_headers`); messages name an upstream by its
+policy name, never its address.
 
 A request's id, timers and interruption live in its `Exchange` (gateway/exchange.py); the
 relay turns an interruption's reason into the right answer.
@@ -18,17 +21,24 @@ from collections.abc import Callable, Sequence
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
+    OUT_OF_FILES,
     ErrorShape,
     GatewayError,
+    GatewayOutOfFiles,
+    NotFound,
     PayloadTooLarge,
     RequestTimeout,
     RetryElsewhere,
+    ServiceUnavailable,
+    UpstreamBodyTooLarge,
+    UpstreamConnectionError,
     UpstreamTimeout,
     UpstreamUnavailable,
     stream_error_event,
 )
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.ops.drain import cut_error
+from gateway.policy.spec import ANTHROPIC_API, RERANK_API, UpstreamSpec
 from gateway.serving.event_framing import EventFramer
 from gateway.serving.exchange import (
     BODY,
@@ -41,32 +51,27 @@ from gateway.serving.exchange import (
 )
 from gateway.serving.request_body import RequestFacts, parse_request
 from gateway.serving.routes import Route
+from gateway.serving.trace import TraceContext, trace_context
+from gateway.serving.upstream_headers import relayed_headers
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("lanegate.relay")
 
 
-# Response headers that belong to one hop, or to the gateway (CORS, server identity).
-_DROP_RESPONSE = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"server",
-        b"date",
-        b"x-request-id",  # the gateway sets its own (the same id when the upstream echoed it)
-        b"access-control-allow-origin",
-        b"access-control-allow-credentials",
-        b"access-control-allow-headers",
-        b"access-control-allow-methods",
-        b"access-control-expose-headers",
-    }
-)
 _STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson")
+
+
+_RETRY_SOON = {"retry-after": "1"}
+
+
+def describe(exc: BaseException, upstream: str) -> str:
+    """What a client, the breaker's reason and the ledger may see of an upstream failure: our
+    own client's messages (they name the upstream by its policy name), else the exception's
+    type. The full text (addresses included) goes to the gateway's log."""
+    if isinstance(exc, UpstreamConnectionError):
+        return f"{type(exc).__name__}: {exc}"
+    log.info("upstream %s: %s: %s", upstream, type(exc).__name__, exc)
+    return type(exc).__name__
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -103,16 +108,61 @@ async def send_error(send: Send, error: GatewayError, shape: ErrorShape, request
 def upstream_headers(scope: Scope, request_id: str) -> dict[str, str]:
     """What the upstream sees of the client's headers: content negotiation only, no auth."""
     headers = {"x-request-id": request_id, "content-type": "application/json"}
+    context = False
     for name, value in scope["headers"]:
         if name in (b"accept", b"user-agent"):
             headers[name.decode()] = value.decode("latin-1")
+        elif name in _CONTEXT:
+            context = True
+    if context:  # rare: parsed only when a client sent any of them
+        headers.update(context_headers(scope))
     return headers
+
+
+# Anthropic clients say which API version (and beta features) they speak; servers that
+# implement the Messages API read them, so they go upstream as sent (bounded in size).
+_ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
+_CONTEXT = _ANTHROPIC_HEADERS | {b"traceparent", b"tracestate"}
+_MAX_ANTHROPIC_HEADER = 256
+_TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
+
+
+# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
+_NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
+
+
+def _not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
+    return NotFound(
+        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
+        f"(it answered {status} without an API error): it does not serve the {route.family} "
+        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
+        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
+        code="api_not_served",
+    )
+
+
+def context_headers(scope: Scope) -> dict[str, str]:
+    """The client's W3C trace context (if valid) and Anthropic version headers."""
+    trace = trace_of(scope)
+    out = trace.headers() if trace is not None else {}
+    for name, value in scope["headers"]:
+        if name in _ANTHROPIC_HEADERS and 0 < len(value) <= _MAX_ANTHROPIC_HEADER:
+            out[name.decode()] = value.decode("latin-1")
+    return out
+
+
+def trace_of(scope: Scope) -> TraceContext | None:
+    """The request's trace context, parsed once (the relay forwards it, the record logs it)."""
+    if _TRACE not in scope:
+        scope[_TRACE] = trace_context(scope["headers"])
+    found: TraceContext | None = scope[_TRACE]
+    return found
 
 
 def response_headers(
     upstream: UpstreamResponse, request_id: str, upstream_name: str
 ) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in upstream.raw_headers if k.lower() not in _DROP_RESPONSE]
+    headers = relayed_headers(upstream.raw_headers)
     headers.append((b"x-request-id", request_id.encode()))
     headers.append((b"x-lanegate-upstream", upstream_name.encode()))
     return headers
@@ -122,9 +172,15 @@ class Relay:
     """Forwards one request to the upstream client it is given, and measures it."""
 
     def __init__(
-        self, *, max_body_bytes: int, clock: Callable[[], float], body_timeout_s: float = 60.0
+        self,
+        *,
+        max_body_bytes: int,
+        clock: Callable[[], float],
+        body_timeout_s: float = 60.0,
+        max_upstream_body_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.max_body_bytes = max_body_bytes
+        self.max_upstream_body_bytes = max_upstream_body_bytes
         self.clock = clock
         self.body_timeout_s = body_timeout_s
         self.request_ids = RequestIds()
@@ -160,9 +216,11 @@ class Relay:
         exchange: Exchange,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
         retryable: bool = False,
+        strip_usage: bool = False,
     ) -> RequestRecord:
         """Relay one request; with `retryable`, a failure before any byte reached the client
-        (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead."""
+        (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead. With
+        `strip_usage` the usage event the gateway asked for is measured, not forwarded."""
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
         timeouts = client.spec.timeouts
@@ -178,15 +236,23 @@ class Relay:
             response = await client.open(route.method, path, body, forwarded)
             status = response.status
             if retryable and status in (502, 503):
-                raise RetryElsewhere(f"answered {status}", busy=status == 503)
+                raise RetryElsewhere(f"answered {status}", busy=status == 503, answered=True)
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
-            if status < 400 and content_type.startswith(_STREAM_TYPES):
-                framer = EventFramer(ndjson=content_type.startswith(b"application/x-ndjson"))
+            if status == 404 and route.family in _NEWER_APIS and b"json" not in content_type:
+                # a bare 404 page: the server has no such route (an Ollama before 0.14)
+                refusal = _not_served(route, client.spec, response.status)
+                status = await self._fail(send, exchange, route.shape, refusal, status)
+                error = refusal.code
+            elif status < 400 and content_type.startswith(_STREAM_TYPES):
+                ndjson = content_type.startswith(b"application/x-ndjson")
+                framer = EventFramer(ndjson=ndjson, strip_usage=strip_usage)
                 await self._stream(response, send, headers, exchange, measurement, framer)
             else:
-                await self._whole(response, send, headers, exchange, measurement, route.method)
+                await self._whole(
+                    response, send, headers, exchange, measurement, route.method, client.spec.name
+                )
         except asyncio.CancelledError:
             if exchange.reason is None:
                 raise
@@ -197,16 +263,23 @@ class Relay:
             if framer is not None:
                 framer.discard()
             status = await self._interrupted(send, exchange, route.shape, client.spec.name, status)
+        except GatewayOutOfFiles as exc:  # ours, not the upstream's: never a RetryElsewhere
+            log.error("request %s: %s", exchange.request_id, exc.strerror)
+            error = OUT_OF_FILES
+            ours = ServiceUnavailable(str(exc.strerror), code=error, headers=_RETRY_SOON)
+            status = await self._fail(send, exchange, route.shape, ours, status)
+        except UpstreamBodyTooLarge as too_large:
+            error = too_large.code
+            status = await self._fail(send, exchange, route.shape, too_large, status)
         except UPSTREAM_ERRORS as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = describe(exc, client.spec.name)
             failed = True
             if retryable and response is None:
                 raise RetryElsewhere(error) from exc
             if framer is not None:
                 framer.discard()
             failure = UpstreamUnavailable(
-                f"upstream {client.spec.name} failed ({error or 'connection closed'}); "
-                "check that it is running, or retry"
+                f"upstream {client.spec.name} failed ({error}); check that it is running, or retry"
             )
             status = await self._fail(send, exchange, route.shape, failure, status)
         finally:
@@ -263,9 +336,18 @@ class Relay:
         exchange: Exchange,
         measurement: RequestMeasurement,
         method: str,
+        upstream: str,
     ) -> None:
         chunks: list[bytes] = []
+        size, limit = 0, self.max_upstream_body_bytes
         async for chunk in response.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamBodyTooLarge(
+                    f"upstream {upstream} sent a non-streamed body over "
+                    f"{limit} bytes (LANEGATE_MAX_UPSTREAM_BODY_BYTES); ask for a stream, "
+                    "or send fewer inputs per request"
+                )
             now = self.clock()
             if exchange.first_byte_at is None:
                 exchange.mark_first_byte(now)

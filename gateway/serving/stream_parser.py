@@ -2,7 +2,9 @@
 
 Owns: cutting raw socket chunks into events, spotting the first event that carries generated
 output (the TTFT moment), and reading token usage and in-stream errors. Must not: do I/O, read
-the clock, or keep the body: it holds only the unfinished tail of the last event.
+the clock, or keep the body: it holds only the unfinished tail of the last event. What an
+Anthropic Messages event means is `anthropic_events`' (usage arrives in two events there, so
+a later usage wins field by field).
 
 Cost. Until the first output every event is parsed (``json.loads``); there are only a few.
 After it, a chunk holding exactly one event (the usual case) costs a memchr for the first
@@ -28,6 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.serving.anthropic_events import OUTPUT as MESSAGES_OUTPUT
+from gateway.serving.anthropic_events import PARSE as MESSAGES_PARSE
+from gateway.serving.anthropic_events import body_facts, event_facts, fast_kind
+
 
 class Api(enum.Enum):
     """Which wire format a streamed body is in."""
@@ -37,6 +43,7 @@ class Api(enum.Enum):
     RESPONSES = "responses"  # OpenAI /v1/responses (SSE with event: lines)
     OLLAMA_CHAT = "ollama_chat"  # Ollama /api/chat (NDJSON)
     OLLAMA_GENERATE = "ollama_generate"  # Ollama /api/generate (NDJSON)
+    MESSAGES = "messages"  # Anthropic /v1/messages (SSE with event: lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +213,7 @@ class StreamScanner:
             return False
         else:
             if event.usage is not None:
-                self._usage = event.usage
+                self._usage = _merged(self._usage, event.usage)
             if event.error is not None and self._error is None:
                 self._error = event.error
             if not event.output:
@@ -226,6 +233,11 @@ class StreamScanner:
         if size < _SMALL_EVENT or b'"error"' in piece or piece.startswith(b"error:"):
             return self._parse(piece)
         api = self._api
+        if api is Api.MESSAGES:
+            kind = fast_kind(piece)
+            if kind == MESSAGES_PARSE:
+                return self._parse(piece)
+            return _OUTPUT if kind == MESSAGES_OUTPUT else _NOTHING
         if api is Api.RESPONSES:  # non-delta events are few and may carry usage or failure
             return _OUTPUT if b'.delta"' in piece else self._parse(piece)
         if api in _NDJSON:
@@ -311,6 +323,11 @@ def _interpret(api: Api, obj: Any, event_name: str) -> _Event:
     """Read output/usage/error from one parsed event of the given API."""
     if not isinstance(obj, dict):
         return _NOTHING
+    if api is Api.MESSAGES:
+        output, usage, error = event_facts(obj, event_name)
+        if usage is None and not output and error is None:
+            return _NOTHING
+        return _Event(output=output, usage=usage, error=error)
     if api is Api.RESPONSES:
         kind = obj.get("type")
         kind = kind if isinstance(kind, str) else event_name
@@ -410,15 +427,28 @@ def scan_body(api: Api, body: bytes) -> ScanResult:
         scanner.feed(body)
         scanner.close()
         return scanner.result()
-    usage = _usage_of(obj)
+    if api is Api.MESSAGES:
+        output, usage = body_facts(obj)
+    else:
+        output, usage = _body_has_output(api, obj), _usage_of(obj)
     prompt, completion = usage if usage is not None else (None, None)
     return ScanResult(
         prompt_tokens=prompt,
         completion_tokens=completion,
         tokens_estimated=False,
-        output_events=1 if _body_has_output(api, obj) else 0,
+        output_events=1 if output else 0,
         error=_error_text(obj),
     )
+
+
+def _merged(
+    old: tuple[int | None, int | None] | None, new: tuple[int | None, int | None]
+) -> tuple[int | None, int | None]:
+    """A later usage wins field by field: Anthropic says input tokens in `message_start`
+    and output tokens in `message_delta`."""
+    if old is None:
+        return new
+    return (old[0] if new[0] is None else new[0], old[1] if new[1] is None else new[1])
 
 
 def _body_has_output(api: Api, obj: dict[str, Any]) -> bool:

@@ -14,6 +14,13 @@ sends it *more* traffic. A separate, lower `busy_to_open` sheds it sooner, and k
 "Consecutive" means "without a success in between": only a success proves health, so a
 failure does not reset the busy streak nor a busy answer the failure streak.
 
+Why an error *answer* is counted apart from a FAILURE: an upstream that answers 500 is up;
+one client's poisoned requests (a 900-deep `messages` nesting makes the simulator answer 500)
+must not open the breaker for everyone. A 5xx answer counts towards `failures_to_open` like a
+failure, but opens the breaker only with evidence the upstream itself is sick: a connection
+failure or timeout in the same streak, or 5xx answers from at least `sources_to_open`
+distinct sources (clients, or the active probe).
+
 Cooldown backoff: each time a half-open probe fails the next cooldown doubles, capped at
 `max_cooldown_s`, so a host that is down for minutes is probed a handful of times rather than
 every `cooldown_s`; closing resets it to `cooldown_s`.
@@ -38,6 +45,7 @@ class Outcome(Enum):
     SUCCESS = "success"
     FAILURE = "failure"  # connect error, timeout before the first byte, 5xx other than busy
     BUSY = "busy"  # 503 "server busy": alive but its queue is full
+    ERROR_ANSWER = "error_answer"  # answered 5xx: alive; counts when several sources see it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +55,14 @@ class BreakerConfig:
     cooldown_s: float = 10.0
     max_cooldown_s: float = 120.0
     half_open_probes: int = 1  # consecutive successful probes needed to close again
+    sources_to_open: int = 2  # distinct sources of 5xx answers needed without a failure
 
     def __post_init__(self) -> None:
-        if self.failures_to_open < 1 or self.busy_to_open < 1 or self.half_open_probes < 1:
-            raise ValueError("failures_to_open, busy_to_open and half_open_probes must be >= 1")
+        counts = (self.failures_to_open, self.busy_to_open, self.half_open_probes)
+        if min(*counts, self.sources_to_open) < 1:
+            raise ValueError(
+                "failures_to_open, busy_to_open, half_open_probes and sources_to_open must be >= 1"
+            )
         if not 0 < self.cooldown_s <= self.max_cooldown_s:
             raise ValueError("need 0 < cooldown_s <= max_cooldown_s")
 
@@ -81,6 +93,8 @@ class CircuitBreaker:
         self.config = config
         self._state = BreakerState.CLOSED
         self._failures = 0
+        self._hard = False  # a connection failure or timeout in the current failure streak
+        self._sources: set[str | None] = set()  # of 5xx answers in it, at most sources_to_open
         self._busy = 0
         self._probe_successes = 0
         self._probe_in_flight = False
@@ -132,27 +146,40 @@ class CircuitBreaker:
         """Give back a probe slot whose request ended without telling us anything."""
         self._probe_in_flight = False
 
-    def record(self, outcome: Outcome, now: float, detail: str = "") -> None:
-        """Account one finished attempt; `detail` (e.g. "connection refused") goes in reasons."""
+    def record(
+        self, outcome: Outcome, now: float, detail: str = "", source: str | None = None
+    ) -> None:
+        """Account one finished attempt; `detail` (e.g. "connection refused") goes in reasons,
+        `source` (who sent the request: a client, or "probe") tells 5xx answers apart."""
         self._advance(now)
         if self._state is BreakerState.CLOSED:
-            self._record_closed(outcome, now, detail)
+            self._record_closed(outcome, now, detail, source)
         elif self._state is BreakerState.HALF_OPEN:
             self._record_half_open(outcome, now, detail)
 
-    def _record_closed(self, outcome: Outcome, now: float, detail: str) -> None:
+    def _record_closed(self, outcome: Outcome, now: float, detail: str, source: str | None) -> None:
         if outcome is Outcome.SUCCESS:
-            self._failures = self._busy = 0
+            self._reset_streaks()
             return
         suffix = f": {detail}" if detail else ""
-        if outcome is Outcome.FAILURE:
-            self._failures += 1
-            if self._failures >= self.config.failures_to_open:
-                self._open(now, f"{self._failures} consecutive failures{suffix}")
-        else:
+        if outcome is Outcome.BUSY:
             self._busy += 1
             if self._busy >= self.config.busy_to_open:
                 self._open(now, f"{self._busy} consecutive busy answers (503){suffix}")
+            return
+        self._failures += 1
+        if outcome is Outcome.FAILURE:
+            self._hard = True
+        elif len(self._sources) < self.config.sources_to_open:
+            self._sources.add(source)
+        evidence = self._hard or len(self._sources) >= self.config.sources_to_open
+        if self._failures >= self.config.failures_to_open and evidence:
+            self._open(now, f"{self._failures} consecutive failures{suffix}")
+
+    def _reset_streaks(self) -> None:
+        self._failures = self._busy = 0
+        self._hard = False
+        self._sources.clear()
 
     def _record_half_open(self, outcome: Outcome, now: float, detail: str) -> None:
         self._probe_in_flight = False
@@ -160,11 +187,11 @@ class CircuitBreaker:
             self._probe_successes += 1
             if self._probe_successes >= self.config.half_open_probes:
                 self._cooldown = self.config.cooldown_s
-                self._failures = self._busy = 0
+                self._reset_streaks()
                 self._move(now, BreakerState.CLOSED, f"{self._probe_successes} probe(s) succeeded")
             return
         self._cooldown = min(self._cooldown * 2, self.config.max_cooldown_s)
-        kind = "failed" if outcome is Outcome.FAILURE else "answered busy"
+        kind = "answered busy" if outcome is Outcome.BUSY else "failed"
         suffix = f": {detail}" if detail else ""
         self._open(now, f"probe {kind}{suffix}; cooling down {self._cooldown:g}s")
 

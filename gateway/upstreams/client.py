@@ -22,7 +22,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
-from gateway.policy.spec import UpstreamSpec
+from gateway.policy.spec import UpstreamKind, UpstreamSpec
 
 log = logging.getLogger("lanegate.upstream")
 
@@ -83,7 +83,14 @@ def default_headers(spec: UpstreamSpec) -> dict[str, str]:
     key = resolve_key(spec)
     if key:
         headers["authorization"] = f"Bearer {key}"
+    if spec.kind is UpstreamKind.ANTHROPIC:  # Anthropic's API reads its key and version here
+        if key:
+            headers["x-api-key"] = key
+        headers["anthropic-version"] = ANTHROPIC_VERSION  # a client's own version wins
     return headers
+
+
+ANTHROPIC_VERSION = "2023-06-01"  # the Messages API's version, for calls no client made
 
 
 def resolve_key(spec: UpstreamSpec, ref: str | None = None) -> str | None:

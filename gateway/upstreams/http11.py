@@ -31,7 +31,9 @@ in from being sent twice.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
 import ssl
 from collections import deque
@@ -41,6 +43,7 @@ from urllib.parse import quote, urlsplit
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from gateway.errors import (
+    GatewayOutOfFiles,
     UpstreamConnectFailed,
     UpstreamConnectionError,
     UpstreamDisconnected,
@@ -56,6 +59,18 @@ _LOW_WATER = 64 * 1024  # ... and resumes
 _STALE_WINDOW_S = 1.0
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*").fullmatch
 _PATH_SAFE = "/!$&'()*+,;=:@~"
+
+
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+
+
+def out_of_files(exc: OSError) -> GatewayOutOfFiles:
+    limit = "the process's open-file limit" if exc.errno == errno.EMFILE else "the system's"
+    return GatewayOutOfFiles(
+        exc.errno,
+        f"lanegate is out of file descriptors ({limit}); raise `ulimit -n` (launchd: "
+        "SoftResourceLimits NumberOfFiles) or lower the number of open client connections",
+    )
 
 
 def _may_resend(reused: bool, answered: bool, waited_s: float) -> bool:
@@ -295,7 +310,10 @@ class LeanUpstream:
         self._ssl = ssl.create_default_context() if secure else None
         shown = f"[{self._host}]" if ":" in self._host else self._host
         host = shown if parts.port in (None, 443 if secure else 80) else f"{shown}:{self._port}"
-        self.label = f"upstream {spec.name} ({shown}:{self._port})"
+        # Messages (which may reach clients) name the upstream by its policy name only; its
+        # address goes to the gateway's log.
+        self.label = f"upstream {spec.name}"
+        self.address = f"{shown}:{self._port}"
         self._prefix = parts.path.rstrip("/")
         self._defaults = {"host": host, **default_headers(spec)}
         self._fixed = "".join(f"{name}: {value}\r\n" for name, value in self._defaults.items())
@@ -417,7 +435,12 @@ class LeanUpstream:
             waited = self.spec.timeouts.connect_s
             raise UpstreamConnectFailed(f"{self.label}: no connection within {waited:g} s") from exc
         except OSError as exc:
-            raise UpstreamConnectFailed(f"{self.label}: cannot connect ({exc})") from exc
+            if exc.errno in OUT_OF_FILES:
+                raise out_of_files(exc) from exc
+            log.info("%s at %s: cannot connect (%s)", self.label, self.address, exc)
+            # asyncio's own text names the address: the errno's text does not.
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise UpstreamConnectFailed(f"{self.label}: cannot connect ({reason})") from exc
         finally:
             if conn is None:
                 self._count -= 1

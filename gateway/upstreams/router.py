@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.errors import RetryElsewhere, ServiceUnavailable
+from gateway.errors import NOT_THE_UPSTREAMS, RetryElsewhere, ServiceUnavailable
 from gateway.observe.measurement import RequestRecord
 from gateway.policy.spec import Policy, UpstreamSpec
 from gateway.serving.exchange import CLIENT_LEFT
@@ -40,6 +40,10 @@ class Attempt:
     others: bool
     in_flight: int  # this upstream's requests in flight, this one included, when it started
     sent: int  # attempts ever sent to this upstream, when it started
+    source: str | None = None  # who asked (client name, or address): the breaker's evidence
+
+
+PROBE = "probe"  # the source of discovery's own reads, for the breaker
 
 
 class UpstreamRouter:
@@ -71,10 +75,10 @@ class UpstreamRouter:
         breaker, now = self.breaker(upstream), self.clock()
         state = breaker.state(now)
         if state is BreakerState.CLOSED and not reachable:
-            breaker.record(Outcome.FAILURE, now, f"probe: {detail}")
+            breaker.record(Outcome.FAILURE, now, f"probe: {detail}", PROBE)
         elif state is BreakerState.HALF_OPEN and breaker.allow(now):
             outcome = Outcome.SUCCESS if reachable else Outcome.FAILURE
-            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe")
+            breaker.record(outcome, now, f"probe: {detail}" if detail else "probe", PROBE)
 
     def pool_of(self, policy: Policy) -> tuple[UpstreamSpec, ...]:
         if self._pool is None or self._pool[0] is not policy:  # computed once per policy
@@ -121,7 +125,12 @@ class UpstreamRouter:
         return Candidate(spec, healthy, has, resident, self.in_flight.get(spec.name, 0))
 
     def begin(
-        self, policy: Policy, pool: tuple[UpstreamSpec, ...], model: str | None, tried: set[str]
+        self,
+        policy: Policy,
+        pool: tuple[UpstreamSpec, ...],
+        model: str | None,
+        tried: set[str],
+        source: str | None = None,
     ) -> Attempt:
         """The next attempt: the best untried upstream of the pool, counted in flight.
         Raises ServiceUnavailable when no upstream of the pool may be tried."""
@@ -132,13 +141,16 @@ class UpstreamRouter:
         others = any(s.name not in tried for s in pool)
         in_flight = self.in_flight[spec.name] = self.in_flight.get(spec.name, 0) + 1
         sent = self.sent[spec.name] = self.sent.get(spec.name, 0) + 1
-        return Attempt(spec, others, in_flight, sent)
+        return Attempt(spec, others, in_flight, sent, source)
 
     def failed(self, attempt: Attempt, failure: RetryElsewhere) -> None:
         """The attempt failed before any byte reached the client: its breaker learns it."""
         self._end(attempt)
-        outcome = Outcome.BUSY if failure.busy else Outcome.FAILURE
-        self.breaker(attempt.spec.name).record(outcome, self.clock(), failure.detail)
+        outcome = Outcome.FAILURE
+        if failure.busy or failure.answered:
+            outcome = Outcome.BUSY if failure.busy else Outcome.ERROR_ANSWER
+        breaker = self.breaker(attempt.spec.name)
+        breaker.record(outcome, self.clock(), failure.detail, attempt.source)
         log.info(
             "upstream %s failed before the first byte (%s); trying another",
             attempt.spec.name,
@@ -154,23 +166,25 @@ class UpstreamRouter:
         upstream to itself from start to end (nobody came or went meanwhile): its TTFT is
         then that engine's single-stream TTFT."""
         self._end(attempt)
-        self._account(attempt.spec, record)
+        self._account(attempt.spec, record, attempt.source)
         name = attempt.spec.name
         return attempt.in_flight == 1 and self.sent[name] == attempt.sent
 
     def _end(self, attempt: Attempt) -> None:
         self.in_flight[attempt.spec.name] -= 1
 
-    def _account(self, spec: UpstreamSpec, record: RequestRecord) -> None:
-        breaker = self.breaker(spec.name)
-        if record.status == 499 or record.error == CLIENT_LEFT:
-            breaker.release_probe()  # the client left: this says nothing about the upstream
+    def _account(self, spec: UpstreamSpec, record: RequestRecord, source: str | None) -> None:
+        breaker, now = self.breaker(spec.name), self.clock()
+        if record.status == 499 or record.error == CLIENT_LEFT or record.error in NOT_THE_UPSTREAMS:
+            breaker.release_probe()  # the client left, or the gateway's own limit: no verdict
         elif record.status == 503:
-            breaker.record(Outcome.BUSY, self.clock(), "503 server busy")
-        elif record.status >= 500 or record.upstream_failed:  # mid-stream failures too
-            breaker.record(Outcome.FAILURE, self.clock(), record.error or str(record.status))
+            breaker.record(Outcome.BUSY, now, "503 server busy", source)
+        elif record.upstream_failed:  # connection lost, timeouts; mid-stream failures too
+            breaker.record(Outcome.FAILURE, now, record.error or str(record.status), source)
+        elif record.status >= 500:  # answered with an error: alive, perhaps a poisoned request
+            breaker.record(Outcome.ERROR_ANSWER, now, f"answered {record.status}", source)
         else:
-            breaker.record(Outcome.SUCCESS, self.clock())
+            breaker.record(Outcome.SUCCESS, now)
 
     def _none_healthy(self, pool: tuple[UpstreamSpec, ...]) -> ServiceUnavailable:
         now = self.clock()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.policy.spec import Policy, UpstreamSpec
+from gateway.errors import NotFound
+from gateway.policy.spec import ANTHROPIC_API, OLLAMA_API, RERANK_API, Policy, UpstreamSpec
 
 DEFAULT_POOL = "local"
 
@@ -28,6 +29,52 @@ class Candidate:
 def default_upstream(policy: Policy) -> UpstreamSpec:
     local = policy.pool(DEFAULT_POOL)
     return local[0] if local else policy.upstreams[0]
+
+
+def serving(pool: tuple[UpstreamSpec, ...], family: str, what: str) -> tuple[UpstreamSpec, ...]:
+    """The upstreams of `pool` that serve an API family (the pool itself when all do); when
+    none does, a 404 for `what` (e.g. `POST /v1/rerank`) naming each and what it serves."""
+    if all(spec.serves(family) for spec in pool):
+        return pool
+    served = tuple(spec for spec in pool if spec.serves(family))
+    if not served:
+        raise NotFound(not_served_message(what, family, pool), code="api_not_served")
+    return served
+
+
+def first_serving(policy: Policy, family: str, what: str) -> UpstreamSpec:
+    """Who answers a metadata call of this family: the default upstream if it serves it,
+    else the first of the local pool, then of the policy, that does (else the 404)."""
+    first = default_upstream(policy)
+    if first.serves(family):
+        return first
+    ordered = (*policy.pool(DEFAULT_POOL), *policy.upstreams)
+    found = next((spec for spec in ordered if spec.serves(family)), None)
+    if found is None:
+        raise NotFound(not_served_message(what, family, policy.upstreams), code="api_not_served")
+    return found
+
+
+# Who serves each family, for the message when nobody here does.
+_WHO = {
+    ANTHROPIC_API: "llama.cpp's server, Ollama 0.14 or later, LM Studio, or `kind: anthropic`",
+    RERANK_API: "llama.cpp's server started with --reranking (kind: llamacpp)",
+    OLLAMA_API: "Ollama",
+}
+
+
+def not_served_message(what: str, family: str, pool: tuple[UpstreamSpec, ...]) -> str:
+    """Why `what` (e.g. `POST /v1/rerank`) cannot be relayed: each upstream, what it serves."""
+    names = "; ".join(
+        f"{spec.name} (kind {spec.kind.value}) serves {', '.join(sorted(spec.apis)) or 'none'}"
+        for spec in pool
+    )
+    who = _WHO.get(family, "an OpenAI-compatible server")
+    return (
+        f"no upstream here serves {what} (the {family} API): {names}. Use an API they "
+        f"serve, or ask the operator to add an upstream that does ({who}) or to list "
+        f"`{family}` in an upstream's `apis` if it serves it"
+    )
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate | None:

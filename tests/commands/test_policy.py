@@ -119,7 +119,85 @@ def test_policy_without_action_shows_usage(capsys: pytest.CaptureFixture[str]) -
     assert "check" in capsys.readouterr().err
 
 
-def test_check_needs_a_file() -> None:
-    with pytest.raises(SystemExit) as caught:
-        run(["policy", "check"])
-    assert caught.value.code == 2
+def test_the_shipped_examples_check_in_place(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "check", "--examples"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK: 2 upstreams") == 2 and "examples/demo.yaml:" in out
+
+
+def test_an_example_prints_as_shipped(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "example", "default"]) == 0
+    assert capsys.readouterr().out == (REPO / "policies" / "default.yaml").read_text()
+
+
+def test_check_wants_a_file_or_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["policy", "check"]) == 2
+    assert "--examples" in capsys.readouterr().err
+
+
+ALL_AT_ONCE = """\
+version: 1
+upstreams:
+  - {name: mini, kind: ollama, base_url: "http://127.0.0.1:11434", max_concurency: 4}
+lanes:
+  - {name: interactive, priority: 100, max_concurrency: 2, max_queu: 20}
+  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: -5}
+clients:
+  - {name: alice, key: "env:ALICE", lanes: [interactiv, batch]}
+classify:
+  default_lane: interactive
+  rules:
+    - {name: jobs, lane: batchh, match: {client: [alise]}}
+"""
+
+
+def test_check_reports_every_problem_in_one_pass_with_near_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three field errors and the cross-references, one run: nothing left for a second."""
+    path = tmp_path / "ops.yaml"
+    path.write_text(ALL_AT_ONCE)
+    assert run(["policy", "check", str(path)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines == [
+        f"{path}:3: upstreams[0].max_concurency: unknown field; did you mean 'max_concurrency'?",
+        f"{path}:5: lanes[0].max_queu: unknown field; did you mean 'max_queue'?",
+        f"{path}:6: lanes[1].queue_timeout: {lines[2].split('queue_timeout: ', 1)[1]}",
+        f"{path}:8: clients[0].lanes[0]: unknown lane 'interactiv' (lanes: interactive, batch)"
+        "; did you mean 'interactive'?",
+        f"{path}:8: clients[0].lanes: requests no rule matches go to classify.default_lane "
+        "'interactive', which this client may not use: add it to `lanes` or set the client's "
+        "default_lane",
+        f"{path}:12: classify.rules[0].lane: unknown lane 'batchh' (lanes: interactive, batch)"
+        "; did you mean 'batch'?",
+        f"{path}:12: classify.rules[0].match.client[0]: unknown client 'alise' (clients: alice)"
+        "; did you mean 'alice'?",
+    ]
+    assert "greater than" in lines[2]
+    assert captured.err == f"{path}: 7 errors\n"
+    # Fixing what was reported leaves nothing: there was no second batch.
+    fixed = (
+        ALL_AT_ONCE.replace("max_concurency", "max_concurrency")
+        .replace("max_queu:", "max_queue:")
+        .replace("queue_timeout: -5", "queue_timeout: 5")
+        .replace("interactiv,", "interactive,")
+        .replace("batchh", "batch")
+        .replace("alise", "alice")
+    )
+    path.write_text(fixed)
+    assert run(["policy", "check", str(path)]) == 0
+
+
+def test_a_required_field_in_error_says_cross_references_come_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ops.yaml"
+    path.write_text(ALL_AT_ONCE.replace('base_url: "http://127.0.0.1:11434"', "base_url: 7"))
+    assert run(["policy", "check", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{path}:3: upstreams[0].base_url: ")
+    assert captured.err.splitlines()[-1] == (
+        "names used across sections (lanes, clients, upstreams) are checked once the errors "
+        "above are fixed"
+    )

@@ -70,3 +70,34 @@ def test_the_knee_lands_on_the_first_rung_above_the_slots(
     assert len(rows) == sum(rung["requests"] for rung in rungs.values())
     assert all(int(row["completion_tokens"]) == 32 for row in rows)
     assert all(rung["peak_rss_bytes"] > 100 << 20 for rung in rungs.values())  # 200 MB model
+    check_signals_and_tail_lines(out, report, rows)
+
+
+def check_signals_and_tail_lines(
+    out: Path, report: dict[str, Any], rows: list[dict[str, str]]
+) -> None:
+    """#22 and #21 against a real engine: per-request ITL/TPOT/tok/s, host signals on the
+    ladder's clock, a tail reading per rung, and the GuideLLM-shaped export."""
+    for row in rows:
+        # 32 tokens streamed: 31 decode steps after the first, each a real inter-token gap.
+        assert 0 < float(row["itl_s"]) < float(row["e2e_s"])
+        assert float(row["tpot_s"]) == pytest.approx(
+            (float(row["e2e_s"]) - float(row["ttft_s"])) / 31, rel=1e-3
+        )
+        assert float(row["output_tps"]) == pytest.approx(32 / float(row["e2e_s"]), rel=1e-3)
+    with (out / "signals.csv").open() as handle:
+        signals = list(csv.DictReader(handle))
+    assert signals and all(0 <= float(s["cpu_busy_pct"]) <= 100 for s in signals)
+    assert all(s["cpu_cores"] and s["disk_read_bps"] != "" for s in signals)
+    markdown = (out / "report.md").read_text()
+    for rung in report["rungs"]:
+        assert rung["host"]["samples"] > 0
+        assert f"- concurrency {rung['concurrency']}: {rung['tail']['line']}" in markdown
+    # Past the 4 slots the tail rose: the knee rung's reading says by how much and why.
+    knee_rung = next(r for r in report["rungs"] if r["concurrency"] == 2 * SLOTS)
+    assert knee_rung["tail"]["rose"] and knee_rung["tail"]["verdict"] != "steady"
+    bench = json.loads((out / "benchmarks.json").read_text())
+    counts = [b["metrics"]["request_totals"]["successful"] for b in bench["benchmarks"]]
+    assert counts == [r["completed"] for r in report["rungs"]]
+    assert report["host"]["os_build"] and report["contract"]["prompt_set_sha256"]
+    assert report["target"]["server_version"].startswith("llama.cpp ")  # /props build_info

@@ -285,6 +285,18 @@ PROMPTS = [
     ({"messages": [None, 3.5, True, {"content": {"text": "deep"}}]}, 4),  # bools are no tokens
     ({"messages": {"content": "odd"}}, 3),
     ({"prompt": None, "input": 42, "system": {"x": 1}}, 0),
+    (  # Anthropic Messages: system blocks, text, a tool call (its input is no prompt text)
+        {
+            "system": [{"type": "text", "text": "terse"}],
+            "messages": [
+                {"role": "user", "content": "find x"},
+                {"role": "assistant", "content": [{"type": "tool_use", "input": {"q": "x"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "content": "3 hits"}]},
+            ],
+        },
+        5 + 6 + 6,
+    ),
+    ({"query": "what", "documents": ["ab", {"text": "cde"}]}, 9),  # rerank
 ]
 
 

@@ -49,6 +49,28 @@ async def test_admits_at_once_when_free_and_releases_once() -> None:
     assert gate.in_flight == 0
 
 
+async def test_retry_after_counts_the_lanes_own_slots() -> None:
+    """Issue 18: a lane at its cap said `Retry-After: 1` while other lanes' slots were free,
+    however long its own requests took."""
+    now = [0.0]
+    gate = LaneGate(POLICY, capacity=4, clock=lambda: now[0])
+    heartbeat = LANES[2]  # one slot, three queued
+    first = await gate.acquire(heartbeat, None)
+    now[0] = 6.0
+    first.release()  # the lane's requests take 6 s
+    held = await gate.acquire(heartbeat, None)
+    waiting = [asyncio.ensure_future(gate.acquire(heartbeat, None)) for _ in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(RateLimited) as caught:
+        await gate.acquire(heartbeat, None)
+    assert caught.value.code == "lane_queue_full"
+    assert int(caught.value.headers["retry-after"]) >= 6 * 4  # four ahead, one slot, 6 s each
+    held.release()
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
 async def test_reserved_slot_is_kept_for_interactive() -> None:
     gate = _gate()
     batch = [await gate.acquire(LANES[1], None) for _ in range(3)]

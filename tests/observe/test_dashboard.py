@@ -4,7 +4,10 @@ The page polls `/admin/status` itself; after each refresh it exposes the documen
 `window.__lanegateStatus`. Reading that and the DOM in one `evaluate` gives a consistent pair
 (the page renders synchronously), so the test checks that every number shown is the number of
 that snapshot, that a status fetched right after is the same or newer, and that the numbers
-move as traffic flows. A screenshot goes to test-output/dashboard.png.
+move as traffic flows. The interactive lane streams, the batch lane does not (so it has no
+TTFT, but a queue wait and a duration); the 15-minute trends come from the gateway, so a fresh
+page draws them at once. A refused reload shows as a banner, and at 420 px nothing scrolls
+sideways. Screenshots go to test-output/dashboard.png and dashboard-420.png.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ READ_PAGE = """() => {
     const node = document.querySelector(`[data-testid="${id}"]`);
     return node ? node.textContent : null;
   };
+  const points = (id) => Number(document.querySelector(`[data-testid="${id}"]`)
+    .getAttribute("data-points"));
+  const visible = (id) => {
+    const node = document.querySelector(`[data-testid="${id}"]`);
+    return Boolean(node) && !node.hidden && node.offsetParent !== null;
+  };
   const doc = window.__lanegateStatus || null;
   if (!doc) return null;
   const lanes = {};
@@ -64,8 +73,10 @@ READ_PAGE = """() => {
       in_flight: text(id("in-flight")), queued: text(id("queued")),
       requests: text(id("requests")), ttft_p50: text(id("ttft-p50")),
       ttft_p95: text(id("ttft-p95")), gap_p95: text(id("gap-p95")),
-      spark_points: Number(document.querySelector(`[data-testid="${id("spark")}"]`)
-        .getAttribute("data-points")),
+      queue_p95: text(id("queue-p95")), duration_p95: text(id("duration-p95")),
+      spark_points: points(id("spark")), queue_spark_points: points(id("spark-queue")),
+      spark_max: document.querySelector(`[data-testid="${id("spark")}"]`)
+        .getAttribute("data-max"),
     };
   }
   const upstreams = {};
@@ -79,6 +90,9 @@ READ_PAGE = """() => {
     dom: {
       generated_at: document.querySelector('[data-testid="generated-at"]').dataset.value,
       offload: text("offload-state"), pressure: text("host-pressure"), lanes, upstreams,
+      in_flight: text("summary-in-flight"), queued: text("summary-queued"),
+      reload_banner: visible("reload-banner"), access_banner: visible("access-banner"),
+      width: document.documentElement.scrollWidth,
     },
   };
 }"""
@@ -99,6 +113,13 @@ classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
 GATEWAY_ENV = {"T_DASH_ADMIN": ADMIN_KEY}
 
 
+@pytest.fixture(scope="module")
+def good_policy(gateway: Service) -> tuple[Path, str]:
+    """The policy file the gateway serves, and its good text (tests rewrite and restore it)."""
+    assert gateway.policy is not None
+    return gateway.policy, gateway.policy.read_text()
+
+
 @pytest.fixture
 def traffic(gateway: Service, openai_client: OpenAIClients) -> Iterator[list[int]]:
     """Streams chat completions in both lanes from background threads until the test ends."""
@@ -109,15 +130,17 @@ def traffic(gateway: Service, openai_client: OpenAIClients) -> Iterator[list[int
     def worker(lane: str) -> None:
         oa = openai_client(gateway)
         while not stop.is_set() and time.monotonic() < deadline:
-            stream = oa.chat.completions.create(
+            # Batch jobs do not stream: no TTFT, but their queue wait and duration show.
+            response = oa.chat.completions.create(
                 model=MODEL,
                 messages=[{"role": "user", "content": "Write one line about lanes."}],
                 max_tokens=12,
-                stream=True,
+                stream=lane == "interactive",
                 extra_headers={"X-Lane": lane},
             )
-            for _ in stream:
-                pass
+            if lane == "interactive":
+                for _ in response:
+                    pass
             done.append(1)
 
     lanes = ["interactive", "interactive", "batch", "batch"]
@@ -160,6 +183,16 @@ def check_dom_matches_snapshot(page_state: dict[str, Any]) -> None:
         assert close_ms(shown["ttft_p50"], lane["ttft"]["1m"]["p50_ms"]), shown
         assert close_ms(shown["ttft_p95"], lane["ttft"]["1m"]["p95_ms"]), shown
         assert close_ms(shown["gap_p95"], lane["gap_p95"]["1m"]["p95_ms"]), shown
+        assert close_ms(shown["queue_p95"], lane["queue_wait"]["1m"]["p95_ms"]), shown
+        assert close_ms(shown["duration_p95"], lane["duration"]["1m"]["p95_ms"]), shown
+        trend = doc["history"]["lanes"][lane["name"]]
+        assert shown["queue_spark_points"] == sum(v is not None for v in trend["queue_wait_p95_ms"])
+    # The header counts what the lanes add up to, and says so.
+    totals = doc["totals"]
+    assert int(dom["in_flight"]) == totals["in_flight"] == sum(x["in_flight"] for x in doc["lanes"])
+    assert int(dom["queued"]) == totals["queued"] == sum(x["queued"] for x in doc["lanes"])
+    assert dom["reload_banner"] == bool(doc["policy"]["reload_error"])
+    assert dom["access_banner"] == bool(doc["policy"]["access_change"])
     for upstream in doc["upstreams"]:
         shown = dom["upstreams"][upstream["name"]]
         assert shown["in_flight"] == f"{upstream['in_flight']}/{upstream['max_concurrency']}"
@@ -225,10 +258,12 @@ def test_dashboard_shows_live_status(
                 states.append(state)
 
             last = states[-1]
+            assert last["dom"]["width"] <= 1280  # the table fits a laptop screen
             page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
             # The key is kept for this tab: a reload goes straight to the data.
             page.reload()
             reloaded = wait_for_new_snapshot(page, last["doc"]["generated_at"])
+            check_dom_matches_snapshot(reloaded)
             assert not page.locator('[data-testid="key-form"]').is_visible()
         finally:
             browser.close()
@@ -240,7 +275,15 @@ def test_dashboard_shows_live_status(
         assert last_counts[name] > first_counts[name], (first_counts, last_counts)
     interactive = last["dom"]["lanes"]["interactive"]
     assert as_ms(interactive["ttft_p95"]) is not None
-    assert interactive["spark_points"] >= 5  # the page kept its own TTFT history
+    # Batch does not stream: a dash for TTFT (no such number), figures for the rest.
+    batch = last["dom"]["lanes"]["batch"]
+    assert batch["ttft_p95"] == "–"
+    assert as_ms(batch["duration_p95"]) is not None and as_ms(batch["queue_p95"]) is not None
+    # Its trend is the duration's, scaled to its own maximum (written beside it).
+    series = last["doc"]["history"]["lanes"]["batch"]["duration_p95_ms"]
+    assert float(batch["spark_max"]) == max(v for v in series if v is not None)
+    # The gateway keeps the trends: the reloaded page drew them with its first status.
+    assert reloaded["dom"]["lanes"]["interactive"]["spark_points"] >= 2
     # The batch lane has one slot and two senders: the page saw it full at some refresh.
     assert any(s["dom"]["lanes"]["batch"]["in_flight"] == "1/1" for s in states)
     assert reloaded["doc"]["generated_at"] > last["doc"]["generated_at"]
@@ -257,3 +300,98 @@ def test_dashboard_page_holds_no_data_and_loads_nothing_from_elsewhere(gateway: 
     script = httpx.get(f"{gateway.url}/dashboard/dashboard.js", timeout=10)
     assert script.status_code == 200
     assert ".innerHTML" not in script.text  # gateway strings go in as text only
+
+
+def open_dashboard(playwright: Any, gateway: Service, width: int) -> tuple[Any, Any]:
+    browser = launch(playwright)
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{gateway.url}/dashboard")
+    page.fill('[data-testid="key-input"]', ADMIN_KEY)
+    page.click('[data-testid="key-submit"]')
+    return browser, page
+
+
+def wait_for_status(gateway: Service, ready: Any, timeout_s: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        doc = fetch_status(gateway)
+        if ready(doc):
+            return doc
+        time.sleep(0.2)
+    raise AssertionError(f"/admin/status did not get there within {timeout_s} s")
+
+
+def rewrite_policy(policy: tuple[Path, str], old: str, new: str) -> Path:
+    path, good = policy
+    assert old in good
+    path.write_text(good.replace(old, new))
+    return path
+
+
+def test_refused_reload_and_access_change_show_as_banners(
+    gateway: Service, good_policy: tuple[Path, str], output_dir: Path
+) -> None:
+    path, good = good_policy
+    with sync_api.sync_playwright() as playwright:
+        browser, page = open_dashboard(playwright, gateway, 1280)
+        try:
+            first = wait_for_new_snapshot(page, None)
+            check_dom_matches_snapshot(first)
+            # A typo: the gateway keeps the old policy and the page says so, at the top.
+            rewrite_policy(good_policy, "max_concurrency: 1,", "max_concurency: 1,")
+            wait_for_status(gateway, lambda doc: doc["policy"]["reload_error"])
+            refused = wait_for_new_snapshot(page, first["doc"]["generated_at"])
+            while not refused["doc"]["policy"]["reload_error"]:
+                refused = wait_for_new_snapshot(page, refused["doc"]["generated_at"])
+            check_dom_matches_snapshot(refused)
+            assert refused["dom"]["reload_banner"]
+            banner = page.locator('[data-testid="reload-banner"]').text_content()
+            assert "refused" in banner and "max_concurency" in banner
+            page.screenshot(path=str(output_dir / "dashboard-reload-refused.png"))
+
+            # Batch callers without a key lose the batch lane: a warning banner, old -> new.
+            version = refused["doc"]["policy"]["version"]
+            rewrite_policy(
+                good_policy,
+                "anonymous_lanes: [interactive, batch]",
+                "anonymous_lanes: [interactive]",
+            )
+            changed = wait_for_status(gateway, lambda doc: doc["policy"]["version"] > version)
+            assert changed["policy"]["reload_error"] is None
+            shown = wait_for_new_snapshot(page, changed["generated_at"] - 0.001)
+            check_dom_matches_snapshot(shown)
+            assert not shown["dom"]["reload_banner"] and shown["dom"]["access_banner"]
+            text = page.locator('[data-testid="access-banner"]').text_content()
+            assert "X-Lane may pick: interactive, batch) -> " in text
+            assert text.rstrip().endswith("X-Lane may pick: interactive)")
+        finally:
+            path.write_text(good)
+            browser.close()
+    wait_for_status(gateway, serves_good_policy)
+
+
+def serves_good_policy(doc: dict[str, Any]) -> bool:
+    """The good policy is back in force: batch open to callers without a key again."""
+    change = doc["policy"]["access_change"]
+    return not doc["policy"]["reload_error"] and (
+        change is None or "batch" in change["changes"][0].split(" -> ")[-1]
+    )
+
+
+def test_dashboard_is_readable_at_420_px(
+    gateway: Service, traffic: list[int], output_dir: Path
+) -> None:
+    with sync_api.sync_playwright() as playwright:
+        browser, page = open_dashboard(playwright, gateway, 420)
+        try:
+            state = wait_for_new_snapshot(page, None)
+            state = wait_for_new_snapshot(page, state["doc"]["generated_at"])
+            check_dom_matches_snapshot(state)
+            assert state["dom"]["width"] <= 420  # nothing scrolls sideways
+            # Every lane figure keeps its name beside it (the table's head is hidden here).
+            label = page.locator('[data-testid="lane-batch-duration-p95"]')
+            caption = label.evaluate("node => getComputedStyle(node, '::before').content")
+            assert caption == '"duration p95"'
+            page.screenshot(path=str(output_dir / "dashboard-420.png"), full_page=True)
+        finally:
+            browser.close()

@@ -38,6 +38,7 @@ def labels(request_id: str = "r1", **kw: object) -> RequestLabels:
         "model": "llama3",
         "client": "alice",
         "queue_s": 0.0125,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
     return RequestLabels(**{**base, **kw})
 
@@ -80,7 +81,22 @@ def test_row_holds_names_numbers_and_codes() -> None:
         "duration_ms": 1500.0,
         "prompt_tokens": 12,
         "completion_tokens": 34,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
+
+
+def test_a_ledger_from_before_trace_ids_gains_the_column(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "ledger.sqlite")
+    columns = ", ".join(f"{name}" for name in COLUMNS[:-1])  # every column but trace_id
+    old.execute(f"CREATE TABLE requests ({columns})")
+    old.execute(f"INSERT INTO requests VALUES ({', '.join('?' * (len(COLUMNS) - 1))})", (1,) * 15)
+    old.commit()
+    old.close()
+    store = SqliteLedgerStore(tmp_path / "ledger.sqlite")
+    store.write([ledger_row(labels("new"), record(), 2.0)])
+    store.close()
+    rows = read_rows(tmp_path / "ledger.sqlite", 0)
+    assert [row[-1] for row in rows] == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
 
 
 @pytest.mark.parametrize(
@@ -151,7 +167,7 @@ async def test_full_buffer_drops_the_oldest_and_says_so(
         service.append(labels(f"r{i}"), record())
     assert service.dropped == 3
     with caplog.at_level(logging.WARNING, "lanegate.ledger"):
-        await service._flush_logged()
+        await service.flush_logged()
     assert "dropped 3 rows" in caplog.text
     assert [r[1] for r in read_rows(tmp_path / "ledger.sqlite", 0)] == [
         f"r{i}" for i in range(3, 8)
@@ -169,7 +185,7 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) 
     blocker = sqlite3.connect(tmp_path / "ledger.sqlite", timeout=0)
     blocker.execute("BEGIN IMMEDIATE")
     service.store._db.execute("PRAGMA busy_timeout=0")
-    await service._flush_logged()
+    await service.flush_logged()
     for name in "cde":
         service.append(labels(name), record())
     assert service.dropped == 1  # a + b back in front of c, d, e: the oldest (a) goes

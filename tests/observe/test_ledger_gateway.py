@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 import subprocess
 import sys
 import time
@@ -165,6 +166,10 @@ def test_one_row_per_request_with_its_fields(run: Run) -> None:
     burst = [rows[i] for i in run.statuses if i.startswith("burst-")]
     refused = [r for r in burst if r["status"] == 429]
     assert refused and len(refused) < 3
+    # Streamed without include_usage: the gateway asked Ollama for it, so real counts.
+    for row in burst:
+        if row["status"] == 200:
+            assert row["prompt_tokens"] and row["completion_tokens"] == 240
     for row in refused:
         assert row["error"] in {"lane_queue_full", "lane_queue_timeout"}
         assert (row["client"], row["upstream"], row["prompt_tokens"]) == ("alice", "-", None)
@@ -200,6 +205,62 @@ def test_report_counts_match_the_requests(run: Run) -> None:
     assert table[0] == list(COLUMNS)
     assert len(table) - 1 == len(run.statuses)
     assert {r[1] for r in table[1:]} == set(run.statuses)
+
+
+def _cells(report: str, title: str) -> dict[str, list[str]]:
+    """The first table whose head starts with `title`: row name → cells (names may hold
+    single spaces, columns are two or more apart)."""
+    lines = report.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(title + " "))
+    rows: dict[str, list[str]] = {}
+    for line in lines[first + 2 :]:
+        if not line.strip():
+            break
+        name, *cells = re.split(r"\s{2,}", line.strip())
+        rows[name] = cells
+    return rows
+
+
+def test_report_by_client_and_model_with_waits_errors_and_laneless_rows(run: Run) -> None:
+    text = _report(run.state, "--since", "1h", "--by", "lane,client", "--by", "model")
+    head = [
+        "requests",
+        "4xx",
+        "5xx",
+        "error",
+        "%",
+        "queue",
+        "p50",
+        "queue",
+        "p95",
+        "ttft",
+        "p50",
+        "ttft",
+        "p95",
+        "ttft",
+        "p99",
+    ]
+    assert text.splitlines()[2].split()[4:][: len(head)] == head
+    pairs = _cells(text, "lane / client (ms)")
+    burst = [i for i in run.statuses if i.startswith("burst-")]
+    batch = pairs["batch / alice"]
+    assert int(batch[0]) == len(burst)
+    assert batch[5] != "-" and batch[10] != "-"  # queue p95 and duration p95 (not streamed)
+    # The 429s are counted by code, under their group.
+    errors = _cells(text, "lane / client  ")
+    assert errors["batch / alice"][0].startswith("429 lane_queue")
+    refused = [
+        re.split(r"\s{2,}", line)
+        for line in text.splitlines()
+        if re.match(r"batch / alice\s+429 ", line)
+    ]
+    assert sum(int(cells[-1]) for cells in refused) == sum(
+        1 for i in burst if run.statuses[i] == 429
+    )
+    assert int(_cells(text, "model (ms)")["m"][0]) == len(run.statuses) - 1  # all but bad-key
+    # The row without a lane is placed: a refusal before classification, and why.
+    assert "1 rows have no lane (lane -):" in text
+    assert "401 invalid_api_key: refused before a lane was chosen: no API key" in text
 
 
 def test_report_window_excludes_older_rows(run: Run) -> None:

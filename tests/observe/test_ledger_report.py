@@ -9,13 +9,17 @@ from hypothesis import strategies as st
 from gateway.observe import ledger_report
 from gateway.observe.ledger_report import (
     COLUMNS,
+    GROUPABLE,
     LedgerRow,
+    parse_by,
     parse_duration,
     percentile,
     render_summaries,
     render_table,
+    render_unclassified,
     retention_cutoff,
     summarize,
+    unclassified,
 )
 
 
@@ -26,23 +30,31 @@ def row(
     ttft_ms: float | None = 100.0,
     prompt: int | None = 10,
     completion: int | None = 20,
+    *,
+    client: str | None = "alice",
+    model: str | None = "m",
+    path: str = "/v1/chat/completions",
+    error: str | None = None,
+    queue_ms: float | None = 1.0,
+    duration_ms: float = 500.0,
 ) -> LedgerRow:
     return (
         1000.0,
         "req",
-        "alice",
+        client,
         lane,
-        "m",
+        model,
         upstream,
-        "/v1/chat/completions",
+        path,
         status,
-        None if status < 400 else "some_code",
-        1.0,
+        error if error is not None or status < 400 else "some_code",
+        queue_ms,
         ttft_ms,
         5.0,
-        500.0,
+        duration_ms,
         prompt,
         completion,
+        None,
     )
 
 
@@ -139,16 +151,125 @@ def test_table_aligns_columns() -> None:
 def test_rendered_summary_shows_each_figure() -> None:
     rows = [row(ttft_ms=120.0), row(status=503, ttft_ms=None)]
     lines = render_summaries("lane", summarize(rows, "lane")).splitlines()
-    assert lines[0].split()[:5] == ["lane", "requests", "4xx", "5xx", "error"]
+    assert lines[0].split()[:6] == ["lane", "(ms)", "requests", "4xx", "5xx", "error"]
     assert lines[2].split() == [
         "interactive",
         "2",
         "0",
         "1",
         "50.0",
+        "1",  # queue p50, p95
+        "1",
+        "120",  # ttft p50, p95, p99
         "120",
         "120",
-        "120",
+        "500",  # duration p50, p95
+        "500",
         "20",
         "40",
     ]
+    assert lines[-3:] == [
+        "lane         errors: status code  count",
+        "-----------  -------------------  -----",
+        "interactive  503 some_code            1",
+    ]
+
+
+def test_queue_duration_percentiles_and_errors_by_code() -> None:
+    rows = [row(queue_ms=float(q), duration_ms=1000.0 + q, ttft_ms=None) for q in range(1, 21)] + [
+        row(status=429, error="queue_full", queue_ms=None, upstream="-", ttft_ms=None),
+        row(status=429, error="queue_full", queue_ms=None, upstream="-", ttft_ms=None),
+        row(status=502, error="ConnectError", queue_ms=3.0, duration_ms=40.0, ttft_ms=None),
+    ]
+    (lane,) = summarize(rows, "lane")
+    # Queue wait over the 21 admitted requests (1..20 and 3), nearest rank.
+    assert (lane.queue_p50_ms, lane.queue_p95_ms) == (10.0, 19.0)
+    # Duration over the 21 that reached an upstream: the two 429s never did.
+    assert lane.duration_p50_ms == 1010.0 and lane.duration_p95_ms == 1019.0
+    assert lane.ttft_p50_ms is None  # none streamed: no TTFT, but a duration
+    assert lane.errors == (("429 queue_full", 2), ("502 ConnectError", 1))
+
+
+def test_group_by_several_columns() -> None:
+    rows = [
+        row(client="alice", model="llama3.1:8b"),
+        row(client="alice", model="qwen2.5:7b"),
+        row(client="bob", model="llama3.1:8b"),
+        row(client="bob", model="llama3.1:8b", lane="batch"),
+    ]
+    keys = {s.key: s.count for s in summarize(rows, ("client", "model"))}
+    assert keys == {
+        ("alice", "llama3.1:8b"): 1,
+        ("alice", "qwen2.5:7b"): 1,
+        ("bob", "llama3.1:8b"): 2,
+    }
+    assert [s.name for s in summarize(rows, ("lane", "client"))] == [
+        "batch / bob",
+        "interactive / alice",
+        "interactive / bob",
+    ]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "-"]),
+            st.sampled_from(["u1", "-"]),
+            st.sampled_from([None, "c1", "c2"]),
+            st.sampled_from([200, 401, 429, 502]),
+        ),
+        max_size=40,
+    ),
+    st.permutations(list(GROUPABLE)).map(lambda names: tuple(names[:2])),
+)
+def test_groups_add_up_to_the_rows(
+    specs: list[tuple[str, str, str | None, int]], by: tuple[str, ...]
+) -> None:
+    rows = [
+        row(lane=lane, upstream=upstream, client=client, status=status)
+        for lane, upstream, client, status in specs
+    ]
+    summaries = summarize(rows, by)
+    assert sum(s.count for s in summaries) == len(rows)
+    assert sum(n for s in summaries for _, n in s.errors) == sum(r[7] >= 400 for r in rows)
+    assert len({s.key for s in summaries}) == len(summaries)
+
+
+@pytest.mark.parametrize(
+    ("given_by", "expected"),
+    [
+        (["lane"], ("lane",)),
+        (["lane,client"], ("lane", "client")),
+        (["model", "upstream"], ("model", "upstream")),
+    ],
+)
+def test_parse_by(given_by: list[str], expected: tuple[str, ...]) -> None:
+    assert parse_by(given_by) == expected
+
+
+@pytest.mark.parametrize("given_by", [["path"], ["lane,lane"], [""]])
+def test_parse_by_refuses_what_it_cannot_group(given_by: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"lane, upstream, client, model|twice"):
+        parse_by(given_by)
+
+
+def test_rows_without_a_lane_are_explained() -> None:
+    rows = [
+        row(lane="-", upstream="mini", path="/v1/models", ttft_ms=None),
+        row(lane="-", upstream="mini", path="/v1/models", ttft_ms=None),
+        row(lane="-", upstream="-", status=401, error="invalid_api_key"),
+        row(lane="-", upstream="-", status=400, error="invalid_json"),
+        row(lane="-", upstream="-", status=400, error="something_new"),
+        row(),  # a classified row: not part of it
+    ]
+    found = unclassified(rows)
+    assert found.count == 5
+    assert found.metadata == (("/v1/models", 2),)
+    labels = {label: meaning for label, _, meaning in found.refused}
+    assert "no API key" in labels["401 invalid_api_key"]
+    assert "JSON" in labels["400 invalid_json"]
+    assert labels["400 something_new"] == "refused before a lane"
+    text = render_unclassified(found)
+    assert text.splitlines()[0] == "5 rows have no lane (lane -):"
+    assert "metadata call" in text and "refused before a lane was chosen" in text
+    assert render_unclassified(unclassified([row()])) == ""

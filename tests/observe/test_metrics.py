@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import re
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from gateway import __version__
 from gateway.app import create_app
 from gateway.lanes.budgets import Refusal
 from gateway.observe.metrics import exposition
-from gateway.observe.request_metrics import KNOWN_FAMILIES
 from gateway.policy.loader import load_policy_text
 from gateway.settings import Settings
 from gateway.upstreams.circuit_breaker import Outcome
@@ -47,6 +51,7 @@ lanes:
   - {name: interactive, priority: 100, max_concurrency: 4, max_queue: 20}
   - {name: small, priority: 10, max_concurrency: 1, tokens_per_day: 50, default_max_tokens: 8}
 classify: {default_lane: interactive, anonymous_lanes: [interactive, small]}
+models: {"llama3.2:1b": {sim: "llama3.2:1b"}}
 offload: {sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain: 3600,
            min_samples: 100000}
 """
@@ -105,9 +110,10 @@ def test_known_traffic_counts_exactly(gateway: Service, openai_client: OpenAICli
         return value(after, name, **labels) - value(before, name, **labels)
 
     ok = {"lane": "interactive", "upstream": "sim", "status_class": "2xx"}
-    assert delta("lanegate_requests_total", **ok, model_family="llama") == 5
-    assert delta("lanegate_requests_total", **ok, model_family="qwen") == 3
-    refused = {"lane": "small", "upstream": "-", "model_family": "llama", "status_class": "4xx"}
+    # The policy names llama3.2:1b; the simulator lists only sim-fast: qwen is `other`.
+    assert delta("lanegate_requests_total", **ok, model="llama3.2:1b") == 5
+    assert delta("lanegate_requests_total", **ok, model="other") == 3
+    refused = {"lane": "small", "upstream": "-", "model": "llama3.2:1b", "status_class": "4xx"}
     assert delta("lanegate_requests_total", **refused) == 2
     assert delta("lanegate_rejections_total", lane="small", reason="token_budget") == 2
     pair = {"lane": "interactive", "upstream": "sim"}
@@ -117,6 +123,9 @@ def test_known_traffic_counts_exactly(gateway: Service, openai_client: OpenAICli
     assert delta("lanegate_queue_wait_seconds_count", lane="interactive") == 8
     assert delta("lanegate_tokens_total", **pair, kind="prompt") == prompt
     assert delta("lanegate_tokens_total", **pair, kind="completion") == completion
+    # No clients in this policy: every token is the anonymous caller's ("-").
+    assert delta("lanegate_client_tokens_total", client="-", kind="prompt") == prompt
+    assert delta("lanegate_client_tokens_total", client="-", kind="completion") == completion
     # Each stream has gaps after its first output, at most one per later event (reads may
     # coalesce events, never split these small ones); their sum fits in the time between
     # first output and the end of the response.
@@ -166,7 +175,19 @@ def test_state_gauges(gateway: Service) -> None:
     assert value(samples, "lanegate_host_memory_pressure", level="normal") == 1
     assert sum(s.value for s in samples if s.name == "lanegate_host_memory_pressure") == 1
     assert value(samples, "lanegate_policy_version") == 1
-    assert value(samples, "lanegate_policy_reload_ok") == 1
+    assert value(samples, "lanegate_config_last_reload_successful") == 1
+    loaded = value(samples, "lanegate_config_last_reload_success_timestamp_seconds")
+    assert 0 < time.time() - loaded < 3600
+    (build,) = [s for s in samples if s.name == "lanegate_build_info"]
+    assert build.value == 1 and build.labels == {
+        "version": __version__,
+        "python": platform.python_version(),
+    }
+    # psutil's figures, on macOS as on Linux, for the gateway's own process.
+    assert value(samples, "process_resident_memory_bytes") > 10 * 1024 * 1024
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "process_start_time_seconds") <= time.time()
+    assert value(samples, "process_open_fds") > 0
 
 
 def test_offload_state_and_transitions(gateway: Service) -> None:
@@ -186,20 +207,18 @@ def test_offload_state_and_transitions(gateway: Service) -> None:
 
 
 def test_labels_stay_bounded(gateway: Service, openai_client: OpenAIClients) -> None:
-    """60 requests, each with its own request id, client key and model name (60 distinct
-    would-be families), add no label value beyond the bounded sets."""
+    """60 requests, each with its own request id, client key and model name, add no label
+    value beyond the bounded sets."""
     for i in range(60):
         model = f"z{chr(97 + i // 26)}{chr(97 + i % 26)}:1b"  # families "zaa", "zab", ...
         client = openai_client(gateway, key=f"client-key-{i}", **{"x-request-id": f"req-{i}"})
         client.chat.completions.create(model=model, messages=MSGS, max_tokens=1)
     samples = scrape(gateway)
     text = "\n".join(f"{s.name}{s.labels}" for s in samples)
-    assert "req-" not in text and "client-key" not in text and ":1b" not in text
-    families = {s.labels["model_family"] for s in samples if "model_family" in s.labels}
-    assert "other" in families
-    assert len(families) <= len(KNOWN_FAMILIES) + 8 + 2
-    unknown = families - set(KNOWN_FAMILIES) - {"other", "-"}
-    assert len(unknown) <= 8
+    assert "req-" not in text and "client-key" not in text
+    assert not re.search(r"z[a-z]{2}:1b", text)  # names nobody knows are `other`
+    models = {s.labels["model"] for s in samples if "model" in s.labels}
+    assert models <= {"llama3.2:1b", "sim-fast", "other", "-"}  # the policy's, sim's, other
     lanes = {s.labels["lane"] for s in samples if "lane" in s.labels}
     assert lanes <= {"interactive", "small", "-"}
     upstreams = {s.labels["upstream"] for s in samples if "upstream" in s.labels}
@@ -237,7 +256,7 @@ async def test_gauges_read_live_state(tmp_path: Path) -> None:
     assert value(samples, "lanegate_upstream_breaker_state", upstream="a", state="open") == 1
     assert value(samples, "lanegate_upstream_up", upstream="a") == 0
     assert value(samples, "lanegate_policy_version") == 3
-    assert value(samples, "lanegate_policy_reload_ok") == 0
+    assert value(samples, "lanegate_config_last_reload_successful") == 0
     # Host signals are always sampled (not yet here: unknown); offload is not configured.
     assert value(samples, "lanegate_host_memory_pressure", level="unknown") == 1
     assert not [s for s in samples if s.name.startswith("lanegate_offload")]
@@ -265,9 +284,19 @@ def test_dashboard_uses_only_exported_metrics(gateway: Service) -> None:
     for panel in panels:
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
-    used = {name for expr in exprs for name in re.findall(r"\blanegate_[a-z_]+", expr)}
+    used = {name for expr in exprs for name in re.findall(r"\b(?:lanegate|process)_[a-z_]+", expr)}
     assert used, "the dashboard queries no lanegate metric"
     assert used <= exported, used - exported
+    # Several gateways, several upstreams: every query follows the instance picked, and the
+    # upstream panels the upstream picked.
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert {"instance", "upstream", "lane"} <= set(names)
+    for expr in exprs:
+        for name, matchers in re.findall(r"\b((?:lanegate|process)_[a-z_]+)\{([^}]*)\}", expr):
+            assert 'instance=~"$instance"' in matchers, expr
+            if name.startswith("lanegate_upstream_"):
+                assert 'upstream=~"$upstream"' in matchers, expr
+        assert not re.search(r"\b(?:lanegate|process)_[a-z_]+(?![a-z_{])", expr), expr
 
 
 def _exported_names(gateway: Service) -> set[str]:
@@ -287,3 +316,26 @@ def _panels(panels: list[dict[str, object]]) -> Iterator[dict[str, object]]:
         nested = panel.get("panels")
         if isinstance(nested, list):
             yield from _panels(nested)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="`make system-deps` installs promtool")
+def test_metrics_page_passes_promtool_check_metrics(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    client = openai_client(gateway)
+    client.chat.completions.create(model="llama3.2:1b", messages=MSGS, max_tokens=2)
+    for chunk in client.chat.completions.create(
+        model="sim-fast", messages=MSGS, max_tokens=3, stream=True
+    ):
+        assert chunk.id
+    page = httpx.get(f"{gateway.url}/metrics", timeout=10)
+    assert "lanegate_ttft_seconds_bucket{" in page.text  # histograms with series, not empty
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=page.text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr

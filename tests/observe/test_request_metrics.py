@@ -13,12 +13,11 @@ from hypothesis import strategies as st
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.observe.request_metrics import (
     GAP_BUCKETS,
-    KNOWN_FAMILIES,
     LATENCY_BUCKETS,
+    BoundedNames,
     BucketCounts,
-    FamilyMap,
     RequestTally,
-    family_guess,
+    model_label,
     status_class,
 )
 from gateway.observe.rolling import LogHistogram
@@ -28,42 +27,43 @@ from tests.support.paths import DATA
 STREAMS = DATA / "streams"
 
 
-@pytest.mark.parametrize(
-    ("model", "family"),
-    [
-        ("llama3.2:1b", "llama"),
-        ("meta-llama/Llama-3.1-8B-Instruct", "llama"),
-        ("codellama:7b", "llama"),
-        ("tinyllama", "llama"),
-        ("qwen2.5-coder:7b", "qwen"),
-        ("Qwen/Qwen3-30B-A3B", "qwen"),
-        ("mistral-small:24b", "mistral"),
-        ("mixtral:8x7b", "mixtral"),
-        ("gemma3:4b", "gemma"),
-        ("phi4-mini", "phi"),
-        ("deepseek-r1:14b", "deepseek"),
-        ("gpt-oss:20b", "gpt"),
-        ("nomic-embed-text", "nomic"),
-        ("hf.co/bartowski/SmolLM2-360M-GGUF", "smollm"),
-        ("sim-fast", "sim"),
-        ("7b-model", "other"),
-        ("x" * 30, "other"),
-    ],
-)
-def test_family_guess(model: str, family: str) -> None:
-    assert family_guess(model) == family
+def test_model_names_stay_bounded_and_only_known_ones_become_labels() -> None:
+    tally = RequestTally(max_models=3)
+    for model in ("llama3.1:8b", "llama3.2:3b", "typo-model", "fourth", "fifth", None):
+        tally.observe("chat", "mini", model, None, _record())
+    counted = {key[2] for key in tally.requests}
+    assert counted == {"llama3.1:8b", "llama3.2:3b", "typo-model", "other", "-"}
+    shown = tally.requests_by_model({"llama3.1:8b", "llama3.2:3b"})
+    # Two llamas stay apart (no family merging); names nobody knows are `other`.
+    assert shown == {
+        ("chat", "mini", "llama3.1:8b", "2xx"): 1,
+        ("chat", "mini", "llama3.2:3b", "2xx"): 1,
+        ("chat", "mini", "other", "2xx"): 3,
+        ("chat", "mini", "-", "2xx"): 1,
+    }
+    assert model_label("x", set()) == "other" and model_label("-", set()) == "-"
 
 
-def test_family_map_keeps_a_bounded_set() -> None:
-    families = FamilyMap(max_unknown=3)
-    seen = {families.family(f"{a}{b}model:1b") for a, b in itertools.product("pqrs", "xyz")}
-    assert seen == {"pxmodel", "pymodel", "pzmodel", "other"}  # first three come, first served
-    assert families.family("pxmodel:70b") == "pxmodel"  # an admitted family stays
-    assert families.family("llama3:8b") == "llama"  # known families are never capped
-    assert families.family(None) == "-" and families.family("") == "-"
-    for i in range(10_000):  # endless distinct names: the cache stops growing
-        families.family(f"llama-{i}")
-    assert len(families._cache) <= 4096
+@given(st.lists(st.text(min_size=1, max_size=8), max_size=300), st.integers(1, 20))
+def test_counted_names_never_pass_the_cap(names: list[str], cap: int) -> None:
+    bounded = BoundedNames(cap)
+    keys = {bounded.key(name) for name in names}
+    assert len(keys - {"other", "-"}) <= cap
+
+
+def test_tokens_per_client() -> None:
+    tally = RequestTally(max_clients=1)
+    tally.observe("chat", "mini", "m", None, _record(), "alice")
+    tally.observe("chat", "mini", "m", None, _record(), "bob")  # over the cap: other
+    tally.observe("chat", "mini", "m", None, _record())  # no clients in the policy
+    assert tally.client_tokens == {
+        ("alice", "prompt"): 10,
+        ("alice", "completion"): 5,
+        ("other", "prompt"): 10,
+        ("other", "completion"): 5,
+        ("-", "prompt"): 10,
+        ("-", "completion"): 5,
+    }
 
 
 def test_status_class() -> None:
@@ -153,7 +153,7 @@ def _record(**changes: object) -> RequestRecord:
 def test_tally_counts_one_relayed_request() -> None:
     tally = RequestTally()
     tally.observe("chat", "mini", "qwen2.5:7b", 0.003, _record())
-    assert tally.requests == {("chat", "mini", "qwen", "2xx"): 1}
+    assert tally.requests == {("chat", "mini", "qwen2.5:7b", "2xx"): 1}
     assert tally.tokens == {("chat", "mini", "prompt"): 10, ("chat", "mini", "completion"): 5}
     ttft = tally.ttft[("chat", "mini")]
     assert ttft.counts[bisect_left(LATENCY_BUCKETS, 0.2)] == 1 and ttft.count == 1
@@ -188,4 +188,3 @@ def test_tally_folds_gaps() -> None:
     assert dict(gaps.cumulative())["0.005"] == 1
     assert dict(gaps.cumulative())["0.025"] == 3
     assert dict(gaps.cumulative())["10.0"] == 4
-    assert set(KNOWN_FAMILIES) >= {"llama", "qwen"}

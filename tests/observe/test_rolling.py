@@ -263,6 +263,94 @@ def test_registry_validates_options_once() -> None:
         RollingRegistry(relative_error=2.0)
 
 
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.floats(0, 200), st.floats(0.001, 5)),
+        max_size=60,
+    ),
+    st.floats(200, 400),
+)
+def test_history_is_each_slice_merged_over_keys(
+    samples: list[tuple[str, float, float]], now: float
+) -> None:
+    registry = RollingRegistry(horizon_s=100, slice_s=10)
+    for name, at, value in sorted(samples, key=lambda s: s[1]):
+        registry.add(("m", name), value, at)
+    points = registry.history([("m", "a"), ("m", "b"), ("m", "absent")], now, 0.95)
+    assert len(points) == 10  # always the horizon's slices, oldest first
+    current = math.floor(now / 10)
+    for offset, point in enumerate(points):
+        index = current - 9 + offset
+        # What a histogram of exactly that slice's samples says (same bucket maths).
+        exact = LogHistogram()
+        for _, at, value in samples:
+            if math.floor(at / 10) == index:
+                exact.add(value)
+        assert point == exact.quantile(0.95)
+
+
+def test_history_shows_a_slow_minute_where_it_happened() -> None:
+    registry = RollingRegistry()  # 15 minutes of 10 s slices
+    for second in range(0, 900, 5):
+        registry.add(("queue", "batch", "mini"), 2.0 if 300 <= second < 360 else 0.01, second)
+    points = registry.history([("queue", "batch", "mini")], 899.0, 0.95)
+    assert len(points) == 90
+    assert points[30:36] == [2.0] * 6 and points[29] == points[36] == 0.01
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.sampled_from(["a", "b"]), st.floats(0, 30), LATENCY),
+            st.tuples(st.just("read"), st.sampled_from([10.0, 60.0, 300.0]), st.floats(0, 30)),
+        ),
+        max_size=60,
+    )
+)
+def test_remembered_merges_equal_fresh_ones_as_time_moves_on(
+    events: list[tuple[str, object, float, float] | tuple[str, float, float]],
+) -> None:
+    """Reads and writes interleaved, time only moving forward: what the registry remembers
+    between reads (closed slices, window merges) gives what a fresh registry computes."""
+    registry = RollingRegistry(horizon_s=300, slice_s=10)
+    keys = [("m", "a"), ("m", "b")]
+    samples: list[tuple[str, float, float]] = []
+    now = 1000.0
+    for event in events:
+        if event[0] == "add":
+            _, name, step, value = event  # type: ignore[misc]
+            now += step
+            registry.add(("m", str(name)), float(value), now)
+            samples.append((str(name), now, float(value)))
+            continue
+        _, window, step = event  # type: ignore[misc]
+        now += step
+        fresh = RollingRegistry(horizon_s=300, slice_s=10)
+        for name, at, value in samples:
+            fresh.add(("m", name), value, at)
+        assert registry.merged_snapshot(keys, now, float(window)) == fresh_snapshot(
+            fresh, keys, now, float(window)
+        )
+        assert registry.history(keys, now, 0.95) == fresh.history(keys, now, 0.95)
+        assert (
+            registry.count(keys, now, float(window))
+            == fresh_snapshot(fresh, keys, now, float(window)).count
+        )
+
+
+def fresh_snapshot(
+    registry: RollingRegistry, keys: list[tuple[str, str]], now: float, window: float
+) -> Summary:
+    """The same window merged from scratch: one series' windows merged by hand."""
+    merged = LogHistogram()
+    for key in keys:
+        series = registry._series.get(key)
+        if series is not None:
+            merged.merge(series.window(now, window))
+    return merged.summary()
+
+
 def test_merged_snapshot_equals_one_series_with_every_sample() -> None:
     merged, single = RollingRegistry(), RollingRegistry()
     values = [0.01 * (i % 37 + 1) for i in range(300)]

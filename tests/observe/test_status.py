@@ -8,11 +8,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 
+from gateway.app import create_app
+from gateway.observe.measurement import RequestLabels, RequestRecord
+from gateway.observe.status import build_status
+from gateway.policy.loader import load_policy_text
+from gateway.settings import Settings
 from tests.support.clients import OpenAIClients
 from tests.support.processes import REPO, Service, free_port
 from tests.support.threads import Worker, check_all
@@ -207,3 +213,55 @@ def test_cli_says_why_it_failed(gateway: Service) -> None:
     unreachable = run_cli("--url", nobody, "--admin-key", ADMIN_KEY)
     assert unreachable.returncode == 1
     assert "cannot reach the gateway" in unreachable.stderr
+
+
+# -- the document, built in process --------------------------------------------------------
+
+
+async def test_totals_add_up_across_pools_and_trends_span_15_minutes(tmp_path: Path) -> None:
+    """In process: a request holding a local slot and one holding a remote slot are both in
+    the header's count, which the lanes add up to; recorded waits land in their 10 s slice."""
+    policy = load_policy_text(
+        "version: 1\nupstreams:\n"
+        "  - {name: mini, kind: ollama, base_url: 'http://127.0.0.1:9', max_concurrency: 4}\n"
+        "  - {name: m4, kind: ollama, pool: remote, base_url: 'http://127.0.0.1:9',"
+        " max_concurrency: 2}\n"
+        "offload: {}\nlanes:\n  - {name: chat, priority: 100, max_concurrency: 2}\n"
+        "  - {name: batch, priority: 10, max_concurrency: 2, offloadable: true}\n"
+        "classify: {default_lane: chat}\n",
+        "inline.yaml",
+    )
+    gw = create_app(policy, Settings(state_dir=tmp_path))
+    assert gw.runtime.remote_gate is not None
+    local = await gw.runtime.gate.acquire(policy.lane("chat"), None)
+    remote = await gw.runtime.remote_gate.acquire(policy.lane("batch"), None)
+    now = gw.clock()
+    record = RequestRecord(None, None, None, 1.5, None, None, False, 0, 200, None)
+    for queue_s in (0.2, 0.4):
+        labels = RequestLabels(
+            "r", "POST", "/v1/chat/completions", "batch", "m4", "m", queue_s=queue_s
+        )
+        gw.recorder.record(labels, record, now)
+    try:
+        doc = build_status(gw, wall_now=1000.0)
+    finally:
+        local.release()
+        remote.release()
+        await gw.budgets.stop()
+    assert doc["totals"] == {
+        "in_flight": 2,
+        "queued": 0,
+        "local": {"in_flight": 1, "capacity": 4},
+        "remote": {"in_flight": 1, "capacity": 2},
+    }
+    assert sum(lane["in_flight"] for lane in doc["lanes"]) == doc["totals"]["in_flight"]
+    assert (doc["capacity"], doc["in_flight"]) == (4, 1)  # the local pool, as before
+    batch = next(lane for lane in doc["lanes"] if lane["name"] == "batch")
+    assert batch["queue_wait"]["1m"]["count"] == 2 and batch["queue_wait"]["1m"]["p95_ms"] == 400
+    assert batch["duration"]["1m"]["p95_ms"] == 1500
+    trends = doc["history"]["lanes"]["batch"]
+    assert doc["history"]["slice_s"] == 10 and len(trends["queue_wait_p95_ms"]) == 90
+    assert (
+        trends["queue_wait_p95_ms"][-1] == 400 and trends["queue_wait_p95_ms"][:-1] == [None] * 89
+    )
+    assert trends["ttft_p95_ms"] == [None] * 90  # not streamed: no TTFT, ever

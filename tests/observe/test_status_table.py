@@ -12,6 +12,12 @@ SAMPLE: dict[str, Any] = {
     "policy": {"version": 3, "source": "p.yaml", "loaded_at": 940.0, "reload_error": "x:4: bad"},
     "capacity": 8,
     "in_flight": 3,
+    "totals": {
+        "in_flight": 5,
+        "queued": 1,
+        "local": {"in_flight": 3, "capacity": 8},
+        "remote": {"in_flight": 2, "capacity": 4},
+    },
     "lanes": [
         {
             "name": "interactive",
@@ -26,6 +32,8 @@ SAMPLE: dict[str, Any] = {
                 "15m": {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None},
             },
             "gap_p95": {"1m": {"p95_ms": 12.0}, "5m": {"p95_ms": 11.0}, "15m": {}},
+            "queue_wait": {"1m": {"p95_ms": 2500.0}},
+            "duration": {"1m": {"p95_ms": 4100.0}},
             "budget": [{"window": "minute", "limit": 5000, "used": 1200, "reserved": 300}],
         },
         {"name": "batch", "in_flight": 1, "max_concurrency": 2, "queued": 0, "max_queue": 9},
@@ -73,7 +81,10 @@ def _row(text: str, first: str) -> list[str]:
 def test_table_renders_the_sample_document() -> None:
     text = render_status(SAMPLE)
     lines = text.splitlines()
-    assert lines[0] == "lanegate 0.1.0: 3/8 in flight; policy v3 (p.yaml, loaded 60 s ago)"
+    assert lines[0] == (
+        "lanegate 0.1.0: 5 requests in flight (3 of 8 local slots, 2 of 4 remote), 1 queued; "
+        "policy v3 (p.yaml, loaded 60 s ago)"
+    )
     assert lines[1] == "last reload refused: x:4: bad"
     assert lines[2] == "offload: offloading (mode auto): swap +2GB"
     assert "host (macos): pressure warn, swap 3.0 GiB of 4.0 GiB (+1.0 MiB/min)" in text
@@ -84,13 +95,15 @@ def test_table_renders_the_sample_document() -> None:
         "2/4",
         "1/50",
         "41",
+        "2.50 s",
         "120 ms",
         "340 ms",
         "12 ms",
+        "4.10 s",
         "1500/5000 per minute",
     ]
     batch = [cell.strip() for cell in _row(text, "batch") if cell.strip()]
-    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "no budget"]
+    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "-", "-", "no budget"]
     assert "interactive  5m      100  8.2 ms    100 ms    900 ms    11 ms" in text
     assert "interactive  15m     0    -         -         -         -" in text
     mini = [cell.strip() for cell in _row(text, "mini") if cell.strip()]
@@ -114,3 +127,17 @@ def test_table_survives_a_sparse_document() -> None:
     assert "no lanes" in text
     assert "host: no signals" in text
     assert "offload: not configured" in text
+
+
+def test_header_of_an_older_document_and_an_access_change() -> None:
+    older = {k: v for k, v in SAMPLE.items() if k != "totals"}
+    assert render_status(older).splitlines()[0].startswith("lanegate 0.1.0: 3/8 in flight;")
+    changed = {
+        **SAMPLE,
+        "policy": {
+            **SAMPLE["policy"],
+            "access_change": {"version": 3, "at": 990.0, "changes": ["anonymous callers: a -> b"]},
+        },
+    }
+    lines = render_status(changed).splitlines()
+    assert lines[2:4] == ["reload to v3 changed who may call:", "  anonymous callers: a -> b"]

@@ -6,26 +6,26 @@ runner that records them (no launchd here). The non-Mac refusal runs the real CL
 
 from __future__ import annotations
 
-import argparse
-import io
 import plistlib
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.cli import build_parser
 from gateway.commands import service
 from gateway.ops import launchd
 from gateway.ops.launchd import KINDS, Install, ServiceFileError
-from tests.support.processes import REPO
+from tests.support.launchd_host import UID, Recorder, simulator
+from tests.support.launchd_host import host_for as _host
+from tests.support.launchd_host import service_args as _args
+from tests.support.paths import REPO
+
+__all__ = ["simulator"]  # the module's simulator: the local upstream every install probes
 
 TEMPLATES = REPO / "deploy" / "launchd"
-UID = 501
 
 
 def _install(**overrides: Any) -> Install:
@@ -43,6 +43,8 @@ def _install(**overrides: Any) -> Install:
 
 def _render(kind: str, **overrides: Any) -> dict[str, Any]:
     spec = KINDS[kind]
+    if spec.program == "ollama":
+        overrides.setdefault("environment", {"OLLAMA_NUM_PARALLEL": "4"})
     data = launchd.render(spec, (TEMPLATES / spec.template).read_text(), _install(**overrides))
     parsed: dict[str, Any] = plistlib.loads(data)
     return parsed
@@ -141,7 +143,9 @@ def test_newsyslog_entry_names_the_log_files_and_their_owner() -> None:
 def test_plutil_accepts_the_rendered_plist(kind: str, tmp_path: Path) -> None:
     spec = KINDS[kind]
     path = tmp_path / spec.plist_name
-    path.write_bytes(launchd.render(spec, (TEMPLATES / spec.template).read_text(), _install()))
+    environment = {"OLLAMA_NUM_PARALLEL": "4"} if spec.program == "ollama" else {}
+    install = _install(environment=environment)
+    path.write_bytes(launchd.render(spec, (TEMPLATES / spec.template).read_text(), install))
     subprocess.run(["plutil", "-lint", str(path)], check=True)
 
 
@@ -176,36 +180,6 @@ def test_command_lines_per_domain() -> None:
         launchd.plist_path(daemon, "/Users/ann")
         == "/Library/LaunchDaemons/io.lanegate.gateway.plist"
     )
-
-
-class Recorder:
-    def __init__(self, codes: dict[str, list[int]] | None = None) -> None:
-        self.calls: list[list[str]] = []
-        self.codes = codes or {}
-
-    def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
-        self.calls.append(list(argv))
-        queue = self.codes.get(argv[1] if argv[0] == "launchctl" else argv[0], [])
-        return (queue.pop(0) if queue else 0), ""
-
-
-def _host(tmp_path: Path, runner: Recorder, platform: str = "darwin", euid: int = UID) -> Any:
-    return service.Host(
-        platform=platform,
-        uid=UID,
-        euid=euid,
-        home=str(tmp_path),
-        user="ann",
-        home_of=lambda _user: str(tmp_path),
-        run=runner,
-        sleep=lambda _s: None,
-        out=io.StringIO(),
-        err=io.StringIO(),
-    )
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["service", *argv])
 
 
 def test_install_lints_then_bootstraps_in_the_users_domain(tmp_path: Path) -> None:

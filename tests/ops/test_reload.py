@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import signal
 import time
@@ -270,5 +271,40 @@ async def test_reload_adds_a_remote_pool_and_rebuilds_offload(tmp_path: Path) ->
             while gateway.runtime.offload is not None or "studio" in gateway.clients:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert gateway.runtime.sampler.running and gateway.runtime.version == 3  # host signals stay
+    finally:
+        await gateway.shutdown()
+
+
+async def test_reload_that_changes_who_may_call_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.yaml"
+    good = _policy("http://127.0.0.1:9", V1_LANES, "chat, batch")
+    path.write_text(good)
+    gateway = create_app(load_policy(path), Settings(policy=path, state_dir=tmp_path))
+    await gateway.startup()
+    try:
+        path.write_text(good.replace("anonymous_lanes: [chat, batch]", "anonymous_lanes: [chat]"))
+        with caplog.at_level(logging.INFO, logger="lanegate.reload"):
+            await gateway.reloader.reload("test")
+        (warning,) = [
+            r
+            for r in caplog.records
+            if r.getMessage().startswith("policy reload") and r.levelno == logging.WARNING
+        ]
+        text = warning.getMessage()
+        assert text.startswith("policy reload (test): who may call changed (version 2):")
+        assert "X-Lane may pick: chat, batch) -> allowed without a key" in text
+        assert gateway.access_change == {
+            "version": 2,
+            "at": gateway.runtime.loaded_at,
+            "changes": [text.split("\n  ", 1)[1]],
+        }
+        caplog.clear()
+        path.write_text(path.read_text().replace("priority: 10,", "priority: 11,"))
+        with caplog.at_level(logging.INFO, logger="lanegate.reload"):
+            await gateway.reloader.reload("test")
+        assert not [r for r in caplog.records if "who may call" in r.getMessage()]
+        assert gateway.access_change["version"] == 2  # the last change of access stays shown
     finally:
         await gateway.shutdown()

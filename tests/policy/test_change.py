@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.offload.controller import OffloadConfig
-from gateway.policy.change import FileWatch, diff
-from gateway.policy.spec import LaneSpec, Policy, Timeouts, UpstreamKind, UpstreamSpec
+from gateway.policy.change import ANONYMOUS, FileWatch, access_changes, diff, who_may_call
+from gateway.policy.spec import (
+    ClientSpec,
+    LaneSpec,
+    Policy,
+    Timeouts,
+    UpstreamKind,
+    UpstreamSpec,
+)
 
 LOCAL = UpstreamSpec("mac", "local", UpstreamKind.OLLAMA, "http://a:1", 4, Timeouts())
 REMOTE = UpstreamSpec("studio", "remote", UpstreamKind.OLLAMA, "http://b:1", 8, Timeouts())
@@ -72,3 +79,41 @@ def test_file_watch_loads_only_settled_new_content(digests: list[str | None]) ->
             assert digest is not None
             loaded = digest
         previous = digest
+
+
+ALICE = ClientSpec("alice", "env:ALICE_KEY", ("chat",))
+
+
+def test_adding_the_first_client_locks_out_anonymous_callers() -> None:
+    open_ = replace(OLD, anonymous_lanes=("chat", "batch"))
+    locked = replace(OLD, clients=(ALICE,))
+    changes = access_changes(open_, locked)
+    assert changes[0] == (
+        f"{ANONYMOUS}: allowed without a key (lane 'chat' unless a rule says otherwise; "
+        "X-Lane may pick: chat, batch) -> refused: every call needs a client key (401)"
+    )
+    assert changes[1] == "client 'alice': not in the policy -> lanes chat"
+    # And back: each change read the other way.
+    assert [c.split(" -> ")[0] for c in access_changes(locked, open_)] == [
+        f"{ANONYMOUS}: refused: every call needs a client key (401)",
+        "client 'alice': lanes chat",
+    ]
+
+
+def test_a_clients_lanes_cap_and_key() -> None:
+    before = replace(OLD, clients=(ALICE,))
+    wider = replace(ALICE, lanes=("chat", "batch"), max_concurrency=2, key_ref="env:NEW")
+    changes = access_changes(before, replace(OLD, clients=(wider,)))
+    assert changes == (
+        "client 'alice': lanes chat -> lanes chat, batch, at most 2 at once",
+        "client 'alice': key changed (the old key is refused)",
+    )
+    assert access_changes(before, replace(OLD, clients=()))[1] == (
+        "client 'alice': lanes chat -> removed: its key is refused (401)"
+    )
+
+
+def test_nothing_about_access_no_change() -> None:
+    more_lanes = replace(OLD, lanes=(*OLD.lanes, LaneSpec("bulk", priority=1, max_concurrency=1)))
+    assert access_changes(OLD, more_lanes) == ()
+    assert list(who_may_call(OLD)) == [ANONYMOUS]

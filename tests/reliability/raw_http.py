@@ -14,11 +14,20 @@ def assert_gateway_answer_ok(status: int, headers: Any, path: str, content: byte
         return  # the upstream's own answer, relayed
     assert status < 500, f"{status} from the gateway itself on {path}: {content[:300]!r}"
     if status >= 400:
-        assert_error_shape(json.loads(content), ollama=path.startswith("/api/"))
+        assert_error_shape(
+            json.loads(content),
+            ollama=path.startswith("/api/"),
+            anthropic=path.startswith("/v1/messages"),
+        )
 
 
-def assert_error_shape(body: Any, *, ollama: bool) -> None:
-    """gateway/errors.py's two shapes (the OpenAIError / OllamaError schemas of the document)."""
+def assert_error_shape(body: Any, *, ollama: bool, anthropic: bool = False) -> None:
+    """gateway/errors.py's shapes (the OpenAIError / OllamaError / AnthropicError schemas)."""
+    if anthropic:
+        assert isinstance(body, dict) and set(body) == {"type", "error"}, body
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+        return
     assert isinstance(body, dict) and set(body) == {"error"}, body
     if ollama:
         assert isinstance(body["error"], str) and body["error"], body

@@ -190,7 +190,12 @@ def test_fault_leaves_nothing_behind(
                 assert time.monotonic() - started < 1.5 + 1.0 + 2.0
                 _assert_well_formed(response, received, fault)
                 served_by.append(response.headers.get("x-lanegate-upstream", "-"))
-        if fault.outcome != "relayed":
+        if fault.outcome == "status":
+            # Answers, from one client: no evidence the upstream is sick (it may be that
+            # client's requests), so the breaker stays closed (issue 18; two clients' 500s
+            # open it: tests/upstreams/test_router_evidence.py).
+            assert set(served_by) == {"bad"}, served_by
+        elif fault.outcome != "relayed":
             # The breaker reacted: `bad` stopped getting requests, `good` served the rest.
             assert _posts(bad) - before <= 5, served_by
             assert served_by[-1] == "good", served_by

@@ -69,6 +69,8 @@ def test_openapi_document_describes_every_relay_route() -> None:
         if "post" in item:
             schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
             name = schema["$ref"].rsplit("/", 1)[-1]
+            if "rerank" in path:  # llama-server reranks with the one model it has loaded
+                continue
             assert "model" in document["components"]["schemas"][name]["required"], path
 
 

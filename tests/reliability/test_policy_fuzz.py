@@ -152,7 +152,7 @@ def test_live_reloads_of_mutated_policies_swap_whole_or_not_at_all(
             assert answer.json()["error"]["code"] == "invalid_policy"
             assert f"{path}:" in answer.json()["error"]["message"]
             assert _metric(gateway, "lanegate_policy_version") == version
-            assert _metric(gateway, "lanegate_policy_reload_ok") == 0
+            assert _metric(gateway, "lanegate_config_last_reload_successful") == 0
             assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
             return
         outcomes["valid"] += 1

@@ -8,8 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import BadRequest
-from gateway.serving.request_body import parse_request
+from gateway.errors import BadRequest, UnsupportedMediaType
+from gateway.serving.request_body import (
+    MAX_MODEL_CHARS,
+    MAX_TOKENS_VALUE,
+    check_body_type,
+    parse_request,
+)
 from gateway.serving.routes import match_route
 
 CHAT = match_route("POST", "/v1/chat/completions")
@@ -33,20 +38,77 @@ def test_ollama_native_streams_by_default() -> None:
     ("body", "expected"),
     [
         ({"max_tokens": 7}, 7),
+        # The largest field present: each server obeys its own (issue 18, a budget bypass).
         ({"max_completion_tokens": 9, "max_tokens": 7}, 9),
+        ({"max_completion_tokens": 1, "max_tokens": 2000}, 2000),
+        ({"max_tokens": 1, "options": {"num_predict": 5000}}, 5000),
+        ({"max_tokens": 1, "n_predict": 300}, 300),
         ({"max_output_tokens": 11}, 11),
         ({"options": {"num_predict": 13}}, 13),
-        ({"max_tokens": True}, None),
-        ({"max_tokens": "7"}, None),
         ({"options": "x"}, None),
-        ({"max_tokens": -5}, None),  # never a negative budget reservation (was a 500)
-        ({"options": {"num_predict": -1}}, None),  # Ollama's "until done"
-        ({"max_tokens": -5, "max_output_tokens": 3}, 3),
+        ({"options": {"num_predict": -1}}, None),  # Ollama's "until done": the lane default
+        ({"n_predict": -1, "max_tokens": 4}, 4),
     ],
 )
 def test_max_tokens_from_any_api(body: dict[str, object], expected: int | None) -> None:
     raw = json.dumps({"model": "m", **body}).encode()
     assert parse_request(CHAT, raw).max_tokens == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"max_tokens": True}, "max_tokens"),
+        ({"max_tokens": "7"}, "max_tokens"),
+        ({"max_tokens": 1e6}, "max_tokens"),  # a float skipped the too-large check
+        ({"max_tokens": 7.0}, "max_tokens"),
+        ({"max_tokens": -5}, "max_tokens"),  # llama.cpp reads -1 as "no limit"
+        ({"max_tokens": -5, "max_output_tokens": 3}, "max_tokens"),
+        ({"max_completion_tokens": 10**12}, "max_completion_tokens"),
+        ({"options": {"num_predict": -3}}, "options.num_predict"),
+        ({"options": {"num_predict": 2.5}}, "options.num_predict"),
+    ],
+)
+def test_token_limits_are_strict(body: dict[str, object], param: str) -> None:
+    raw = json.dumps({"model": "m", **body}).encode()
+    with pytest.raises(BadRequest) as caught:
+        parse_request(CHAT, raw)
+    assert caught.value.code == "invalid_max_tokens" and caught.value.param == param
+
+
+@given(st.integers(min_value=0, max_value=MAX_TOKENS_VALUE), st.integers(0, MAX_TOKENS_VALUE))
+def test_the_reservation_covers_every_field_an_upstream_may_obey(a: int, b: int) -> None:
+    body = {"model": "m", "max_tokens": a, "options": {"num_predict": b}}
+    assert parse_request(OLLAMA_CHAT, json.dumps(body).encode()).max_tokens == max(a, b)
+
+
+def test_a_long_model_name_is_refused_without_echoing_it() -> None:
+    model = "m" * (MAX_MODEL_CHARS + 1)
+    with pytest.raises(BadRequest) as caught:
+        parse_request(CHAT, json.dumps({"model": model}).encode())
+    assert caught.value.code == "model_too_long" and model not in caught.value.message
+    assert parse_request(CHAT, json.dumps({"model": model[1:]}).encode()).model == model[1:]
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ([(b"content-type", b"text/plain"), (b"origin", b"https://a.example")], True),
+        ([(b"content-type", b"application/x-www-form-urlencoded"), (b"origin", b"x")], True),
+        ([(b"content-type", b"Multipart/Form-Data; boundary=x"), (b"origin", b"x")], True),
+        ([(b"content-type", b"application/json"), (b"origin", b"https://a.example")], False),
+        ([(b"content-type", b"application/x-www-form-urlencoded")], False),  # curl -d
+        ([(b"origin", b"https://a.example")], False),
+    ],
+)
+def test_cross_site_simple_posts_are_refused(
+    headers: list[tuple[bytes, bytes]], refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(UnsupportedMediaType):
+            check_body_type(headers)
+    else:
+        check_body_type(headers)
 
 
 def test_get_routes_have_no_body() -> None:

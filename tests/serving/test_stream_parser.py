@@ -47,6 +47,20 @@ EXPECTED: dict[str, tuple[Api, int | None, int | None, bool, int, str | None]] =
     "openai__responses_error.sse": (Api.RESPONSES, None, 0, True, 0, QUOTA),
     "openai__responses_function_call.sse": (Api.RESPONSES, 45, 25, False, 6, None),
     "xai__responses_text.sse": (Api.RESPONSES, 28, 21, False, 13, None),
+    # Anthropic Messages: input tokens from message_start, output from message_delta; after
+    # the first text delta every delta counts (two empty input_json_deltas included)
+    "anthropic__messages_tool_use.sse": (Api.MESSAGES, 472, 89, False, 23, None),
+    # llama-server's /v1/messages: input_tokens 49 (none cached), 8 text deltas
+    "llama-server__messages_stream.sse": (Api.MESSAGES, 49, 8, False, 8, None),
+    # its mid-stream error event is llama's own error object, not Anthropic's: still an error
+    "llama-server__messages_error.sse": (
+        Api.MESSAGES,
+        49,
+        2,
+        True,
+        2,
+        "Context size has been exceeded.",
+    ),
 }
 NDJSON = {Api.OLLAMA_CHAT, Api.OLLAMA_GENERATE}
 
@@ -85,6 +99,10 @@ def _oracle_is_output(api: Api, obj: Any) -> bool:
         return bool(msg.get("content") or msg.get("thinking") or msg.get("tool_calls"))
     if api is Api.OLLAMA_GENERATE:
         return bool(obj.get("response") or obj.get("thinking"))
+    if api is Api.MESSAGES:
+        delta = obj.get("delta") or {}
+        keys = ("text", "partial_json", "thinking")
+        return obj.get("type") == "content_block_delta" and any(delta.get(k) for k in keys)
     for choice in obj.get("choices") or []:
         delta = choice.get("delta") or {}
         keys = ("content", "reasoning_content", "reasoning", "tool_calls")

@@ -39,6 +39,7 @@ class Service:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    policy: Path | None = None  # the policy file a gateway serves
 
     @property
     def url(self) -> str:
@@ -135,6 +136,8 @@ def start_gateway(
     default a fresh folder under `log_dir`)."""
     full_env = {**(env or {}), **({"LANEGATE_STATE_DIR": str(state)} if state else {})}
     args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(
+    service = start_lanegate(
         name, args, ready_path=ready_path, port=port, log_dir=log_dir, env=full_env
     )
+    service.policy = policy
+    return service

@@ -86,6 +86,9 @@ class ScriptedUpstream(LoopServer):
                 await writer.drain()
         finally:
             eof.cancel()
+            # Let the read end before the next request is read (one reader at a time).
+            with contextlib.suppress(asyncio.CancelledError):
+                await eof
         if script.after_chunks == "abort":
             writer.transport.abort()
             return False

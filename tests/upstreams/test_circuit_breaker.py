@@ -256,12 +256,64 @@ def test_half_open_never_has_two_probes_and_open_never_allows(
 @given(_CONFIGS, st.lists(st.sampled_from(list(Outcome)), max_size=100))
 def test_cooldown_stays_within_bounds(config: BreakerConfig, outcomes: list[Outcome]) -> None:
     breaker = CircuitBreaker(config)
-    now = 0.0
+    now, hard = 0.0, False  # hard: a FAILURE since the last success
     for outcome in outcomes:
         now = max(now, breaker.open_until or now)
         breaker.allow(now)
-        breaker.record(outcome, now)
+        breaker.record(outcome, now)  # one source: 5xx answers alone never open it
+        hard = (hard or outcome is Outcome.FAILURE) and outcome is not Outcome.SUCCESS
         assert config.cooldown_s <= breaker.cooldown_s <= config.max_cooldown_s
         if breaker.state(now) is BreakerState.CLOSED:
-            assert breaker.consecutive_failures < config.failures_to_open
+            if hard:
+                assert breaker.consecutive_failures < config.failures_to_open
             assert breaker.consecutive_busy < config.busy_to_open
+
+
+# --- evidence: one client's 5xx answers never open it (issue 18) -----------------------------
+
+
+def test_one_sources_error_answers_never_open() -> None:
+    breaker = CircuitBreaker(BreakerConfig(failures_to_open=3))
+    for second in range(100):
+        breaker.record(Outcome.ERROR_ANSWER, float(second), "answered 500", "mallory")
+    assert breaker.state(100.0) is BreakerState.CLOSED
+
+
+def test_error_answers_from_several_sources_open() -> None:
+    breaker = CircuitBreaker(BreakerConfig(failures_to_open=3))
+    for source in ("alice", "bob", "alice"):
+        breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", source)
+    assert breaker.state(1.0) is BreakerState.OPEN
+
+
+def test_a_connection_failure_is_evidence_for_the_error_answers_around_it() -> None:
+    breaker = CircuitBreaker(BreakerConfig(failures_to_open=3))
+    breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", "mallory")
+    breaker.record(Outcome.FAILURE, 1.0, "connection refused", "alice")
+    breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", "mallory")
+    assert breaker.state(1.0) is BreakerState.OPEN
+
+
+def test_a_success_forgets_the_sources() -> None:
+    breaker = CircuitBreaker(BreakerConfig(failures_to_open=2))
+    breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", "alice")
+    breaker.record(Outcome.SUCCESS, 1.0)
+    breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", "bob")
+    assert breaker.state(1.0) is BreakerState.CLOSED
+    breaker.record(Outcome.ERROR_ANSWER, 1.0, "answered 500", "bob")
+    assert breaker.state(1.0) is BreakerState.CLOSED  # one source since the success
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", None]), max_size=60), st.integers(1, 6))
+def test_error_answers_open_exactly_when_several_sources_reach_the_count(
+    sources: list[str | None], failures: int
+) -> None:
+    config = BreakerConfig(failures_to_open=failures)
+    breaker = CircuitBreaker(config)
+    for count, source in enumerate(sources, 1):
+        breaker.record(Outcome.ERROR_ANSWER, 0.0, "answered 500", source)
+        seen = len(set(sources[:count]))
+        expected = count >= failures and seen >= config.sources_to_open
+        assert (breaker.state(0.0) is BreakerState.OPEN) is expected
+        if expected:
+            break

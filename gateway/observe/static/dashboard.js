@@ -1,15 +1,14 @@
 // lanegate dashboard: polls /admin/status every 2 s with the admin key and draws it.
 // No framework, no build step, nothing loaded from elsewhere. The page holds no data of its
-// own: everything shown comes from the authenticated status call. Every string from the
-// gateway goes in through textContent, never innerHTML.
+// own: everything shown comes from the authenticated status call, the 15-minute trends
+// included (the gateway keeps them, so a fresh page shows history at once). Every string from
+// the gateway goes in through textContent, never innerHTML.
 "use strict";
 
 (function () {
   const REFRESH_MS = 2000;
   const KEY_STORE = "lanegate.adminKey";
-  const HISTORY = 60; // refreshes of TTFT p95 kept per lane: two minutes at 2 s
   const SVG = "http://www.w3.org/2000/svg";
-  const history = new Map(); // lane name -> [p95 ms or null, ...], oldest first
   let timer = null;
 
   const $ = (id) => document.getElementById(id);
@@ -41,11 +40,11 @@
     return value.toFixed(unit ? 1 : 0) + " " + units[unit];
   }
 
-  // An inline SVG polyline of the values (nulls break the line), scaled from 0 to its max;
-  // hovering shows the range, written with `format`.
+  // An inline SVG polyline of the values (nulls break the line), scaled from 0 to its max,
+  // with that max printed beside it so two lines can be compared; hovering shows the range.
   function sparkline(values, testid, label, format) {
-    const width = 120;
-    const height = 28;
+    const width = 100;
+    const height = 22;
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     svg.setAttribute("width", width);
@@ -66,15 +65,25 @@
       d += `${pen}${(i * step).toFixed(1)} ${y.toFixed(1)} `;
       pen = "L";
     });
+    const base = document.createElementNS(SVG, "line");
+    base.setAttribute("class", "base");
+    base.setAttribute("x1", "0");
+    base.setAttribute("x2", String(width));
+    base.setAttribute("y1", String(height - 2));
+    base.setAttribute("y2", String(height - 2));
     const path = document.createElementNS(SVG, "path");
     path.setAttribute("d", d.trim());
     svg.setAttribute("data-points", String(known.length));
+    svg.setAttribute("data-max", known.length ? String(Math.max(...known)) : "");
     const title = document.createElementNS(SVG, "title");
     title.textContent = known.length
-      ? `${label}: ${format(Math.min(...known))} to ${format(Math.max(...known))}, ${known.length} points`
-      : `${label}: no data yet`;
-    svg.append(title, path);
-    return svg;
+      ? `${label}: ${format(Math.min(...known))} to ${format(Math.max(...known))}, ` +
+        `${known.length} of ${values.length} points`
+      : `${label}: no data in the last 15 minutes`;
+    svg.append(title, base, path);
+    const scale = el("span", { class: "scale", "data-testid": `${testid}-max` },
+      known.length ? `0–${format(Math.max(...known))}` : "no data");
+    return el("span", { class: "trend" }, el("span", { class: "muted" }, label), svg, scale);
   }
 
   function bar(value, limit, testid) {
@@ -93,27 +102,45 @@
       .join(", ");
   }
 
-  function laneRow(lane) {
+  // A table cell that keeps its column name, shown as a caption on narrow screens.
+  const cell = (label, attrs, ...children) =>
+    el("td", { "data-label": label, ...(attrs || {}) }, ...children);
+
+  function trends(lane, history) {
     const id = (what) => `lane-${lane.name}-${what}`;
-    const points = history.get(lane.name) || [];
-    points.push(lane.ttft["1m"].p95_ms);
-    while (points.length > HISTORY) points.shift();
-    history.set(lane.name, points);
+    const series = history.lanes[lane.name] || {};
+    const ttft = series.ttft_p95_ms || [];
+    // Lanes that do not stream have no TTFT: their trend is the whole request's duration.
+    const streamed = ttft.some((v) => v !== null);
+    return [
+      sparkline(series.queue_wait_p95_ms || [], id("spark-queue"), "wait", fmtMs),
+      streamed
+        ? sparkline(ttft, id("spark"), "TTFT", fmtMs)
+        : sparkline(series.duration_p95_ms || [], id("spark"), "duration", fmtMs),
+    ];
+  }
+
+  function laneRow(lane, history) {
+    const id = (what) => `lane-${lane.name}-${what}`;
+    const ms = (metric, what, testid) =>
+      cell(what, { "data-testid": id(testid) }, fmtMs(lane[metric]["1m"].p95_ms));
     return el(
       "tr",
       { "data-testid": id("row") },
       el("th", { scope: "row" }, lane.name, lane.offloadable ? " ⇄" : ""),
-      el("td", {}, el("span", { "data-testid": id("in-flight") },
+      cell("in flight", {}, el("span", { "data-testid": id("in-flight") },
         `${lane.in_flight}/${lane.max_concurrency}`),
         bar(lane.in_flight, lane.max_concurrency, id("in-flight-bar"))),
-      el("td", {}, el("span", { "data-testid": id("queued") }, lane.queued),
+      cell("queued", {}, el("span", { "data-testid": id("queued") }, lane.queued),
         bar(lane.queued, lane.max_queue, id("queue-bar"))),
-      el("td", { "data-testid": id("requests") }, lane.requests["1m"]),
-      el("td", { "data-testid": id("ttft-p50") }, fmtMs(lane.ttft["1m"].p50_ms)),
-      el("td", { "data-testid": id("ttft-p95") }, fmtMs(lane.ttft["1m"].p95_ms)),
-      el("td", { "data-testid": id("gap-p95") }, fmtMs(lane.gap_p95["1m"].p95_ms)),
-      el("td", {}, sparkline(points, id("spark"), "TTFT p95", fmtMs)),
-      el("td", { "data-testid": id("tokens") }, tokens(lane)),
+      cell("requests 1m", { "data-testid": id("requests") }, lane.requests["1m"]),
+      ms("queue_wait", "queue wait p95", "queue-p95"),
+      cell("TTFT p50", { "data-testid": id("ttft-p50") }, fmtMs(lane.ttft["1m"].p50_ms)),
+      ms("ttft", "TTFT p95", "ttft-p95"),
+      ms("gap_p95", "gap p95", "gap-p95"),
+      ms("duration", "duration p95", "duration-p95"),
+      cell("last 15 min", { class: "trends" }, ...trends(lane, history)),
+      cell("tokens", { class: "tokens", "data-testid": id("tokens") }, tokens(lane)),
     );
   }
 
@@ -168,24 +195,51 @@
     );
   }
 
+  // What the header counts, in words: every request holding a slot, where, and who waits.
+  function summary(totals) {
+    const local = totals.local;
+    const remote = totals.remote;
+    const where = [`${local.in_flight} of ${local.capacity} local slots`];
+    if (remote) where.push(`${remote.in_flight} of ${remote.capacity} remote`);
+    return el("span", {},
+      el("b", { "data-testid": "summary-in-flight" }, totals.in_flight),
+      ` requests in flight (${where.join(", ")}) · `,
+      el("b", { "data-testid": "summary-queued" }, totals.queued), " queued");
+  }
+
+  function renderAlerts(policy) {
+    const reload = $("reload-banner");
+    reload.hidden = !policy.reload_error;
+    reload.replaceChildren(policy.reload_error
+      ? el("span", { "data-testid": "reload-error" },
+        `The last policy reload was refused; policy v${policy.version} stays in force. `,
+        el("pre", {}, policy.reload_error))
+      : "");
+    const access = policy.access_change;
+    $("access-banner").hidden = !access;
+    $("access-banner").replaceChildren(access
+      ? el("span", { "data-testid": "access-change" },
+        `Reload to v${access.version} changed who may call: `, access.changes.join("; "))
+      : "");
+  }
+
   function render(doc) {
     const at = new Date(doc.generated_at * 1000);
     const stamp = $("generated-at");
     stamp.textContent = at.toLocaleTimeString();
     stamp.dateTime = at.toISOString();
     stamp.dataset.value = String(doc.generated_at);
-    $("summary").textContent =
-      `${doc.in_flight}/${doc.capacity} in flight · policy v${doc.policy.version}`;
+    $("summary").replaceChildren(summary(doc.totals), ` · policy v${doc.policy.version}`);
+    renderAlerts(doc.policy);
     renderOffload(doc.offload);
-    $("lanes").tBodies[0].replaceChildren(...doc.lanes.map(laneRow));
+    $("lanes").tBodies[0].replaceChildren(...doc.lanes.map((l) => laneRow(l, doc.history)));
     $("upstreams").replaceChildren(...doc.upstreams.map(upstreamCard));
     renderHost(doc.host);
     const policy = doc.policy;
     $("policy").textContent =
       `policy ${policy.source} v${policy.version}, loaded ` +
       new Date(policy.loaded_at * 1000).toLocaleString() +
-      (policy.reload_error ? ` — last reload refused: ${policy.reload_error}` : "");
-    $("policy").classList.toggle("error", Boolean(policy.reload_error));
+      ` · trends: p95 per ${doc.history.slice_s} s over 15 minutes, from 0`;
     window.__lanegateStatus = doc; // the snapshot the DOM now shows (read by the browser test)
   }
 

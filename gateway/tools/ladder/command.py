@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -18,9 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import LanegateError
-from gateway.tools.ladder.compare import compare_reports
-from gateway.tools.ladder.endpoint import ModelInfo, Unreachable, model_info
+from gateway.tools.ladder.endpoint import ModelInfo, Unreachable, live_gateway_warning, model_info
 from gateway.tools.ladder.gates import GateRung, SloThresholds, evaluate
 from gateway.tools.ladder.knee import KneeRules
 from gateway.tools.ladder.meta import host_info, tool_info
@@ -31,14 +28,11 @@ from gateway.tools.ladder.report import build_report, write_outputs
 from gateway.tools.ladder.runner import Contract, LaneLoad, LoadRunner
 from gateway.tools.ladder.session import Ladder, LadderState, RungResult
 from gateway.tools.ladder.signals import ProcessWatch, SignalRecorder
+from gateway.tools.ladder.verbs import LadderUsageError
 
 INTERACTIVE = "interactive"
 EXIT_GATE_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-
-class LadderUsageError(LanegateError):
-    """Arguments or files the ladder cannot run with; the message says what to change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +47,7 @@ class Plan:
     rules: KneeRules
     thresholds: SloThresholds
     out: Path
+    note: str | None
 
 
 def plan_from(args: argparse.Namespace) -> Plan:
@@ -82,6 +77,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         rules=rules,
         thresholds=thresholds_from(args),
         out=Path(args.out) if args.out else Path("ladder-runs") / stamp,
+        note=args.note,
     )
 
 
@@ -127,28 +123,63 @@ def run_ladder(args: argparse.Namespace) -> int:
     prompts = make_prompts(args.seed, args.prompt_tokens)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        state, (runner, recorder, info) = asyncio.run(_climb(plan, args, prompts))
+        state, (runner, recorder, info, warnings) = asyncio.run(_climb(plan, args, prompts))
     except Unreachable as exc:
         raise LadderUsageError(f"{exc} (is the server running, and --base-url right?)") from None
     except KeyboardInterrupt:  # before the first rung: nothing was measured
         print("lanegate ladder: interrupted before the first request", file=sys.stderr)
         return EXIT_INTERRUPTED
+    meta = _meta(plan, args, prompts, started_at, state, recorder, info)
     report = build_report(
-        meta=_meta(plan, args, prompts, started_at, state, recorder, info),
+        meta={**meta, "warnings": warnings},
         rungs=state.rungs,
         knee=state.knee,
         thresholds=dataclasses.asdict(plan.thresholds),
         gates=evaluate(plan.thresholds, _gate_rungs(state), _knee_index(state)),
     )
+    report["plot"] = _plot(plan, args, report, recorder)
     write_outputs(plan.out, report, runner.rows, recorder.rows)
-    if not args.no_plot:
-        from gateway.tools.ladder.plot import draw
-
-        draw(report, plan.out / "ladder.png")
     _summary(plan, report)
     if state.interrupted:
         return EXIT_INTERRUPTED
     return 0 if report["gates"]["passed"] else EXIT_GATE_FAILED
+
+
+def _plot(
+    plan: Plan, args: argparse.Namespace, report: dict[str, Any], recorder: SignalRecorder
+) -> dict[str, Any]:
+    """Draw ladder.png; without matplotlib, say how to get it and go on."""
+    if args.no_plot:
+        return {"written": False, "why": "--no-plot"}
+    from gateway.tools.ladder.plot import PlotUnavailable, draw
+
+    plan.out.mkdir(parents=True, exist_ok=True)
+    try:
+        draw(report, plan.out / "ladder.png", recorder.rows)
+    except PlotUnavailable as exc:
+        print(
+            f"lanegate ladder: ladder.png skipped: {exc}; then `lanegate ladder plot {plan.out}` "
+            "draws it",
+            file=sys.stderr,
+        )
+        return {"written": False, "why": str(exc)}
+    return {"written": True, "file": "ladder.png"}
+
+
+def plot_run(run: Path) -> int:
+    """`lanegate ladder plot RUN`: ladder.png beside a finished run's report.json, for a run
+    made without matplotlib."""
+    from gateway.tools.ladder.plot import PlotUnavailable, draw
+    from gateway.tools.ladder.verbs import load_report
+
+    report = load_report(run)
+    directory = run.parent if run.is_file() else run
+    try:
+        draw(report, directory / "ladder.png")
+    except PlotUnavailable as exc:
+        print(f"lanegate ladder: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _meta(
@@ -161,8 +192,12 @@ def _meta(
     info: ModelInfo,
 ) -> dict[str, Any]:
     """Everything about the run but its measurements: who, what, where, and how."""
+    host = host_info()
+    probe = recorder.probe
+    host["clusters"] = ", ".join(f"{c.name} {c.logical_cpus}" for c in probe.clusters) or None
     return {
         "started_at": started_at,
+        "note": plan.note,
         "interrupted": state.interrupted,
         "tool": tool_info(),
         "target": {
@@ -173,7 +208,7 @@ def _meta(
             "digest_source": info.digest_source,
             "server_version": info.server_version,
         },
-        "host": host_info(),
+        "host": host,
         "contract": {
             **dataclasses.asdict(plan.contract),
             "prompt_tokens": prompts.tokens,
@@ -193,14 +228,20 @@ def _meta(
             "interval_s": args.sample_interval,
             "watch": _watch_text(args),
             "error": recorder.error,
+            "host_errors": dict(probe.errors),
+            "failed_samples": recorder.failures,
+            "last_failure": recorder.failure,
         },
     }
 
 
 async def _climb(
     plan: Plan, args: argparse.Namespace, prompts: PromptSet
-) -> tuple[LadderState, tuple[LoadRunner, SignalRecorder, ModelInfo]]:
+) -> tuple[LadderState, tuple[LoadRunner, SignalRecorder, ModelInfo, list[str]]]:
     info = await model_info(plan.base_url, plan.model, api_key=plan.api_key)
+    warning = await live_gateway_warning(plan.base_url)
+    if warning:
+        print(f"lanegate ladder: warning: {warning}", file=sys.stderr)
     runner = LoadRunner(
         plan.base_url,
         plan.model,
@@ -224,7 +265,8 @@ async def _climb(
     )
     interrupted = await _run_interruptibly(ladder, recorder, progress)
     await runner.aclose()
-    return ladder.finish(interrupted=interrupted), (runner, recorder, info)
+    warnings = [warning] if warning else []
+    return ladder.finish(interrupted=interrupted), (runner, recorder, info, warnings)
 
 
 async def _run_interruptibly(ladder: Ladder, recorder: SignalRecorder, progress: Progress) -> bool:
@@ -276,16 +318,3 @@ def _summary(plan: Plan, report: dict[str, Any]) -> None:
     knee_text = f"knee at {knee['concurrency']} ({knee['rule']})" if knee else "no knee"
     verdict = "gates pass" if gates["passed"] else "a gate FAILED"
     print(f"{knee_text}; {verdict}; wrote {plan.out}/", file=sys.stderr)
-
-
-def compare_runs(run_a: Path, run_b: Path) -> str:
-    return compare_reports(_load_report(run_a), _load_report(run_b))
-
-
-def _load_report(path: Path) -> dict[str, Any]:
-    file = path / "report.json" if path.is_dir() else path
-    try:
-        report: dict[str, Any] = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise LadderUsageError(f"cannot read a ladder report from {file}: {exc}") from None
-    return report

@@ -3,6 +3,7 @@
 The digest comes from the same host as `--base-url`: Ollama's `/api/tags` (and so a lanegate
 gateway in front of Ollama, which relays it), else an OpenAI `/v1/models` entry that carries
 one. llama.cpp and LM Studio publish none: the report then says "unknown" rather than guess.
+The server version: Ollama's `/api/version`, else llama.cpp's `/props` `build_info`.
 """
 
 from __future__ import annotations
@@ -46,11 +47,20 @@ async def model_info(
         if digest is None:
             digest = _digest_from_models(await _get_json(client, models_url), model)
             source = models_url
-        version = await _get_json(client, host_of(base_url) + "/api/version")
-    server_version = version.get("version") if isinstance(version, dict) else None
+        server_version = await _server_version(client, host_of(base_url))
     if digest is None:
         return ModelInfo(UNKNOWN, "the server publishes no digest", _text(server_version))
     return ModelInfo(digest, source, _text(server_version))
+
+
+async def _server_version(client: httpx.AsyncClient, host: str) -> str | None:
+    """Ollama's `/api/version`, else llama.cpp's `/props` `build_info` ("b5123-1a2b3c4")."""
+    version = await _get_json(client, host + "/api/version")
+    if isinstance(version, dict) and isinstance(version.get("version"), str):
+        return str(version["version"])
+    props = await _get_json(client, host + "/props")
+    build = props.get("build_info") if isinstance(props, dict) else None
+    return f"llama.cpp {build}" if isinstance(build, str) and build else None
 
 
 class Unreachable(LanegateError):
@@ -84,3 +94,30 @@ def _digest_from_models(body: Any, model: str) -> str | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+async def live_gateway_warning(base_url: str, *, timeout_s: float = 5.0) -> str | None:
+    """A warning when `base_url` is a running lanegate whose offload this load may trip.
+
+    A lanegate answers `/metrics` (open, like any exporter) with `lanegate_` series, and with
+    `lanegate_offload_state` when its policy has an offload section: a ladder through it
+    raises TTFT on purpose, which the offload loop reads as a slow host and answers by sending
+    offloadable lanes to the remote pool, so later rungs measure the pool, not this host.
+    """
+    url = host_of(base_url) + "/metrics"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200 or "lanegate_" not in response.text:
+        return None
+    if "lanegate_offload_state" not in response.text:
+        return None
+    return (
+        f"{host_of(base_url)} is a lanegate gateway with offload configured: this ladder's "
+        "load can trip its offload (rising TTFT reads as a slow host), and later rungs would "
+        "then measure the remote pool. Ladder the engine directly, or pin it local for the run: "
+        "`curl -X POST -H 'Authorization: Bearer <admin key>' -d '{\"mode\": \"force-local\"}' "
+        f"{host_of(base_url)}/admin/offload`."
+    )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 GIB = 1 << 30
+NO_BASELINE = "no baseline (no concurrency-1 rung to compare with)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,9 @@ _Measure = tuple[float | None, bool | None]  # (value, passed) at one rung
 
 
 def _gates(t: SloThresholds, rungs: Sequence[GateRung]) -> list[tuple[str, str, list[_Measure]]]:
-    base = rungs[0].p95_ttft_s if rungs else None
+    # The ratio needs a single-stream baseline: a ladder that starts above concurrency 1, or a
+    # --mix step, has none, and its ratio gate says so instead of comparing a rung with itself.
+    base = rungs[0].p95_ttft_s if rungs and rungs[0].concurrency == 1 else None
     ttft_ms: list[_Measure] = [
         _at_most(None if r.p95_ttft_s is None else r.p95_ttft_s * 1000, t.interactive_p95_ttft_ms)
         for r in rungs
@@ -119,6 +122,8 @@ def _gate(
     per_rung = tuple(passed for _, passed in measures)
     window = [(m, r) for m, r in zip(measures[:operating], rungs[:operating], strict=True)]
     known = [(value, passed, rung) for (value, passed), rung in window if value is not None]
+    if name == "p95_ratio" and window and window[0][1].concurrency != 1:
+        return GateResult(name, threshold, NO_BASELINE, None, per_rung)
     if not known:
         return GateResult(name, threshold, "not measured", None, per_rung)
     value, _, rung = max(known, key=lambda item: item[0] or 0.0)

@@ -1,9 +1,10 @@
-"""The ladder's outputs: requests.csv, signals.csv, report.json and report.md.
+"""The ladder's outputs: requests.csv, signals.csv, report.json, report.md, benchmarks.json.
 
 `build_report` gathers everything a reader needs to trust (or redo) the run into one plain
-dict: tool version and git revision, model and digest, host, the frozen client contract, the
-per-rung table, the knee and the gate verdicts. `render_markdown` reads only that dict, so
-`report.md` never says anything `report.json` does not.
+dict: tool, server and OS versions, model and digest, machine, the frozen client contract,
+the per-rung table with the host's signals and the reading of each rung's tail, the knee and
+the gate verdicts. `markdown.render_markdown` reads only that dict, so `report.md` never says
+anything `report.json` does not; `benchmarks.json` is the same run in GuideLLM's shape.
 """
 
 from __future__ import annotations
@@ -16,19 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from gateway.tools.ladder.gates import GateReport
+from gateway.tools.ladder.guidellm import export
+from gateway.tools.ladder.host_summary import CSV_EXCLUDED, HostSummary, SignalRow, TopProcess
 from gateway.tools.ladder.knee import Knee
+from gateway.tools.ladder.markdown import render_markdown
 from gateway.tools.ladder.session import RungResult
-from gateway.tools.ladder.signals import SignalRow
 from gateway.tools.ladder.stats import Percentiles, RequestRow, RungStats
+from gateway.tools.ladder.tail import RungSignals, TailReading, read_tails
 
-SCHEMA = 1
+SCHEMA = 2  # 2: host signals, tail readings, ITL/TPOT, provenance facts
 REQUEST_FIELDS = [f.name for f in dataclasses.fields(RequestRow)]
-SIGNAL_FIELDS = [f.name for f in dataclasses.fields(SignalRow)]
+SIGNAL_FIELDS = [f.name for f in dataclasses.fields(SignalRow) if f.name not in CSV_EXCLUDED]
 
 
 def _ms(p: Percentiles) -> dict[str, float | None]:
+    return _scaled(p, 1000, 1)
+
+
+def _scaled(p: Percentiles, by: float, digits: int) -> dict[str, float | None]:
     return {
-        name: None if value is None else round(value * 1000, 1)
+        name: None if value is None else round(value * by, digits)
         for name, value in (("p50", p.p50), ("p95", p.p95), ("p99", p.p99))
     }
 
@@ -36,13 +44,18 @@ def _ms(p: Percentiles) -> dict[str, float | None]:
 def stats_dict(stats: RungStats) -> dict[str, Any]:
     return {
         "concurrency": stats.concurrency,
+        "rate_per_s": stats.rate_per_s,
         "partial": stats.partial,
         "duration_s": round(stats.duration_s, 3),
         "requests": stats.requests,
         "completed": stats.completed,
         "errors": stats.errors,
         "error_rate": round(stats.error_rate, 4),
+        "ttft_samples": stats.ttft_samples,
         "ttft_ms": _ms(stats.ttft),
+        "itl_ms": _ms(stats.itl),
+        "tpot_ms": _ms(stats.tpot),
+        "output_tps": _scaled(stats.output_tps, 1, 1),
         "gap_max_ms": _ms(stats.gap),
         "e2e_ms": _ms(stats.e2e),
         "throughput_rps": round(stats.throughput_rps, 3),
@@ -50,13 +63,59 @@ def stats_dict(stats: RungStats) -> dict[str, Any]:
     }
 
 
-def rung_dict(rung: RungResult) -> dict[str, Any]:
+def host_dict(host: HostSummary) -> dict[str, Any]:
+    def top(items: Sequence[TopProcess]) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(item) for item in items]
+
+    return {
+        "samples": host.samples,
+        "cpu_busy_max_pct": host.cpu_busy_max_pct,
+        "cpu_busy_mean_pct": host.cpu_busy_mean_pct,
+        "clusters_max_pct": dict(host.clusters_max_pct),
+        "disk_read_bps": None if host.disk_read_bps is None else round(host.disk_read_bps),
+        "disk_write_bps": None if host.disk_write_bps is None else round(host.disk_write_bps),
+        "thermal_level": host.thermal_level,
+        "speed_limit_pct": host.speed_limit_pct,
+        "temp_max_c": host.temp_max_c,
+        "cpufreq_min_pct": host.cpufreq_min_pct,
+        "pressure": host.pressure,
+        "min_available_bytes": host.min_available_bytes,
+        "top_cpu": top(host.top_cpu),
+        "top_disk": top(host.top_disk),
+    }
+
+
+def rung_dict(rung: RungResult, tail: TailReading | None) -> dict[str, Any]:
     return {
         **stats_dict(rung.overall),
+        "started_s": round(rung.started_s, 3),
+        "ended_s": round(rung.ended_s, 3),
         "peak_rss_bytes": rung.peak_rss_bytes,
         "swap_growth_bytes": rung.swap_growth_bytes,
+        "host": host_dict(rung.host),
+        "tail": None if tail is None else dataclasses.asdict(tail),
         "lanes": {name: stats_dict(stats) for name, stats in rung.lanes.items()},
     }
+
+
+def rung_signals(rung: RungResult) -> RungSignals:
+    host = rung.host
+    return RungSignals(
+        concurrency=rung.concurrency,
+        p95_ttft_s=rung.overall.ttft.p95,
+        p99_ttft_s=rung.overall.ttft.p99,
+        error_rate=rung.overall.error_rate,
+        swap_growth_bytes=rung.swap_growth_bytes,
+        pressure=host.pressure,
+        min_available_bytes=host.min_available_bytes,
+        peak_rss_bytes=rung.peak_rss_bytes,
+        disk_read_bps=host.disk_read_bps,
+        disk_write_bps=host.disk_write_bps,
+        cpu_busy_pct=host.cpu_busy_max_pct,
+        cluster_busy_pct=host.clusters_max_pct,
+        thermal_level=host.thermal_level,
+        speed_limit_pct=host.speed_limit_pct,
+    )
 
 
 def knee_dict(knee: Knee | None) -> dict[str, Any] | None:
@@ -99,10 +158,13 @@ def build_report(
     gates: GateReport,
 ) -> dict[str, Any]:
     """The whole report; `meta` holds tool, target, host, contract, ladder and run facts."""
+    whole = [rung for rung in rungs if not rung.partial]
+    tails = dict(zip((id(r) for r in whole), read_tails([rung_signals(r) for r in whole]),
+                     strict=True))  # fmt: skip
     return {
         "schema": SCHEMA,
         **meta,
-        "rungs": [rung_dict(rung) for rung in rungs],
+        "rungs": [rung_dict(rung, tails.get(id(rung))) for rung in rungs],
         "knee": knee_dict(knee),
         "gates": gates_dict(thresholds, gates),
     }
@@ -113,7 +175,7 @@ def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Any]) -> None:
         writer = csv.writer(handle)
         writer.writerow(fields)
         for row in rows:
-            writer.writerow(["" if v is None else _cell(v) for v in dataclasses.astuple(row)])
+            writer.writerow(["" if (v := getattr(row, f)) is None else _cell(v) for f in fields])
 
 
 def _cell(value: Any) -> Any:
@@ -131,132 +193,28 @@ def write_outputs(
     write_csv(out / "signals.csv", SIGNAL_FIELDS, signals)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))
+    (out / "benchmarks.json").write_text(json.dumps(guidellm_export(report, requests)) + "\n")
 
 
-# -- report.md -------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _triple(p: Mapping[str, float | None]) -> str:
-    return " / ".join(_fmt(p[k]) for k in ("p50", "p95", "p99"))
-
-
-def _bytes(value: int | None) -> str:
-    return "–" if value is None else f"{value / (1 << 30):.2f} GiB"
-
-
-def render_markdown(report: Mapping[str, Any]) -> str:
-    lines = [f"# Load ladder: {report['target']['model']}", ""]
-    if report.get("interrupted"):
-        lines += ["**Interrupted (Ctrl-C): partial results.**", ""]
-    lines += [*_facts(report), "", *_contract(report), ""]
-    lines += ["## Rungs", "", *_rung_table(report["rungs"]), ""]
-    if any(len(rung["lanes"]) > 1 for rung in report["rungs"]):
-        lines += ["## Lanes", "", *_lane_table(report["rungs"]), ""]
-    lines += ["## Knee", "", _knee_line(report["knee"]), ""]
-    lines += ["## Gates", "", *_gate_table(report["gates"]), ""]
-    return "\n".join(lines)
-
-
-def _facts(report: Mapping[str, Any]) -> list[str]:
-    tool, target, host = report["tool"], report["target"], report["host"]
-    revision = tool.get("git_revision") or "none (not a git checkout)"
-    return [
-        "| | |",
-        "|---|---|",
-        f"| tool | lanegate {tool['version']}, git {revision} |",
-        f"| started | {report['started_at']} |",
-        f"| endpoint | `{target['base_url']}`"
-        + (f", lane `{target['lane']}`" if target.get("lane") else "")
-        + " |",
-        f"| model | `{target['model']}` |",
-        f"| model digest | `{target['digest']}` ({target['digest_source']}) |",
-        f"| server version | {target.get('server_version') or 'unknown'} |",
-        f"| host | {host['platform']}, {host['cpus']} CPUs, {_bytes(host['memory_bytes'])} RAM, "
-        f"Python {host['python']} |",
-        f"| watched process | {report['signals']['watch'] or 'none'} |",
-    ]
-
-
-def _contract(report: Mapping[str, Any]) -> list[str]:
-    c, ladder = report["contract"], report["ladder"]
-    return [
-        "## Client contract",
-        "",
-        f"- `POST {c['endpoint']}`, stream={c['stream']}, keep-alive={c['keep_alive']}, "
-        f"max_tokens={c['max_tokens']}, temperature={c['temperature']}, "
-        f"timeout {c['timeout_s']:g} s",
-        f"- prompts: {c['prompt_count']} seeded prompts (seed {c['prompt_seed']}) of about "
-        f"{c['prompt_tokens']} tokens, sha256 `{c['prompt_set_sha256'][:16]}…`",
-        f"- rungs {ladder['rungs']}, {ladder['rung_seconds']:g} s each, closed loop"
-        + (f", mix `{ladder['mix']}`" if ladder.get("mix") else "")
-        + (", stop at knee" if ladder.get("stop_at_knee") else ""),
-    ]
-
-
-_HEADER = (
-    "| concurrency | requests | errors | TTFT ms p50/p95/p99 | max gap ms p50/p95/p99 | "
-    "e2e ms p50/p95/p99 | req/s | tokens/s |"
-)
-
-
-def _stat_cells(s: Mapping[str, Any]) -> str:
-    partial = " (partial)" if s["partial"] else ""
-    return (
-        f"| {s['concurrency']}{partial} | {s['requests']} | {s['errors']} ({s['error_rate']:.1%}) "
-        f"| {_triple(s['ttft_ms'])} | {_triple(s['gap_max_ms'])} | {_triple(s['e2e_ms'])} "
-        f"| {s['throughput_rps']:.2f} | {s['tokens_per_s']:.1f} |"
-    )
-
-
-def _rung_table(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
-    header = _HEADER + " peak RSS | swap Δ |"
-    lines = [header, _rule(header)]
-    for rung in rungs:
-        lines.append(
-            _stat_cells(rung)
-            + f" {_bytes(rung['peak_rss_bytes'])} | {_bytes(rung['swap_growth_bytes'])} |"
-        )
-    return lines
-
-
-def _rule(header: str) -> str:
-    return "|" + "---|" * (header.count("|") - 1)
-
-
-def _lane_table(rungs: Sequence[Mapping[str, Any]]) -> list[str]:
-    header = "| lane " + _HEADER
-    lines = [header, _rule(header)]
-    for rung in rungs:
-        for name, stats in rung["lanes"].items():
-            lines.append(f"| {name or '–'} " + _stat_cells(stats))
-    return lines
-
-
-def _knee_line(knee: Mapping[str, Any] | None) -> str:
-    if knee is None:
-        return "No knee: every rung scaled (no rule fired)."
-    also = knee["rules"][1:]
-    extra = f"; also {', '.join(also)}" if also else ""
-    return (
-        f"Knee at concurrency **{knee['concurrency']}**: rule `{knee['rule']}` "
-        f"({knee['detail']}){extra}."
-    )
-
-
-def _gate_table(gates: Mapping[str, Any]) -> list[str]:
-    verdict = {True: "pass", False: "**FAIL**", None: "not checked"}
-    lines = [
-        f"Verdicts cover the first {gates['operating_rungs']} rung(s) (below the knee). "
-        f"Highest concurrency meeting every gate: **{gates['signable_concurrency'] or 'none'}**. "
-        f"Overall: **{'pass' if gates['passed'] else 'FAIL'}**.",
-        "",
-        "| gate | threshold | worst measured | verdict |",
-        "|---|---|---|---|",
-    ]
-    for r in gates["results"]:
-        lines.append(f"| {r['name']} | {r['threshold']} | {r['worst']} | {verdict[r['passed']]} |")
-    return lines
+def guidellm_export(report: Mapping[str, Any], requests: Sequence[RequestRow]) -> dict[str, Any]:
+    """One benchmark per rung (per lane with --mix), the rows of that rung (and lane)."""
+    steps = []
+    for rung in report["rungs"]:
+        mine = [r for r in requests if r.rung == rung["concurrency"]]
+        lanes = rung["lanes"] if len(rung["lanes"]) > 1 else {"": rung}
+        for lane, stats in lanes.items():
+            rows = [r for r in mine if r.lane == lane] if lane else mine
+            steps.append((stats["concurrency"], lane, rows, stats["throughput_rps"]))
+    target, contract = report["target"], report["contract"]
+    args = {
+        "target": target["base_url"],
+        "model": target["model"],
+        "profile": "concurrent",
+        "rate": [rung["concurrency"] for rung in report["rungs"]],
+        "max_seconds": report["ladder"]["rung_seconds"],
+        "data": {
+            "prompt_tokens": contract["prompt_tokens"],
+            "output_tokens": contract["max_tokens"],
+        },
+    }
+    return export(args, steps)

@@ -25,7 +25,7 @@ import httpx
 from gateway.observe.measurement import RequestMeasurement
 from gateway.serving.stream_parser import Api
 from gateway.tools.ladder.prompts import PromptSet
-from gateway.tools.ladder.stats import INTERRUPTED, RequestRow
+from gateway.tools.ladder.stats import INTERRUPTED, RequestRow, request_speeds
 
 Clock = Callable[[], float]
 _ERROR_TEXT = 300  # characters of an error body kept in the CSV
@@ -220,11 +220,14 @@ class LoadRunner:
         error = record.error
         if error is None and self.contract.stream and record.ttft_s is None:
             error = "stream ended without output"
+        ttft = ttft if error is None else None
+        tpot, tps = request_speeds(ttft, record.duration_s, record.completion_tokens)
+        gaps = record.gaps.count if record.gaps is not None else 0
         return RequestRow(
             rung=rung,
             lane=load.name,
             start_s=start,
-            ttft_s=ttft if error is None else None,
+            ttft_s=ttft,
             gap_max_s=record.gap_max_s,
             gap_p95_s=record.gap_p95_s,
             e2e_s=record.duration_s,
@@ -232,6 +235,9 @@ class LoadRunner:
             completion_tokens=record.completion_tokens,
             status=status,
             error=error,
+            itl_s=record.gap_sum_s / gaps if gaps and record.gap_sum_s is not None else None,
+            tpot_s=tpot if error is None else None,
+            output_tps=tps if error is None else None,
         )
 
     def _failed(

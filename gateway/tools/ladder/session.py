@@ -7,9 +7,10 @@ ran (the interrupted one marked partial), so Ctrl-C loses nothing that was measu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.tools.ladder.host_summary import HostSummary, summarise_host
 from gateway.tools.ladder.knee import Knee, KneeRules, RungPoint, knee_at
 from gateway.tools.ladder.runner import LaneLoad, LoadRunner
 from gateway.tools.ladder.signals import SignalRecorder, SignalRow, peak_rss, swap_growth, window
@@ -25,6 +26,7 @@ class RungResult:
     lanes: dict[str, RungStats]
     peak_rss_bytes: int | None
     swap_growth_bytes: int | None
+    host: HostSummary
 
     @property
     def partial(self) -> bool:
@@ -44,6 +46,7 @@ class LadderState:
     rungs: list[RungResult] = field(default_factory=list)
     knee: Knee | None = None
     current: tuple[int, float] | None = None  # (concurrency, started_s) of the running rung
+    loads: dict[str, LaneLoad] = field(default_factory=dict)  # the running rung's, by lane
     window: tuple[float, float] = (0.0, 0.0)  # the running rung's steady part: ramp to deadline
     interrupted: bool = False
 
@@ -80,6 +83,7 @@ class Ladder:
                 self.on_rung(concurrency, started)
             ramp = self._ramp_s(concurrency)
             loads = self.loads_for(concurrency)
+            self.state.loads = {load.name: load for load in loads}
             self.state.window = (started + ramp, started + self.rung_seconds)
             await self.runner.run_step(concurrency, loads, self.rung_seconds, ramp)
             self.state.current = None
@@ -111,7 +115,13 @@ class Ladder:
         if partial:  # cut short: the steady part ended when the last request did
             end = min(end, max((r.start_s + r.e2e_s for r in rows), default=start))
         result = summarise(
-            concurrency, started, rows, self.recorder.rows, (start, end), partial=partial
+            concurrency,
+            started,
+            rows,
+            self.recorder.rows,
+            (start, end),
+            partial=partial,
+            loads=self.state.loads,
         )
         self.state.rungs.append(result)
         if partial or self.state.knee is not None:
@@ -128,18 +138,21 @@ def summarise(
     steady: tuple[float, float],
     *,
     partial: bool,
+    loads: Mapping[str, LaneLoad] | None = None,
 ) -> RungResult:
     """One rung's figures; throughput over the `steady` window (see `stats.summarise_rung`)."""
     span = rung_span(rows, started)
     ended = started + span
+    loads = loads or {}
     lanes = {
         lane: summarise_rung(
-            concurrency,
+            loads[lane].concurrency if lane in loads else concurrency,
             [row for row in rows if row.lane == lane],
             span,
             lane=lane,
             window=steady,
             partial=partial,
+            rate_per_s=loads[lane].rate_per_s if lane in loads else 0.0,
         )
         for lane in sorted({row.lane for row in rows})
     }
@@ -154,6 +167,7 @@ def summarise(
         lanes=lanes,
         peak_rss_bytes=peak_rss(samples),
         swap_growth_bytes=swap_growth(samples, baseline),
+        host=summarise_host(samples, span),
     )
 
 

@@ -1,9 +1,10 @@
-"""Host signals sampled beside the load, on the requests' clock: swap, pressure, a process's RSS.
+"""Host signals sampled beside the load, on the requests' clock: memory, a process's RSS, and
+the CPU, disk, thermal and process readings of `host_probe`.
 
 Owns the sampling loop and finding the watched process(es): `--watch-pid` (one process) or
 `--watch-name` (every process whose name or command line's first word matches, summed: Ollama
 runs its models in `ollama runner` children of `ollama serve`). Swap and pressure come from
-`host_signal_reader.default_source()` (sysctl on macOS, /proc on Linux). A reading that fails
+`offload.signals.default_source()` (sysctl on macOS, /proc on Linux). A reading that fails
 is recorded as empty, never fatal: the ladder's requests matter more than one sample.
 """
 
@@ -13,23 +14,15 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import psutil
 
 from gateway.offload.signals import SignalSource, default_source
 from gateway.ops.periodic import Periodic
+from gateway.tools.ladder.host_probe import HostProbe
+from gateway.tools.ladder.host_summary import SignalRow
 
-
-@dataclass(frozen=True, slots=True)
-class SignalRow:
-    t_s: float  # seconds since the ladder started
-    swap_used_bytes: int | None
-    swap_total_bytes: int | None
-    pressure: str
-    memory_available_bytes: int | None
-    rss_bytes: int | None  # of the watched process(es); None when none is watched or found
-    processes: int  # how many processes the RSS sums
+__all__ = ["ProcessWatch", "SignalRecorder", "SignalRow", "peak_rss", "swap_growth", "window"]
 
 
 class ProcessWatch:
@@ -84,14 +77,18 @@ class SignalRecorder:
         *,
         watch: ProcessWatch | None = None,
         source: SignalSource | None = None,
+        probe: HostProbe | None = None,
         interval_s: float = 1.0,
     ) -> None:
         self.now = now
         self.watch = watch or ProcessWatch()
         self.source = source or default_source()
+        self.probe = probe or HostProbe()
         self.interval_s = interval_s
         self.rows: list[SignalRow] = []
         self.error: str | None = None
+        self.failures = 0  # samples that raised: skipped, the sampling goes on
+        self.failure: str | None = None  # the last one's error
         self._periodic = Periodic(self._step, interval_s)
 
     async def sample(self) -> SignalRow:
@@ -102,6 +99,7 @@ class SignalRecorder:
         except TimeoutError:
             signals, self.error = None, "host signals timed out"
         rss, count = await asyncio.to_thread(self.watch.rss) if self.watch.active else (None, 0)
+        host = await self.probe.read()
         row = SignalRow(
             t_s=t,
             swap_used_bytes=signals.swap_used_bytes if signals else None,
@@ -110,16 +108,32 @@ class SignalRecorder:
             memory_available_bytes=signals.memory_available_bytes if signals else None,
             rss_bytes=rss,
             processes=count,
+            cpu_busy_pct=host.cpu_busy_pct,
+            cpu_clusters=host.cpu_clusters,
+            cpu_cores=host.cpu_cores,
+            disk_read_bps=host.disk_read_bps,
+            disk_write_bps=host.disk_write_bps,
+            thermal=host.heat.text,
+            thermal_level=host.heat.level,
+            cpu_speed_limit_pct=host.heat.speed_limit_pct,
+            temp_max_c=host.heat.temp_max_c,
+            cpufreq_pct=host.heat.cpufreq_pct,
+            top=host.top,
         )
         self.rows.append(row)
         return row
 
     async def start(self) -> None:
+        await self.probe.start()
         await self.sample()
         self._periodic.start()
 
     async def _step(self) -> None:
-        await self.sample()
+        try:
+            await self.sample()
+        except Exception as exc:  # noqa: BLE001 - one bad sample never ends the sampling
+            self.failures += 1
+            self.failure = f"{type(exc).__name__}: {exc}"[:300]
 
     async def stop(self) -> None:
         await self._periodic.stop()

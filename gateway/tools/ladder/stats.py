@@ -30,6 +30,9 @@ class RequestRow:
     completion_tokens: int | None
     status: int  # HTTP status; 0 when no response came (connection error, interrupted)
     error: str | None
+    itl_s: float | None = None  # mean gap between chunks after the first output
+    tpot_s: float | None = None  # (e2e - TTFT) / (completion tokens - 1)
+    output_tps: float | None = None  # completion tokens / e2e: the request's own speed
 
     @property
     def ok(self) -> bool:
@@ -66,6 +69,11 @@ class RungStats:
     throughput_rps: float  # completed requests per second (see `summarise_rung`)
     tokens_per_s: float  # completion tokens of completed requests per second
     partial: bool = False  # cut short by Ctrl-C
+    ttft_samples: int = 0  # how many TTFTs the percentiles rest on
+    itl: Percentiles = NO_PERCENTILES
+    tpot: Percentiles = NO_PERCENTILES
+    output_tps: Percentiles = NO_PERCENTILES
+    rate_per_s: float = 0.0  # an open-loop lane's start rate (its `concurrency` is then 0)
 
     @property
     def error_rate(self) -> float:
@@ -95,6 +103,7 @@ def summarise_rung(
     lane: str = "",
     window: tuple[float, float] | None = None,
     partial: bool = False,
+    rate_per_s: float = 0.0,
 ) -> RungStats:
     """Summarise the requests of one rung (all of them one lane's, or the whole rung's).
 
@@ -109,6 +118,7 @@ def summarise_rung(
     done = [row for row in counted if row.ok]
     tokens = sum(row.completion_tokens or 0 for row in done)
     rps = _throughput(done, duration_s, window)
+    ttfts = [row.ttft_s for row in done if row.ttft_s is not None]
     return RungStats(
         concurrency=concurrency,
         lane=lane,
@@ -116,13 +126,29 @@ def summarise_rung(
         requests=len(counted),
         completed=len(done),
         errors=len(counted) - len(done),
-        ttft=percentiles([row.ttft_s for row in done if row.ttft_s is not None]),
+        ttft=percentiles(ttfts),
         gap=percentiles([row.gap_max_s for row in done if row.gap_max_s is not None]),
         e2e=percentiles([row.e2e_s for row in done]),
         throughput_rps=rps,
         tokens_per_s=rps * tokens / len(done) if done else 0.0,
         partial=partial,
+        ttft_samples=len(ttfts),
+        itl=percentiles([row.itl_s for row in done if row.itl_s is not None]),
+        tpot=percentiles([row.tpot_s for row in done if row.tpot_s is not None]),
+        output_tps=percentiles([row.output_tps for row in done if row.output_tps is not None]),
+        rate_per_s=rate_per_s,
     )
+
+
+def request_speeds(
+    ttft_s: float | None, e2e_s: float, completion_tokens: int | None
+) -> tuple[float | None, float | None]:
+    """(TPOT, output tokens/s) of one request: TPOT is the decode time per token after the
+    first, as `vllm bench serve` reports it; tokens/s is over the request's whole duration."""
+    tokens = completion_tokens or 0
+    tpot = (e2e_s - ttft_s) / (tokens - 1) if ttft_s is not None and tokens > 1 else None
+    tps = tokens / e2e_s if tokens and e2e_s > 0 else None
+    return tpot, tps
 
 
 def _throughput(

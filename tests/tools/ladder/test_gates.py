@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.tools.ladder.gates import GIB, GateRung, SloThresholds, evaluate
+from gateway.tools.ladder.gates import GIB, NO_BASELINE, GateRung, SloThresholds, evaluate
 
 
 def test_gates_cover_the_rungs_below_the_knee() -> None:
@@ -47,3 +47,11 @@ def test_unset_and_unmeasured_gates_are_not_checked() -> None:
 def test_a_knee_on_the_first_rung_still_judges_that_rung() -> None:
     report = evaluate(SloThresholds(), [GateRung(1, 0.2, 0.5, 0)], knee_index=0)
     assert report.operating_rungs == 1 and not report.passed and report.signable is None
+
+
+def test_the_ratio_gate_without_a_single_stream_rung_says_no_baseline() -> None:
+    report = evaluate(SloThresholds(), [GateRung(4, 0.2, 0.0, 0)], knee_index=None)
+    ratio = next(r for r in report.results if r.name == "p95_ratio")
+    assert ratio.passed is None and ratio.worst == NO_BASELINE
+    climbing = evaluate(SloThresholds(), [GateRung(2, 0.2, 0.0, 0), GateRung(4, 0.9, 0.0, 0)], None)
+    assert next(r for r in climbing.results if r.name == "p95_ratio").passed is None

@@ -8,7 +8,6 @@ So the knee must land on 8, the first rung above the slot count.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
@@ -25,50 +24,35 @@ import pytest
 from gateway.tools.ladder.stats import percentile
 from tests.support.policies import write_policy
 from tests.support.processes import REPO, Service, free_port, start_gateway
+from tests.tools.ladder.cli import MODEL, ladder_cmd, read_csv, run_ladder
 
 pytestmark = pytest.mark.timeout(120)
-
-MODEL = "llama3:8b"
-FAST = ["--max-tokens", "16", "--prompt-tokens", "64", "--sample-interval", "0.5"]
-
-
-SIM_ARGS = ("--profile", "knee-demo")  # the module's `sim`: a host with a knee
-
-
-def ladder_cmd(base_url: str, out: Path, *args: str) -> list[str]:
-    return [
-        sys.executable, "-m", "gateway", "ladder", "--base-url", base_url, "--model", MODEL,
-        "--out", str(out), *FAST, *args,
-    ]  # fmt: skip
-
-
-def run_ladder(base_url: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ladder_cmd(base_url, out, *args), cwd=REPO, capture_output=True, text=True, timeout=100
-    )
 
 
 def received(sim: Service) -> int:
     return int(httpx.get(sim.url + "/sim/stats").json()["received"])
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+def wait_for_rung_two(sim: Service, timeout_s: float = 30.0) -> None:
+    """Rung 1 keeps one request in flight; two in flight at once means rung 2 began."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(sim.url + "/sim/stats").json()["active"] < 2:
+        assert time.monotonic() < deadline, "the ladder never reached its second rung"
+        time.sleep(0.02)
 
 
-def test_the_ladder_finds_the_knee_of_a_four_slot_host(sim: Service, tmp_path: Path) -> None:
+def test_the_ladder_finds_the_knee_of_a_four_slot_host(knee_sim: Service, tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
         "slo:\n  interactive_p95_ttft_ms: 1\n  error_rate: 0.02\n",
     )
     out = tmp_path / "run"
-    before = received(sim)
+    before = received(knee_sim)
     result = run_ladder(
-        sim.url + "/v1", out, "--rungs", "1,2,4,8,16", "--rung-seconds", "2.5",
-        "--stop-at-knee", "--watch-pid", str(sim.process.pid),
-        "--policy", str(policy), "--gate-p95-ttft-ms", "5000",
+        knee_sim.url + "/v1", out, "--rungs", "1,2,4,8,16", "--rung-seconds", "2.5",
+        "--stop-at-knee", "--watch-pid", str(knee_sim.process.pid),
+        "--policy", str(policy), "--gate-p95-ttft-ms", "5000", "--note", "shared CI box",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
@@ -87,7 +71,7 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(sim: Service, tmp_path: P
     # Every request the simulator received is one CSV row, and each rung's figures are the
     # CSV's own.
     rows = read_csv(out / "requests.csv")
-    assert len(rows) == received(sim) - before
+    assert len(rows) == received(knee_sim) - before
     assert all(row["status"] == "200" and row["error"] == "" for row in rows)
     per_rung = Counter(int(row["rung"]) for row in rows)
     for rung in report["rungs"]:
@@ -98,7 +82,7 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(sim: Service, tmp_path: P
         assert all(int(r["completion_tokens"]) == 16 for r in mine)
         assert rung["peak_rss_bytes"] > 0
 
-    tags = httpx.get(sim.url + "/api/tags").json()["models"]
+    tags = httpx.get(knee_sim.url + "/api/tags").json()["models"]
     digest = next(m["digest"] for m in tags if m["name"] == MODEL)
     assert report["target"]["digest"] == digest
     assert report["target"]["model"] == MODEL
@@ -120,12 +104,57 @@ def test_the_ladder_finds_the_knee_of_a_four_slot_host(sim: Service, tmp_path: P
     signals = read_csv(out / "signals.csv")
     assert len(signals) >= 10 and all(int(s["rss_bytes"]) > 0 for s in signals)
     assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check_new_columns_and_lines(out, report, rows, signals)
 
 
-def test_a_failed_gate_fails_the_command(sim: Service, tmp_path: Path) -> None:
+def check_new_columns_and_lines(
+    out: Path,
+    report: dict[str, object],
+    rows: list[dict[str, str]],
+    signals: list[dict[str, str]],
+) -> None:
+    """What #22 and #21 added: per-request ITL/TPOT/tok/s, host signals on the same clock,
+    a host table and a tail reading per rung, provenance facts, a GuideLLM-shaped export."""
+    for row in rows:
+        assert float(row["itl_s"]) > 0 and float(row["tpot_s"]) > 0 and float(row["output_tps"]) > 0
+    cores = len(signals[0]["cpu_cores"].split(";"))
+    for sample in signals:
+        assert 0 <= float(sample["cpu_busy_pct"]) <= 100
+        assert len(sample["cpu_cores"].split(";")) == cores
+        assert float(sample["disk_read_bps"]) >= 0 and float(sample["disk_write_bps"]) >= 0
+        assert sample["thermal"]  # "not present" on a VM, a temperature or a level elsewhere
+    assert [float(s["t_s"]) for s in signals] == sorted(float(s["t_s"]) for s in signals)
+    rungs = report["rungs"]
+    assert isinstance(rungs, list)
+    for rung in rungs:
+        assert rung["ttft_samples"] == rung["completed"] > 0
+        assert rung["itl_ms"]["p50"] > 0 and rung["tpot_ms"]["p95"] > 0
+        assert rung["host"]["samples"] > 0 and rung["host"]["cpu_busy_max_pct"] is not None
+        assert rung["tail"]["verdict"] in {"steady", "queueing", "cpu", "memory", "disk",
+                                           "thermal", "errors"}  # fmt: skip
+    # The knee rung's tail rose (TTFT jumped past 3x): its line says by how much.
+    assert re.match(r"p95 \d+\.\dx", rungs[-1]["tail"]["line"]), rungs[-1]["tail"]
+    markdown = (out / "report.md").read_text()
+    assert "## Host during each rung" in markdown and "## Why the tail moved" in markdown
+    for rung in rungs:
+        assert f"- concurrency {rung['concurrency']}: {rung['tail']['line']}" in markdown
+    assert report["note"] == "shared CI box" and "note | shared CI box" in markdown
+    host = report["host"]
+    assert isinstance(host, dict) and host["os_build"] and host["machine_sku"]
+    bench = json.loads((out / "benchmarks.json").read_text())
+    assert [b["config"]["strategy"]["streams"] for b in bench["benchmarks"]] == [
+        r["concurrency"] for r in rungs
+    ]
+    for b, rung in zip(bench["benchmarks"], rungs, strict=True):
+        ttft = b["metrics"]["time_to_first_token_ms"]["successful"]
+        assert ttft["count"] == rung["completed"]
+        assert ttft["percentiles"]["p95"] == pytest.approx(rung["ttft_ms"]["p95"], abs=0.1)
+
+
+def test_a_failed_gate_fails_the_command(knee_sim: Service, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_ladder(
-        sim.url + "/v1", out, "--rungs", "1", "--rung-seconds", "1",
+        knee_sim.url + "/v1", out, "--rungs", "1", "--rung-seconds", "1",
         "--gate-p95-ttft-ms", "1", "--no-plot", "--no-stream",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
@@ -136,12 +165,13 @@ def test_a_failed_gate_fails_the_command(sim: Service, tmp_path: Path) -> None:
     assert "**FAIL**" in (out / "report.md").read_text()
 
 
-def test_ctrl_c_still_writes_everything_measured(sim: Service, tmp_path: Path) -> None:
+def test_ctrl_c_still_writes_everything_measured(knee_sim: Service, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    before = received(sim)
-    cmd = ladder_cmd(sim.url + "/v1", out, "--rungs", "1,2,4,8", "--rung-seconds", "3")
+    before = received(knee_sim)
+    cmd = ladder_cmd(knee_sim.url + "/v1", out, "--rungs", "1,2,4,8", "--rung-seconds", "3")
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.5)  # well into the second rung
+    wait_for_rung_two(knee_sim)  # however long the start took on a loaded machine
+    time.sleep(0.5)  # into the second rung, well before its 3 s end
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr.decode()
@@ -155,16 +185,16 @@ def test_ctrl_c_still_writes_everything_measured(sim: Service, tmp_path: Path) -
     cut = [row for row in rows if row["error"] == "interrupted"]
     assert 1 <= len(cut) <= 2 and all(row["rung"] == "2" for row in cut)
     # A request cut as it was being sent may never have been read by the simulator.
-    arrived = received(sim) - before
+    arrived = received(knee_sim) - before
     assert arrived <= len(rows) <= arrived + len(cut)
     assert "Interrupted" in (out / "report.md").read_text()
     assert (out / "ladder.png").exists() and read_csv(out / "signals.csv")
 
 
-def test_compare_two_runs(sim: Service, tmp_path: Path) -> None:
+def test_compare_two_runs(knee_sim: Service, tmp_path: Path) -> None:
     for name in ("a", "b"):
         result = run_ladder(
-            sim.url + "/v1", tmp_path / name, "--rungs", "1,2", "--rung-seconds", "1",
+            knee_sim.url + "/v1", tmp_path / name, "--rungs", "1,2", "--rung-seconds", "1",
             "--no-plot",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
@@ -184,10 +214,10 @@ def test_compare_two_runs(sim: Service, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "cannot read a ladder report" in bad.stderr
 
 
-def test_mix_runs_lanes_side_by_side_through_the_gateway(sim: Service, tmp_path: Path) -> None:
+def test_mix_runs_lanes_side_by_side_through_the_gateway(knee_sim: Service, tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
         MIX_LANES,
     )
     gateway = start_gateway("gateway-mix", policy, tmp_path)
@@ -195,7 +225,7 @@ def test_mix_runs_lanes_side_by_side_through_the_gateway(sim: Service, tmp_path:
         out = tmp_path / "run"
         result = run_ladder(
             gateway.url + "/v1", out, "--mix", "interactive=1,batch=3,heartbeat=2/s",
-            "--rung-seconds", "3", "--no-plot",
+            "--rung-seconds", "3",
         )  # fmt: skip
         access = [json.loads(line[line.index("{") :]) for line in _json_lines(gateway.log())]
     finally:
@@ -214,6 +244,16 @@ def test_mix_runs_lanes_side_by_side_through_the_gateway(sim: Service, tmp_path:
     lanes = Counter(record["lane"] for record in access if record.get("lane", "-") != "-")
     assert lanes == by_lane
     assert "## Lanes" in (out / "report.md").read_text()
+    # Each lane with its own load, not the step's total (#21).
+    loads = {name: (s["concurrency"], s["rate_per_s"]) for name, s in rung["lanes"].items()}
+    assert loads == {"interactive": (1, 0.0), "batch": (3, 0.0), "heartbeat": (0, 2.0)}
+    assert "| heartbeat | 2/s |" in (out / "report.md").read_text()
+    # No single-stream rung to compare with: the ratio gate says so instead of passing.
+    ratio = next(g for g in report["gates"]["results"] if g["name"] == "p95_ratio")
+    assert ratio["passed"] is None and ratio["worst"].startswith("no baseline")
+    assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A gateway without offload: nothing to trip, no warning.
+    assert report["warnings"] == [] and "warning" not in result.stderr
 
 
 MIX_LANES = """
@@ -239,7 +279,7 @@ def test_a_server_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_mix_with_per_lane_api_keys(sim: Service, tmp_path: Path) -> None:
+def test_mix_with_per_lane_api_keys(knee_sim: Service, tmp_path: Path) -> None:
     # Named clients only: a request without one of these keys is refused (401), so every
     # request succeeding proves each lane sent its own key.
     keys = {"interactive": "lg-ui-key-for-the-ladder", "batch": "lg-batch-key-for-the-ladder"}
@@ -250,7 +290,7 @@ def test_mix_with_per_lane_api_keys(sim: Service, tmp_path: Path) -> None:
     )
     policy = write_policy(
         tmp_path / "policy.yaml",
-        [{"name": "sim", "kind": "ollama", "base_url": sim.url, "max_concurrency": 4}],
+        [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
         MIX_LANES.replace("  anonymous_lanes: [interactive, batch, heartbeat]\n", "") + clients,
     )
     gateway = start_gateway("gateway-keys", policy, tmp_path)

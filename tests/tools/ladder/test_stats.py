@@ -6,7 +6,13 @@ import dataclasses
 
 import pytest
 
-from gateway.tools.ladder.stats import INTERRUPTED, RequestRow, percentile, summarise_rung
+from gateway.tools.ladder.stats import (
+    INTERRUPTED,
+    RequestRow,
+    percentile,
+    request_speeds,
+    summarise_rung,
+)
 
 
 def row(
@@ -71,3 +77,21 @@ def test_throughput_is_the_completion_rate_after_the_ramp() -> None:
 def test_a_200_with_an_in_stream_error_is_not_completed() -> None:
     stats = summarise_rung(1, [row(error="model crashed")], 1.0)
     assert (stats.completed, stats.errors) == (0, 1)
+
+
+def test_request_speeds_are_tpot_after_the_first_token_and_tokens_over_the_whole_request() -> None:
+    tpot, tps = request_speeds(ttft_s=0.2, e2e_s=1.2, completion_tokens=11)
+    assert tpot == pytest.approx(0.1) and tps == pytest.approx(11 / 1.2)
+    assert request_speeds(0.2, 1.2, 1) == (None, pytest.approx(1 / 1.2))  # no decode step
+    assert request_speeds(None, 1.0, None) == (None, None)
+
+
+def test_a_rung_counts_its_ttft_samples_and_summarises_itl_and_tpot() -> None:
+    rows = [
+        dataclasses.replace(row(ttft=0.1), itl_s=0.02, tpot_s=0.03, output_tps=9.0),
+        dataclasses.replace(row(ttft=0.2), itl_s=0.04, tpot_s=0.05, output_tps=7.0),
+        row(ttft=None, status=500, error="boom", tokens=None),
+    ]
+    stats = summarise_rung(2, rows, duration_s=2.0)
+    assert stats.ttft_samples == 2
+    assert (stats.itl.p50, stats.tpot.p95, stats.output_tps.p50) == (0.02, 0.05, 7.0)
