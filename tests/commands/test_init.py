@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.policy import load_policy, load_policy_text
 from gateway.policy.starter import Found, identify, lane_caps, render
 from tests.support.paths import DATA, REPO
-from tests.support.processes import free_port, running, start_lanegate
+from tests.support.processes import free_port, running, start_simulator
 from tests.support.scripted_upstream import Script, ScriptedUpstream
 
 RESPONSES = DATA / "responses"
@@ -101,7 +101,7 @@ def _init(home: Path, *probes: str) -> subprocess.CompletedProcess[str]:
 def test_init_finds_an_ollama_and_writes_a_policy_serve_loads(
     tmp_path: Path, output_dir: Path
 ) -> None:
-    sim = start_lanegate("init-sim", ["simulate"], ready_path="/health", log_dir=output_dir)
+    sim = start_simulator("init-sim", output_dir)
     with running(sim):
         done = _init(tmp_path, "--probe", f"ollama={sim.url}")
     assert done.returncode == 0, done.stderr

@@ -21,7 +21,8 @@ from gateway.lanes.classify import prompt_chars
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
 from gateway.serving.flow import CHARS_PER_TOKEN
-from tests.support.processes import Service, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import Service, running, start_gateway
 
 MODEL = "llama3.1:8b"
 KEY = "agent-key-for-tests"
@@ -61,15 +62,12 @@ classify:
 """
 
 
-def _sim(output_dir: Path) -> Service:
-    args = ["simulate", "--profile", "fast", "--seed", "7", "--chunk-interval-ms", "5"]
-    return start_lanegate("sim-agents", args, ready_path="/health", log_dir=output_dir)
+SIM_ARGS = ("--profile", "fast", "--seed", "7", "--chunk-interval-ms", "5")  # the module's `sim`
 
 
 def _gateway(output_dir: Path, policy: Path, name: str, ready: str = "/readyz") -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
     env = {"LG_TEST_AGENT_KEY": KEY}
-    return start_lanegate(name, args, ready_path=ready, log_dir=output_dir, env=env)
+    return start_gateway(name, policy, output_dir, env=env, ready_path=ready)
 
 
 def _upstream(sim: Service, kind: str, apis: str | None) -> dict[str, object]:
@@ -85,22 +83,14 @@ def _upstream(sim: Service, kind: str, apis: str | None) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    service = _sim(output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     # The simulator answers like Ollama and also like llama-server (Messages, rerank).
     upstream = _upstream(sim, "ollama", "[openai, ollama, anthropic, rerank]")
     policy = write_policy(tmp_path_factory.mktemp("agents") / "p.yaml", [upstream], POLICY)
-    service = _gateway(output_dir, policy, "gateway-agents")
-    yield service
-    service.stop()
+    with running(_gateway(output_dir, policy, "gateway-agents")) as service:
+        yield service
 
 
 @pytest.fixture

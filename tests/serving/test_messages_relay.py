@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from tests.support.paths import DATA
-from tests.support.processes import Service, start_lanegate, write_policy
+from tests.support.policies import policy_text, upstream_entry
+from tests.support.processes import Service
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 from tests.support.streams import split_into
 
@@ -48,23 +48,14 @@ def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    upstreams = [
-        {
-            "name": "scripted",
-            "kind": "llamacpp",
-            "base_url": upstream.url,
-            "timeouts": {"connect": 1, "first_byte": 2, "idle": 1.0},
-        }
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text(
+    [
+        upstream_entry(
+            "scripted", "{url}", "llamacpp", timeouts={"connect": 1, "first_byte": 2, "idle": 1.0}
+        )
     ]
-    policy = write_policy(tmp_path_factory.mktemp("messages") / "p.yaml", upstreams)
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate("gateway-messages", args, ready_path="/healthz", log_dir=output_dir)
-    yield service
-    service.stop()
+)
 
 
 @pytest.fixture
