@@ -1,13 +1,11 @@
 """Policy files for tests: upstreams as plain dicts, the rest (lanes, clients...) as YAML text.
 
-Each upstream is written on one line in YAML's flow style (JSON is valid flow YAML), so a
-nested field such as `timeouts` needs no indentation rules and the lines below it keep the
-numbers the test wrote them at.
+Each upstream field is written as `key: value` with the value as YAML text (so `"[openai,
+rerank]"` is a list and `"env:KEY"` a string), a dict value (`timeouts`) as a nested block.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,17 @@ def upstream_entry(name: str, url: str, kind: str = "ollama", **fields: Any) -> 
 
 def policy_text(upstreams: list[dict[str, Any]], extra: str = "") -> str:
     """`version: 1`, the upstreams, then `extra` (lanes, classify, clients...) as written."""
-    lines = ["version: 1", "upstreams:", *(f"  - {json.dumps(u)}" for u in upstreams)]
+    lines = ["version: 1", "upstreams:"]
+    for upstream in upstreams:
+        lines.append(f"  - name: {upstream['name']}")
+        for key, value in upstream.items():
+            if key == "name":
+                continue
+            if isinstance(value, dict):
+                lines.append(f"    {key}:")
+                lines.extend(f"      {k}: {v}" for k, v in value.items())
+            else:
+                lines.append(f"    {key}: {value}")
     return "\n".join(lines) + "\n" + extra
 
 
