@@ -10,6 +10,9 @@ them with module-level names (pytest's "fixtures introspect the requesting modul
   e.g. `upstream` for a module's own scripted upstream);
 - `GATEWAY_ENV`: extra environment of the gateway process.
 
+`scenario` and `upstream` are a module's scripted upstream (tests/support/scripted_upstream.py)
+that answers every request with `scenario.script`, at first the module's `SCRIPT`.
+
 A folder whose tests want another simulator overrides the `sim_args` fixture in its conftest.
 """
 
@@ -31,6 +34,7 @@ from tests.support.processes import (
     start_lanegate,
     start_simulator,
 )
+from tests.support.scripted_upstream import Scenario, ScriptedUpstream
 
 __all__ = ["DATA"]  # recorded responses (sources in data/streams/SOURCES.md), for test modules
 
@@ -58,6 +62,18 @@ def sim(
     """A real `lanegate simulate` for this module (see SIM_ARGS above)."""
     with running(start_simulator(f"sim-{_module_name(request)}", output_dir, *sim_args)) as sim:
         yield sim
+
+
+@pytest.fixture(scope="module")
+def scenario(request: pytest.FixtureRequest) -> Scenario:
+    return Scenario(request.module.SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
+    """A real scripted upstream answering with `scenario.script` (a test may change it)."""
+    with ScriptedUpstream(scenario) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from gateway.observe.ledger import LEDGER_FILE, read_rows
 from tests.support.paths import DATA
 from tests.support.policies import policy_text, upstream_entry
 from tests.support.processes import Service
-from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.scripted_upstream import Scenario, Script, ScriptedUpstream
 from tests.support.streams import split_into
 
 RECORDED = (DATA / "streams" / "llama-server__messages_stream.sse").read_bytes()
@@ -29,23 +29,8 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
-class Scenario:
-    def __init__(self) -> None:
-        self.script = Script(chunks=[RECORDED])
-
-    def __call__(self, request: SeenRequest) -> Script:
-        return self.script
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(scenario) as server:
-        yield server
+# What the module's `upstream` answers until a test sets `scenario.script`.
+SCRIPT = Script(chunks=[RECORDED])
 
 
 GATEWAY_UPSTREAM = "upstream"

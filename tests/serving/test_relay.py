@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import DATA
 from tests.support.policies import policy_text, upstream_entry, write_policy
 from tests.support.processes import Service, free_port, start_gateway
-from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.scripted_upstream import Scenario, Script, ScriptedUpstream
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
 CHAT = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -24,25 +24,8 @@ def _split(body: bytes, size: int) -> list[bytes]:
     return [body[i : i + size] for i in range(0, len(body), size)]
 
 
-class Scenario:
-    """What the scripted upstream does next; tests set it before each request."""
-
-    def __init__(self) -> None:
-        self.script = Script(chunks=_split(RECORDED, 97))
-
-    def __call__(self, request: SeenRequest) -> Script:
-        return self.script
-
-
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(scenario) as server:
-        yield server
+# What the module's `upstream` answers until a test sets `scenario.script`.
+SCRIPT = Script(chunks=_split(RECORDED, 97))
 
 
 TIMEOUTS = {"connect": 1, "first_byte": 1.5, "idle": 1.0}

@@ -36,6 +36,17 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class Scenario:
+    """What the scripted upstream answers next: every request gets `script`, which a test sets
+    before its request (the `scenario` and `upstream` fixtures of tests/conftest.py)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def __call__(self, request: SeenRequest) -> Script:
+        return self.script
+
+
 class ScriptedUpstream(LoopServer):
     def __init__(self, script_for: Callable[[SeenRequest], Script]) -> None:
         super().__init__()
