@@ -61,12 +61,16 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def _stop(demo: subprocess.Popen[str]) -> int:
     demo.send_signal(signal.SIGINT)
     try:
-        # communicate, not wait: it drains both pipes (a full one would block the demo's exit)
-        # and closes them.
+        # communicate, not wait: it drains both pipes (a full one would block the demo's exit).
         demo.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        demo.kill()
-        demo.communicate()
+        demo.kill()  # its children may still hold the pipes: do not read them to the end
+        demo.wait()
+        raise
+    finally:
+        for pipe in (demo.stdout, demo.stderr):
+            if pipe is not None:
+                pipe.close()
     return demo.returncode
 
 
