@@ -64,8 +64,9 @@ async def traced(base: str) -> set[str]:
 async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lanegate-path-"))
     sim_port = free_port()
-    args = ["simulate", "--profile", "m2-mini-16gb", "--port", str(sim_port)]
-    with running(start_lanegate("sim-path", args, ready_path="/health", log_dir=work)):
+    args = ["simulate", "--profile", "m2-mini-16gb"]  # start_lanegate adds `--port sim_port`
+    service = start_lanegate("sim-path", args, ready_path="/health", port=sim_port, log_dir=work)
+    with running(service):
         upstream = {"name": "mini", "base_url": f"http://127.0.0.1:{sim_port}", "kind": "ollama"}
         policy = load_policy(write_policy(work / "policy.yaml", [upstream]))
         port = free_port()
