@@ -18,8 +18,10 @@ A folder whose tests want another simulator overrides the `sim_args` fixture in 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +108,10 @@ def openai_client() -> Iterator[OpenAIClients]:
     clients = OpenAIClients()
     yield clients
     clients.close()
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """`closing(client)` returns `client` and closes it at teardown (any SDK client)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda client: stack.enter_context(contextlib.closing(client))

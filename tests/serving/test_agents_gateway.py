@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,9 @@ def gateway(
 
 
 @pytest.fixture
-def claude(gateway: Service) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0)
+def claude(gateway: Service) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0) as client:
+        yield client
 
 
 def _ledger_row(gateway: Service, request_id: str) -> dict[str, Any]:
@@ -165,15 +166,17 @@ def test_count_tokens_takes_no_slot_and_matches_usage(claude: anthropic.Anthropi
     assert raw.parse().input_tokens == made.usage.input_tokens
 
 
-def test_wrong_key_is_an_anthropic_authentication_error(gateway: Service) -> None:
-    wrong = anthropic.Anthropic(base_url=gateway.url, api_key="not-the-key", max_retries=0)
+def test_wrong_key_is_an_anthropic_authentication_error(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
+    wrong = closing(anthropic.Anthropic(base_url=gateway.url, api_key="not-the-key", max_retries=0))
     with pytest.raises(anthropic.AuthenticationError) as caught:
         wrong.messages.create(model=MODEL, max_tokens=5, messages=ASK)
     body = caught.value.body
     assert isinstance(body, dict) and body["type"] == "error"
     assert body["error"]["type"] == "authentication_error"
     # Claude Code and friends may send the key as a bearer token (ANTHROPIC_AUTH_TOKEN)
-    bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=KEY, max_retries=0)
+    bearer = closing(anthropic.Anthropic(base_url=gateway.url, auth_token=KEY, max_retries=0))
     assert bearer.messages.create(model=MODEL, max_tokens=1, messages=ASK).content
 
 
@@ -194,10 +197,14 @@ def clear_of_the_minute_edge(margin_s: float = 15.0) -> None:
         time.sleep(to_edge + 0.5)
 
 
-def test_budget_reserves_max_tokens_settles_usage_and_429s(gateway: Service) -> None:
+def test_budget_reserves_max_tokens_settles_usage_and_429s(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
     clear_of_the_minute_edge()
-    tight = anthropic.Anthropic(
-        base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "tight"}
+    tight = closing(
+        anthropic.Anthropic(
+            base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "tight"}
+        )
     )
     with tight.messages.stream(model=MODEL, max_tokens=40, messages=ASK) as stream:
         spent = stream.get_final_message().usage
@@ -224,9 +231,13 @@ def test_budget_reserves_max_tokens_settles_usage_and_429s(gateway: Service) -> 
         tight.messages.create(model=MODEL, max_tokens=BUDGET, messages=ASK)
 
 
-def test_a_full_lane_queue_is_an_anthropic_429_with_retry_after(gateway: Service) -> None:
-    solo = anthropic.Anthropic(
-        base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "solo"}
+def test_a_full_lane_queue_is_an_anthropic_429_with_retry_after(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
+    solo = closing(
+        anthropic.Anthropic(
+            base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "solo"}
+        )
     )
     with solo.messages.stream(model=MODEL, max_tokens=400, messages=ASK) as held:
         next(iter(held.text_stream))  # admitted and streaming: the lane's one slot is taken
@@ -272,12 +283,12 @@ def test_ollama_library_embeddings_and_model_management(gateway: Service) -> Non
 
 
 def test_an_upstream_that_does_not_serve_the_api_is_named(
-    sim: Service, output_dir: Path, tmp_path: Path
+    sim: Service, output_dir: Path, tmp_path: Path, closing: Callable[[Any], Any]
 ) -> None:
     policy = write_policy(tmp_path / "mlx.yaml", [_upstream(sim, "mlx", None)])
     service = _gateway(output_dir, policy, "gateway-mlx")
     try:
-        claude = anthropic.Anthropic(base_url=service.url, api_key="x", max_retries=0)
+        claude = closing(anthropic.Anthropic(base_url=service.url, api_key="x", max_retries=0))
         for call in (
             lambda: claude.messages.create(model=MODEL, max_tokens=5, messages=ASK),
             lambda: claude.messages.count_tokens(model=MODEL, messages=ASK),
