@@ -15,52 +15,39 @@ import ollama
 import openai
 import pytest
 
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
+from tests.support.clients import OpenAIClients
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, free_port, running, start_gateway, start_simulator
 
 MODEL = "llama3.1:8b"
 MSGS = [{"role": "user", "content": "Say hello"}]
+FAST = ("--profile", "fast", "--seed", "7")
+SIM_ARGS = (*FAST, "--chunk-interval-ms", "2", "--ttft-ms", "5")  # the module's `sim`
 
 
 def _simulator(output_dir: Path, *extra: str, port: int | None = None) -> Service:
-    args = ["simulate", "--profile", "fast", "--seed", "7", *extra]
-    return start_lanegate("sim", args, ready_path="/health", log_dir=output_dir, port=port)
+    return start_simulator("sim", output_dir, *FAST, *extra, port=port)
 
 
-def _gateway(output_dir: Path, policy_dir: Path, upstream: Service, name: str) -> Service:
+def _gateway(output_dir: Path, policy_dir: Path, sim: Service, name: str) -> Service:
+    timeouts = {"connect": 1, "first_byte": 10, "idle": 5}
     policy = write_policy(
-        policy_dir / f"{name}.yaml",
-        [
-            {
-                "name": "sim",
-                "kind": "ollama",
-                "base_url": upstream.url,
-                "timeouts": {"connect": 1, "first_byte": 10, "idle": 5},
-            }
-        ],
+        policy_dir / f"{name}.yaml", [upstream_entry("sim", sim.url, timeouts=timeouts)]
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(name, args, ready_path="/readyz", log_dir=output_dir)
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    service = _simulator(output_dir, "--chunk-interval-ms", "2", "--ttft-ms", "5")
-    yield service
-    service.stop()
+    return start_gateway(name, policy, output_dir, ready_path="/readyz")
 
 
 @pytest.fixture(scope="module")
 def gateway(
     sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = _gateway(output_dir, tmp_path_factory.mktemp("app"), sim, "gateway-sdk")
-    yield service
-    service.stop()
+    with running(_gateway(output_dir, tmp_path_factory.mktemp("app"), sim, "gateway-sdk")) as gw:
+        yield gw
 
 
 @pytest.fixture
-def oa(gateway: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+def oa(gateway: Service, openai_client: OpenAIClients) -> openai.OpenAI:
+    return openai_client(gateway)
 
 
 def test_openai_chat_non_streamed(oa: openai.OpenAI) -> None:
@@ -121,17 +108,18 @@ def test_openai_error_from_gateway_is_parsed_by_sdk(oa: openai.OpenAI) -> None:
 
 
 def test_ollama_client(gateway: Service) -> None:
-    client = ollama.Client(host=gateway.url)
-    reply = client.chat(model=MODEL, messages=MSGS, options={"num_predict": 4})
-    assert reply.message.content and reply.eval_count == 4
-    parts = list(client.generate(model=MODEL, prompt="hi", stream=True, options={"num_predict": 3}))
-    assert parts[-1].done and "".join(p.response for p in parts)
-    assert client.list().models
-    assert client.ps() is not None
-    assert client.show(client.list().models[0].model or "") is not None
-    assert len(client.embed(model=MODEL, input=["x", "y"]).embeddings) == 2
-    assert httpx.get(f"{gateway.url}/api/version").json()["version"]
-    assert httpx.head(f"{gateway.url}/").status_code == 200
+    with ollama.Client(host=gateway.url) as client:
+        reply = client.chat(model=MODEL, messages=MSGS, options={"num_predict": 4})
+        assert reply.message.content and reply.eval_count == 4
+        three = {"num_predict": 3}
+        parts = list(client.generate(model=MODEL, prompt="hi", stream=True, options=three))
+        assert parts[-1].done and "".join(p.response for p in parts)
+        assert client.list().models
+        assert client.ps() is not None
+        assert client.show(client.list().models[0].model or "") is not None
+        assert len(client.embed(model=MODEL, input=["x", "y"]).embeddings) == 2
+        assert httpx.get(f"{gateway.url}/api/version").json()["version"]
+        assert httpx.head(f"{gateway.url}/").status_code == 200
 
 
 def test_client_disconnect_cancels_simulated_request(output_dir: Path, tmp_path: Path) -> None:
@@ -155,14 +143,16 @@ def test_client_disconnect_cancels_simulated_request(output_dir: Path, tmp_path:
         slow.stop()
 
 
-def test_upstream_killed_mid_stream(output_dir: Path, tmp_path: Path) -> None:
+def test_upstream_killed_mid_stream(
+    output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     port = free_port()
     doomed = _simulator(output_dir, "--chunk-interval-ms", "100", port=port)
     gateway = _gateway(output_dir, tmp_path, doomed, "gateway-kill")
-    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    oa = openai_client(gateway)
     try:
         stream = oa.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=50, stream=True)
-        with pytest.raises(openai.APIError) as caught:
+        with stream, pytest.raises(openai.APIError) as caught:
             for n, _ in enumerate(stream):
                 if n == 2:
                     doomed.stop(signal.SIGKILL)

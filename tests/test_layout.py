@@ -171,3 +171,15 @@ def test_the_purity_check_rejects_what_it_names(tmp_path: Path) -> None:
 def test_the_package_root_holds_few_modules() -> None:
     root = [p.name for p in PACKAGE.glob("*.py")]
     assert len(root) <= 12, root
+
+
+def mirrored_test_file(name: str) -> Path:
+    """Where the tests of gateway module `name` live: tests/ mirrors gateway/."""
+    *folders, leaf = name.split(".")[1:]
+    return REPO.joinpath("tests", *folders, f"test_{leaf}.py")
+
+
+@pytest.mark.parametrize("name", pure_modules())
+def test_every_pure_module_has_a_test_file_of_its_name(name: str) -> None:
+    path = mirrored_test_file(name)
+    assert path.is_file(), f"{name} has no {path.relative_to(REPO)}"

@@ -22,7 +22,8 @@ from pathlib import Path
 import psutil
 
 from tests.bench.loadgen import Sample
-from tests.support.processes import REPO, Service, free_port, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import REPO, Service, free_port, start_lanegate
 
 
 def percentile(values: Sequence[float], q: float) -> float:

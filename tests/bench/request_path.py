@@ -25,7 +25,8 @@ import uvicorn
 from gateway.app import create_app
 from gateway.policy.loader import load_policy
 from gateway.settings import Settings
-from tests.support.processes import free_port, running, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import free_port, running, start_lanegate
 
 CHAT = {
     "model": "llama3.1:8b",

@@ -28,7 +28,8 @@ from typing import Any
 
 from tests.bench import harness, loadgen
 from tests.bench.run import CHAT, _body
-from tests.support.processes import REPO, free_port, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import REPO, free_port
 
 SPANS = (
     ("bytes_in", "app_called", "uvicorn: bytes read → httptools parse → scope, task → app"),

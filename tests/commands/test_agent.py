@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ from gateway.cli import main
 from gateway.offload.host_signals import Pressure, parse_meminfo, parse_simulator_signals
 from gateway.offload.signals import HttpSource
 from gateway.serving.keys import hash_key
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import AGENT_KEY, Service, start_lanegate
 
 pytestmark = pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
 
@@ -21,23 +20,8 @@ def meminfo_swap_total() -> int | None:
     return parse_meminfo(Path("/proc/meminfo").read_text()).swap_total_bytes
 
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Service]:
-    service = start_lanegate(
-        "agent",
-        ["agent", "--host", "127.0.0.1", "--key", "env:T_AGENT_KEY", "--interval", "0.2"],
-        ready_path="/healthz",
-        log_dir=tmp_path,
-        env={"T_AGENT_KEY": "k"},
-    )
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
 def test_signals_with_key_are_this_machines_proc(agent: Service) -> None:
-    response = httpx.get(f"{agent.url}/signals", headers={"Authorization": "Bearer k"})
+    response = httpx.get(f"{agent.url}/signals", headers={"Authorization": f"Bearer {AGENT_KEY}"})
     assert response.status_code == 200, response.text
     body = response.json()
     expected = parse_meminfo(Path("/proc/meminfo").read_text())
@@ -80,7 +64,7 @@ def test_healthz_needs_no_key(agent: Service) -> None:
 
 
 async def test_http_source_reads_the_agent(agent: Service) -> None:
-    source = HttpSource(f"{agent.url}/signals", key="k")
+    source = HttpSource(f"{agent.url}/signals", key=AGENT_KEY)
     try:
         signals = await source.read()
     finally:

@@ -61,10 +61,17 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def _stop(demo: subprocess.Popen[str]) -> int:
     demo.send_signal(signal.SIGINT)
     try:
-        return demo.wait(timeout=60)
+        # communicate, not wait: it drains both pipes (a full one would block the demo's exit).
+        demo.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        demo.kill()  # its children may still hold the pipes: do not read them to the end
+        demo.wait()
+        raise
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        for pipe in (demo.stdout, demo.stderr):
+            if pipe is not None:
+                pipe.close()
+    return demo.returncode
 
 
 def test_the_demo_runs_on_the_ports_asked_with_state_outside_home(
@@ -116,9 +123,8 @@ def test_a_taken_port_fails_at_once_naming_its_holder(home: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         demo = _demo(home, "--port", str(port))
-        assert demo.wait(timeout=30) == 1
-    assert demo.stderr is not None
-    err = demo.stderr.read()
+        _, err = demo.communicate(timeout=30)
+        assert demo.returncode == 1
     assert f"port {port} is already in use by pid {os.getpid()}" in err, err
     assert "--port" in err
 
@@ -130,12 +136,13 @@ def test_a_child_that_stops_is_named_with_its_port(home: Path) -> None:
         _banner(demo)
         pid = _listener_pid(sims[1])
         os.kill(pid, signal.SIGKILL)
-        assert demo.wait(timeout=60) == 1
+        _, err = demo.communicate(timeout=60)
+        assert demo.returncode == 1
     finally:
         if demo.poll() is None:
             demo.kill()
-    assert demo.stderr is not None
-    assert f"sim-m4max (:{sims[1]}) exited with code -9" in demo.stderr.read()
+            demo.communicate()
+    assert f"sim-m4max (:{sims[1]}) exited with code -9" in err
 
 
 def _listener_pid(port: int) -> int:

@@ -17,12 +17,12 @@ so a first build is not cut short by pytest-timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +33,9 @@ import pytest
 
 from tests.e2e.calibration import THREADS
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
+from tests.support.loop_server import LoopServer
+from tests.support.policies import write_policy
+from tests.support.processes import Service, free_port, start_lanegate
 
 SLOTS = 4
 
@@ -161,7 +163,7 @@ def start_gateway(
     )
 
 
-class ClosingUpstream:
+class ClosingUpstream(LoopServer):
     """llama-server's connection handling after a stream, made deterministic: each request
     gets a short SSE stream whose headers promise keep-alive, then the connection is closed
     `close_after_s` later without reading anything more. llama-server (cpp-httplib) closes
@@ -169,43 +171,17 @@ class ClosingUpstream:
     lose that race every time instead of now and then."""
 
     def __init__(self, close_after_s: float = 0.1) -> None:
+        super().__init__()
         self.close_after_s = close_after_s
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ClosingUpstream:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1"))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             head = await reader.readuntil(b"\r\n\r\n")
             length = re.search(rb"(?i)content-length:\s*(\d+)", head)
             await reader.readexactly(int(length.group(1)) if length else 0)
             writer.write(_CLOSING_RESPONSE)
             await writer.drain()
             await asyncio.sleep(self.close_after_s)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
 
 
 def _chunk(data: bytes) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,9 @@ import openai
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.support.processes import Service, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.policies import policy_text, upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 MSGS = [{"role": "user", "content": "Say hello to the team"}]
 ALICE, BOB = "lg-alice-key-0123456789", "lg-bob-key-9876543210"
@@ -41,51 +42,19 @@ classify:
 """
 
 
+GATEWAY_POLICY = policy_text([upstream_entry("sim", "{url}", max_concurrency=4)], LANES)
+
+
 def _policy(path: Path, sim: Service, extra: str = LANES) -> Path:
-    path.write_text(
-        "version: 1\nupstreams:\n"
-        f"  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4}}\n" + extra
-    )
-    return path
-
-
-def _serve(output_dir: Path, policy: Path, name: str, state: Path | None = None) -> Service:
-    env = {"LANEGATE_STATE_DIR": str(state)} if state else None
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(name, args, ready_path="/healthz", log_dir=output_dir, env=env)
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-lanes", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    service = _serve(
-        output_dir, _policy(tmp_path_factory.mktemp("lanes") / "p.yaml", sim), "gateway-lanes"
-    )
-    yield service
-    service.stop()
-
-
-def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers or None
-    )
+    return write_policy(path, [upstream_entry("sim", sim.url, max_concurrency=4)], extra)
 
 
 def _lane_of(raw: openai.APIResponse[object]) -> str:
     return raw.headers["x-lanegate-lane"]
 
 
-def test_lanes_chosen_by_rule(gateway: Service) -> None:
-    client = _client(gateway)
+def test_lanes_chosen_by_rule(gateway: Service, openai_client: OpenAIClients) -> None:
+    client = openai_client(gateway)
     chat = client.chat.completions.with_raw_response
     assert (
         _lane_of(chat.create(model="m", messages=MSGS, max_tokens=4, stream=True)) == "interactive"
@@ -93,30 +62,36 @@ def test_lanes_chosen_by_rule(gateway: Service) -> None:
     assert _lane_of(chat.create(model="m", messages=MSGS, max_tokens=256)) == "batch"
     emb = client.embeddings.with_raw_response.create(model="m", input="x")
     assert _lane_of(emb) == "batch"
-    agent = _client(gateway, **{"user-agent": "my-agent/1.0"})
+    agent = openai_client(gateway, **{"user-agent": "my-agent/1.0"})
     raw = agent.chat.completions.with_raw_response.create(model="big:70b", messages=MSGS)
     assert _lane_of(raw) == "heartbeat"
     assert raw.headers["x-lanegate-queue-ms"]
 
 
-def test_heartbeat_model_rewrite_reaches_upstream(gateway: Service) -> None:
-    agent = _client(gateway, **{"user-agent": "cron-agent"})
+def test_heartbeat_model_rewrite_reaches_upstream(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    agent = openai_client(gateway, **{"user-agent": "cron-agent"})
     reply = agent.chat.completions.create(model="llama3.1:70b", messages=MSGS, max_tokens=2)
     assert reply.model == "tiny:1b"  # the simulator answers with the model it was asked for
 
 
-def test_x_lane_header_for_anonymous_callers(gateway: Service) -> None:
-    raw = _client(gateway, **{"x-lane": "batch"}).chat.completions.with_raw_response.create(
+def test_x_lane_header_for_anonymous_callers(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    raw = openai_client(gateway, **{"x-lane": "batch"}).chat.completions.with_raw_response.create(
         model="m", messages=MSGS, max_tokens=2
     )
     assert _lane_of(raw) == "batch"
     with pytest.raises(openai.BadRequestError) as caught:
-        _client(gateway, **{"x-lane": "nope"}).chat.completions.create(model="m", messages=MSGS)
+        openai_client(gateway, **{"x-lane": "nope"}).chat.completions.create(
+            model="m", messages=MSGS
+        )
     assert caught.value.code == "unknown_lane"
 
 
-def test_budget_headers(gateway: Service) -> None:
-    agent = _client(gateway, **{"user-agent": "agent"})
+def test_budget_headers(gateway: Service, openai_client: OpenAIClients) -> None:
+    agent = openai_client(gateway, **{"user-agent": "agent"})
     raw = agent.chat.completions.with_raw_response.create(model="m", messages=MSGS, max_tokens=4)
     assert int(raw.headers["x-ratelimit-limit-tokens"]) == 400
     assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 400
@@ -180,21 +155,25 @@ async def test_a_client_that_leaves_while_queued_leaves_the_queue_at_once(
         assert c.json()["error"]["code"] == "lane_queue_timeout"
 
 
-def test_clients_keys_and_x_lane_misuse(sim: Service, output_dir: Path, tmp_path: Path) -> None:
+def test_clients_keys_and_x_lane_misuse(
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     clients = f"""
 clients:
   - {{name: alice, key: "{hash_key(ALICE)}", lanes: [interactive]}}
   - {{name: bob, key: "{hash_key(BOB)}", lanes: [interactive, batch], default_lane: batch}}
 """
-    gateway = _serve(output_dir, _policy(tmp_path / "p.yaml", sim, LANES + clients), "gw-keys")
+    gateway = start_gateway(
+        "gw-keys", _policy(tmp_path / "p.yaml", sim, LANES + clients), output_dir
+    )
     try:
         with pytest.raises(openai.AuthenticationError):
-            _client(gateway, "wrong").chat.completions.create(model="m", messages=MSGS)
-        denied = _client(gateway, ALICE, **{"x-lane": "batch"})
+            openai_client(gateway, "wrong").chat.completions.create(model="m", messages=MSGS)
+        denied = openai_client(gateway, ALICE, **{"x-lane": "batch"})
         with pytest.raises(openai.PermissionDeniedError) as caught:
             denied.chat.completions.create(model="m", messages=MSGS, max_tokens=2)
         assert caught.value.code == "lane_not_allowed"
-        bob = _client(gateway, BOB).chat.completions.with_raw_response
+        bob = openai_client(gateway, BOB).chat.completions.with_raw_response
         assert _lane_of(bob.create(model="m", messages=MSGS, max_tokens=2)) == "batch"
         ollama_native = httpx.post(f"{gateway.url}/api/chat", json={"model": "m"})
         assert ollama_native.status_code == 401 and isinstance(ollama_native.json()["error"], str)
@@ -202,24 +181,26 @@ clients:
         gateway.stop()
 
 
-def test_budget_spend_survives_restart(sim: Service, output_dir: Path, tmp_path: Path) -> None:
+def test_budget_spend_survives_restart(
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
     policy = _policy(tmp_path / "p.yaml", sim)
     state = tmp_path / "state"
     agent_headers = {"user-agent": "agent"}
 
     def remaining(gateway: Service) -> int:
-        raw = _client(gateway, **agent_headers).chat.completions.with_raw_response.create(
+        raw = openai_client(gateway, **agent_headers).chat.completions.with_raw_response.create(
             model="m", messages=MSGS, max_tokens=4
         )
         return int(raw.headers["x-ratelimit-remaining-tokens"])
 
-    first = _serve(output_dir, policy, "gw-budget", state)
+    first = start_gateway("gw-budget", policy, output_dir, state=state)
     try:
         for _ in range(3):
             before_restart = remaining(first)
     finally:
         first.stop()  # SIGTERM: flushes the ledger on shutdown
-    second = _serve(output_dir, policy, "gw-budget2", state)
+    second = start_gateway("gw-budget2", policy, output_dir, state=state)
     try:
         after_restart = remaining(second)
     finally:

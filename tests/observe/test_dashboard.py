@@ -12,6 +12,7 @@ sideways. Screenshots go to test-output/dashboard.png and dashboard-420.png.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.processes import Service
+from tests.support.threads import Worker, check_all
 
 pytestmark = pytest.mark.browser
 
@@ -38,7 +40,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ADMIN_KEY = "dashboard-admin-key"
-GOOD_POLICY: dict[Path, str] = {}  # the policy file the gateway serves, and its good text
 MODEL = "llama3.1:8b"
 TRAFFIC_LIMIT_S = 90  # the traffic threads stop by themselves after this, whatever happens
 
@@ -97,50 +98,37 @@ READ_PAGE = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def gateway(output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    # A simulated 16 GB M2 mini: real batching, so TTFT moves with load.
-    sim = start_lanegate(
-        "sim-dashboard",
-        ["simulate", "--profile", "m2-mini-16gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
-    policy = tmp_path_factory.mktemp("dashboard") / "policy.yaml"
-    policy.write_text(f"""
+# A simulated 16 GB M2 mini: real batching, so TTFT moves with load.
+SIM_ARGS = ("--profile", "m2-mini-16gb")
+GATEWAY_POLICY = """
 upstreams:
-  - {{name: mini, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
+  - {name: mini, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
 admin_key: env:T_DASH_ADMIN
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 200000}}
-  - {{name: batch, priority: 10, max_concurrency: 1, queue_timeout: 120}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
-""")
-    GOOD_POLICY[policy] = policy.read_text()
-    try:
-        service = start_lanegate(
-            "gw-dashboard",
-            ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-            ready_path="/healthz",
-            log_dir=output_dir,
-            env={"T_DASH_ADMIN": ADMIN_KEY},
-        )
-        yield service
-        service.stop()
-    finally:
-        sim.stop()
+  - {name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 200000}
+  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: 120}
+classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
+"""
+GATEWAY_ENV = {"T_DASH_ADMIN": ADMIN_KEY}
+
+
+@pytest.fixture(scope="module")
+def good_policy(gateway: Service) -> tuple[Path, str]:
+    """The policy file the gateway serves, and its good text (tests rewrite and restore it)."""
+    assert gateway.policy is not None
+    return gateway.policy, gateway.policy.read_text()
 
 
 @pytest.fixture
-def traffic(gateway: Service) -> Iterator[list[int]]:
+def traffic(gateway: Service, openai_client: OpenAIClients) -> Iterator[list[int]]:
     """Streams chat completions in both lanes from background threads until the test ends."""
     stop = threading.Event()
     done: list[int] = []
     deadline = time.monotonic() + TRAFFIC_LIMIT_S
 
     def worker(lane: str) -> None:
-        oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+        oa = openai_client(gateway)
         while not stop.is_set() and time.monotonic() < deadline:
             # Batch jobs do not stream: no TTFT, but their queue wait and duration show.
             response = oa.chat.completions.create(
@@ -156,13 +144,12 @@ def traffic(gateway: Service) -> Iterator[list[int]]:
             done.append(1)
 
     lanes = ["interactive", "interactive", "batch", "batch"]
-    threads = [threading.Thread(target=worker, args=(lane,), daemon=True) for lane in lanes]
+    threads = [Worker(functools.partial(worker, lane), name=lane) for lane in lanes]
     for thread in threads:
         thread.start()
     yield done
     stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    check_all(threads, 30)
 
 
 def launch(playwright: Any) -> Any:
@@ -334,24 +321,24 @@ def wait_for_status(gateway: Service, ready: Any, timeout_s: float = 15) -> dict
     raise AssertionError(f"/admin/status did not get there within {timeout_s} s")
 
 
-def rewrite_policy(old: str, new: str) -> Path:
-    ((path, good),) = GOOD_POLICY.items()
+def rewrite_policy(policy: tuple[Path, str], old: str, new: str) -> Path:
+    path, good = policy
     assert old in good
     path.write_text(good.replace(old, new))
     return path
 
 
 def test_refused_reload_and_access_change_show_as_banners(
-    gateway: Service, output_dir: Path
+    gateway: Service, good_policy: tuple[Path, str], output_dir: Path
 ) -> None:
-    ((path, good),) = GOOD_POLICY.items()
+    path, good = good_policy
     with sync_api.sync_playwright() as playwright:
         browser, page = open_dashboard(playwright, gateway, 1280)
         try:
             first = wait_for_new_snapshot(page, None)
             check_dom_matches_snapshot(first)
             # A typo: the gateway keeps the old policy and the page says so, at the top.
-            rewrite_policy("max_concurrency: 1,", "max_concurency: 1,")
+            rewrite_policy(good_policy, "max_concurrency: 1,", "max_concurency: 1,")
             wait_for_status(gateway, lambda doc: doc["policy"]["reload_error"])
             refused = wait_for_new_snapshot(page, first["doc"]["generated_at"])
             while not refused["doc"]["policy"]["reload_error"]:
@@ -365,7 +352,9 @@ def test_refused_reload_and_access_change_show_as_banners(
             # Batch callers without a key lose the batch lane: a warning banner, old -> new.
             version = refused["doc"]["policy"]["version"]
             rewrite_policy(
-                "anonymous_lanes: [interactive, batch]", "anonymous_lanes: [interactive]"
+                good_policy,
+                "anonymous_lanes: [interactive, batch]",
+                "anonymous_lanes: [interactive]",
             )
             changed = wait_for_status(gateway, lambda doc: doc["policy"]["version"] > version)
             assert changed["policy"]["reload_error"] is None

@@ -23,16 +23,9 @@ from gateway.observe.ledger_report import COLUMNS
 from gateway.observe.measurement import RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.observe.rolling import RollingRegistry
+from tests.support.clock import FakeClock
 
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def labels(request_id: str = "r1", **kw: object) -> RequestLabels:
@@ -65,7 +58,7 @@ def record(status: int = 200, error: str | None = None) -> RequestRecord:
     )
 
 
-def ledger(tmp_path: Path, clock: Clock, **kw: object) -> RequestLedger:
+def ledger(tmp_path: Path, clock: FakeClock, **kw: object) -> RequestLedger:
     store = SqliteLedgerStore(tmp_path / "ledger.sqlite")
     return RequestLedger(store, retention_days=14, wall_clock=clock, **kw)
 
@@ -123,7 +116,7 @@ def test_error_codes(error: str | None, code: str | None) -> None:
 
 
 async def test_rows_are_written_in_batches_and_readable(tmp_path: Path) -> None:
-    clock = Clock(100 * DAY)
+    clock = FakeClock(100 * DAY)
     service = ledger(tmp_path, clock)
     await service.start()
     for i in range(3):
@@ -141,7 +134,7 @@ async def test_rows_are_written_in_batches_and_readable(tmp_path: Path) -> None:
 
 
 async def test_retention_prunes_at_start_and_once_an_hour(tmp_path: Path) -> None:
-    clock = Clock(100 * DAY)
+    clock = FakeClock(100 * DAY)
     first = ledger(tmp_path, clock)
     await first.start()
     for name, age_days in (("20d", 20), ("15d", 15), ("almost", 14 - 0.25 / 24), ("1d", 1)):
@@ -168,7 +161,7 @@ async def test_retention_prunes_at_start_and_once_an_hour(tmp_path: Path) -> Non
 async def test_full_buffer_drops_the_oldest_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock(100 * DAY)
+    clock = FakeClock(100 * DAY)
     service = ledger(tmp_path, clock, max_buffered=5)
     for i in range(8):
         service.append(labels(f"r{i}"), record())
@@ -183,7 +176,7 @@ async def test_full_buffer_drops_the_oldest_and_says_so(
 
 
 async def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) -> None:
-    clock = Clock(100 * DAY)
+    clock = FakeClock(100 * DAY)
     service = ledger(tmp_path, clock, max_buffered=4)
     await service.start()
     service.append(labels("a"), record())
@@ -206,7 +199,7 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) 
 def test_recorder_feeds_the_ledger_and_logs_client_and_queue(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service = ledger(tmp_path, Clock(100 * DAY))
+    service = ledger(tmp_path, FakeClock(100 * DAY))
     recorder = Recorder(RollingRegistry(), access_log_enabled=True, ledger=service)
     with caplog.at_level(logging.INFO, "lanegate.access"):
         recorder.record(labels(), record(), now=5.0)

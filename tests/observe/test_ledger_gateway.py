@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from gateway.cli import main
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
 from gateway.serving.keys import hash_key
-from tests.support.processes import REPO, Service, free_port, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import REPO, Service, free_port, start_gateway
 
 KEY = "lg-ledger-alice-" + uuid.uuid4().hex
 MSGS = [{"role": "user", "content": "Say hello"}]
@@ -39,31 +40,13 @@ clients:
 """
 
 
-def _serve(output_dir: Path, policy: Path, name: str, state: Path, **env: str) -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    env = {"LANEGATE_STATE_DIR": str(state), **env}
-    return start_lanegate(name, args, ready_path="/healthz", log_dir=output_dir, env=env)
-
-
 def _policy(path: Path, base_url: str) -> Path:
-    path.write_text(
-        "version: 1\nupstreams:\n"
-        f"  - {{name: sim, kind: ollama, base_url: '{base_url}', max_concurrency: 4}}\n" + LANES
-    )
-    return path
+    return write_policy(path, [upstream_entry("sim", base_url, max_concurrency=4)], LANES)
 
 
 def _rows_by_id(state: Path) -> dict[str, dict[str, object]]:
     rows = read_rows(state / LEDGER_FILE, 0)
     return {str(r[1]): dict(zip(COLUMNS, r, strict=True)) for r in rows}
-
-
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-ledger", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
 
 
 @dataclass
@@ -109,9 +92,11 @@ def _disconnect_mid_stream(gateway: Service, run: Run) -> None:
 def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("ledger")
     result = Run(state=tmp / "state", csv_path=tmp / "rows.csv")
-    gateway = _serve(output_dir, _policy(tmp / "p.yaml", sim.url), "gw-ledger", result.state)
+    policy = _policy(tmp / "p.yaml", sim.url)
+    gateway = start_gateway("gw-ledger", policy, output_dir, state=result.state)
+    clients = OpenAIClients()  # this fixture is module-scoped: the function-scoped one won't do
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        client = clients(gateway, KEY)
         chat = client.chat.completions
         stream = chat.create(
             model="m",
@@ -125,7 +110,7 @@ def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
         chat.create(model="m", messages=MSGS, max_tokens=8, extra_headers={"x-request-id": "ok"})
         result.statuses |= {"ok-stream": 200, "ok": 200}
         result.lanes |= {"ok-stream": "interactive", "ok": "interactive"}
-        bad = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0)
+        bad = clients(gateway, "wrong")
         with pytest.raises(openai.AuthenticationError):
             bad.chat.completions.create(
                 model="m",
@@ -141,6 +126,7 @@ def run(sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
             time.sleep(0.2)
         result.report = _report(result.state, "--since", "1h", "--csv", str(result.csv_path))
     finally:
+        clients.close()
         gateway.stop()  # SIGTERM
     return result
 
@@ -292,7 +278,7 @@ def test_report_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_dead_upstream_is_a_502_row(output_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
     policy = _policy(tmp_path / "p.yaml", f"http://127.0.0.1:{free_port()}")
-    gateway = _serve(output_dir, policy, "gw-ledger-dead", state)
+    gateway = start_gateway("gw-ledger-dead", policy, output_dir, state=state)
     try:
         response = httpx.post(
             f"{gateway.url}/v1/chat/completions",
@@ -313,21 +299,17 @@ def test_dead_upstream_is_a_502_row(output_dir: Path, tmp_path: Path) -> None:
 
 
 def test_prompts_and_keys_never_reach_disk_or_log(
-    sim: Service, output_dir: Path, tmp_path: Path
+    sim: Service, output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
 ) -> None:
     marker = f"marker-{uuid.uuid4()}"
     state = tmp_path / "state"
     # Debug logging on purpose: not even the most talkative log level may carry a prompt.
-    gateway = _serve(
-        output_dir,
-        _policy(tmp_path / "p.yaml", sim.url),
-        "gw-privacy",
-        state,
-        LANEGATE_LOG_LEVEL="debug",
-    )
+    policy = _policy(tmp_path / "p.yaml", sim.url)
+    env = {"LANEGATE_LOG_LEVEL": "debug"}
+    gateway = start_gateway("gw-privacy", policy, output_dir, state=state, env=env)
     messages = [{"role": "user", "content": f"Please remember {marker} for me"}]
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        client = openai_client(gateway, KEY)
         reply = client.chat.completions.create(model="m", messages=messages, max_tokens=8)
         assert reply.choices[0].message.content
         chunks = client.chat.completions.create(

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from gateway.observe.log_format import FIELDS, JsonFormatter
-from tests.support.processes import start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import start_gateway, start_lanegate, start_simulator
 
 
 def _record(message: str, **extra: object) -> logging.LogRecord:
@@ -50,22 +51,14 @@ def test_fields_are_merged_and_tracebacks_kept() -> None:
 
 
 def test_a_json_gateway_writes_only_json_lines(output_dir: Path, tmp_path: Path) -> None:
-    sim = start_lanegate(
-        "sim-logs", ["simulate", "--profile", "fast"], ready_path="/health", log_dir=output_dir
-    )
+    sim = start_simulator("sim-logs", output_dir, "--profile", "fast")
     policy = write_policy(
         tmp_path / "policy.yaml",
         [{"name": "sim", "kind": "ollama", "base_url": sim.url}],
         "admin_key: env:T_LOG_ADMIN\n",
     )
     env = {"LANEGATE_LOG_FORMAT": "json", "T_LOG_ADMIN": "log-admin"}
-    gateway = start_lanegate(
-        "gw-json-logs",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env=env,
-    )
+    gateway = start_gateway("gw-json-logs", policy, output_dir, env=env)
     try:
         chat = httpx.post(
             f"{gateway.url}/v1/chat/completions",

@@ -31,58 +31,31 @@ from gateway.observe.metrics import exposition
 from gateway.policy.loader import load_policy_text
 from gateway.settings import Settings
 from gateway.upstreams.circuit_breaker import Outcome
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.processes import REPO, Service
 
 MSGS = [{"role": "user", "content": "Say hello to the team"}]
 ADMIN = "metrics-admin-secret"
 DASHBOARD = REPO / "deploy" / "grafana" / "lanegate.json"
 
 
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5"]
-    service = start_lanegate("sim-metrics", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = tmp_path_factory.mktemp("metrics") / "policy.yaml"
-    # The same simulator twice: "far" is the remote pool that offload would use.
-    policy.write_text(f"""
+# The same simulator twice: "far" is the remote pool that offload would use.
+GATEWAY_POLICY = """
 version: 1
 upstreams:
-  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
-  - {{name: far, kind: ollama, pool: remote, base_url: '{sim.url}', max_concurrency: 2}}
+  - {name: sim, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
+  - {name: far, kind: ollama, pool: remote, base_url: '{url}', max_concurrency: 2}
 admin_key: env:T_METRICS_ADMIN
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 4, max_queue: 20}}
-  - {{name: small, priority: 10, max_concurrency: 1, tokens_per_day: 50, default_max_tokens: 8}}
-classify: {{default_lane: interactive, anonymous_lanes: [interactive, small]}}
-models: {{"llama3.2:1b": {{sim: "llama3.2:1b"}}}}
-offload: {{sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain: 3600,
-           min_samples: 100000}}
-""")
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate(
-        "gateway-metrics",
-        args,
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_METRICS_ADMIN": ADMIN},
-    )
-    yield service
-    service.stop()
-
-
-def _client(gateway: Service, key: str = "any", **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, default_headers=headers or None
-    )
+  - {name: interactive, priority: 100, max_concurrency: 4, max_queue: 20}
+  - {name: small, priority: 10, max_concurrency: 1, tokens_per_day: 50, default_max_tokens: 8}
+classify: {default_lane: interactive, anonymous_lanes: [interactive, small]}
+models: {"llama3.2:1b": {sim: "llama3.2:1b"}}
+offload: {sample_interval: 0.25, p95_ratio: 1000, swap_growth_gb: 1000, sustain: 3600,
+           min_samples: 100000}
+"""
+GATEWAY_ENV = {"T_METRICS_ADMIN": ADMIN}
 
 
 def scrape(gateway: Service) -> list[Sample]:
@@ -103,9 +76,9 @@ def series(samples: list[Sample], name: str) -> list[dict[str, str]]:
     return [s.labels for s in samples if s.name == name]
 
 
-def test_known_traffic_counts_exactly(gateway: Service) -> None:
+def test_known_traffic_counts_exactly(gateway: Service, openai_client: OpenAIClients) -> None:
     before = scrape(gateway)
-    client = _client(gateway)
+    client = openai_client(gateway)
     prompt = completion = events_after_first = 0
     for _ in range(5):
         stream = client.chat.completions.create(
@@ -126,7 +99,7 @@ def test_known_traffic_counts_exactly(gateway: Service) -> None:
         assert reply.usage is not None
         prompt += reply.usage.prompt_tokens
         completion += reply.usage.completion_tokens
-    small = _client(gateway, **{"x-lane": "small"})
+    small = openai_client(gateway, **{"x-lane": "small"})
     for _ in range(2):  # 100 tokens can never fit a 50-token daily budget
         with pytest.raises(openai.BadRequestError) as caught:
             small.chat.completions.create(model="llama3.2:1b", messages=MSGS, max_tokens=100)
@@ -233,12 +206,12 @@ def test_offload_state_and_transitions(gateway: Service) -> None:
     assert transitions - value(before, "lanegate_offload_transitions_total") == 2
 
 
-def test_labels_stay_bounded(gateway: Service) -> None:
+def test_labels_stay_bounded(gateway: Service, openai_client: OpenAIClients) -> None:
     """60 requests, each with its own request id, client key and model name, add no label
     value beyond the bounded sets."""
     for i in range(60):
         model = f"z{chr(97 + i // 26)}{chr(97 + i % 26)}:1b"  # families "zaa", "zab", ...
-        client = _client(gateway, key=f"client-key-{i}", **{"x-request-id": f"req-{i}"})
+        client = openai_client(gateway, key=f"client-key-{i}", **{"x-request-id": f"req-{i}"})
         client.chat.completions.create(model=model, messages=MSGS, max_tokens=1)
     samples = scrape(gateway)
     text = "\n".join(f"{s.name}{s.labels}" for s in samples)
@@ -346,8 +319,10 @@ def _panels(panels: list[dict[str, object]]) -> Iterator[dict[str, object]]:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="`make system-deps` installs promtool")
-def test_metrics_page_passes_promtool_check_metrics(gateway: Service) -> None:
-    client = _client(gateway)
+def test_metrics_page_passes_promtool_check_metrics(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
+    client = openai_client(gateway)
     client.chat.completions.create(model="llama3.2:1b", messages=MSGS, max_tokens=2)
     for chunk in client.chat.completions.create(
         model="sim-fast", messages=MSGS, max_tokens=3, stream=True

@@ -349,3 +349,19 @@ def fresh_snapshot(
         if series is not None:
             merged.merge(series.window(now, window))
     return merged.summary()
+
+
+def test_merged_snapshot_equals_one_series_with_every_sample() -> None:
+    merged, single = RollingRegistry(), RollingRegistry()
+    values = [0.01 * (i % 37 + 1) for i in range(300)]
+    for i, value in enumerate(values):
+        merged.add(("ttft", "interactive", f"u{i % 3}"), value, now=100.0 + i * 0.1)
+        single.add(("all",), value, now=100.0 + i * 0.1)
+    merged.add(("ttft", "batch", "u0"), 99.0, now=120.0)
+    keys = [key for key in merged if key[:2] == ("ttft", "interactive")]
+    for window in (60.0, 300.0):
+        assert merged.merged_snapshot(keys, 130.0, window) == single.snapshot(
+            ("all",), 130.0, window
+        )
+    assert merged.merged_snapshot([], 130.0, 60.0).count == 0
+    assert merged.merged_snapshot([("ttft", "nope", "u0")], 130.0, 60.0).p95 is None

@@ -7,24 +7,21 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
-import pytest
 
 from gateway.app import create_app
 from gateway.observe.measurement import RequestLabels, RequestRecord
-from gateway.observe.rolling import RollingRegistry
 from gateway.observe.status import build_status
-from gateway.observe.status_table import render_status
 from gateway.policy.loader import load_policy_text
 from gateway.settings import Settings
-from tests.support.processes import REPO, Service, free_port, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.processes import REPO, Service, free_port
+from tests.support.threads import Worker, check_all
 
 ADMIN_KEY = "status-admin-key"
 CLIENT_KEY = "status-client-key"
@@ -33,41 +30,20 @@ SIM_TTFT_MS = 100
 ENV = {"T_STATUS_ADMIN": ADMIN_KEY, "T_STATUS_CLIENT": CLIENT_KEY}
 
 
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", str(SIM_TTFT_MS)]
-    args += ["--chunk-interval-ms", "20"]
-    service = start_lanegate("sim-status", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = tmp_path_factory.mktemp("status") / "policy.yaml"
-    policy.write_text(f"""
+SIM_ARGS = ("--profile", "fast", "--ttft-ms", str(SIM_TTFT_MS), "--chunk-interval-ms", "20")
+GATEWAY_POLICY = """
 upstreams:
-  - {{name: sim, kind: ollama, base_url: '{sim.url}', max_concurrency: 4,
-      signals_url: '{sim.url}/sim/signals'}}
+  - {name: sim, kind: ollama, base_url: '{url}', max_concurrency: 4,
+      signals_url: '{url}/sim/signals'}
 admin_key: env:T_STATUS_ADMIN
 clients:
-  - {{name: app, key: env:T_STATUS_CLIENT, lanes: [interactive, batch]}}
+  - {name: app, key: env:T_STATUS_CLIENT, lanes: [interactive, batch]}
 lanes:
-  - {{name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 1000000}}
-  - {{name: batch, priority: 10, max_concurrency: 1, queue_timeout: 60}}
-classify: {{default_lane: interactive}}
-""")
-    service = start_lanegate(
-        "gw-status",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env=ENV,
-    )
-    yield service
-    service.stop()
+  - {name: interactive, priority: 100, max_concurrency: 3, tokens_per_minute: 1000000}
+  - {name: batch, priority: 10, max_concurrency: 1, queue_timeout: 60}
+classify: {default_lane: interactive}
+"""
+GATEWAY_ENV = ENV
 
 
 def status(gateway: Service, key: str | None = ADMIN_KEY) -> httpx.Response:
@@ -84,10 +60,6 @@ def doc(gateway: Service) -> dict[str, Any]:
 
 def lane(document: dict[str, Any], name: str) -> dict[str, Any]:
     return next(item for item in document["lanes"] if item["name"] == name)
-
-
-def client(gateway: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
 
 
 def chat(oa: openai.OpenAI, lane_name: str = "interactive") -> str:
@@ -119,9 +91,11 @@ def test_status_needs_the_admin_key(gateway: Service) -> None:
 # -- what traffic does to the document --------------------------------------------------------
 
 
-def test_status_reports_traffic_per_lane_and_upstream(gateway: Service) -> None:
+def test_status_reports_traffic_per_lane_and_upstream(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     before = doc(gateway)
-    oa = client(gateway)
+    oa = openai_client(gateway, CLIENT_KEY)
     requests = 6
     for _ in range(requests):
         assert chat(oa)
@@ -173,11 +147,13 @@ def test_status_has_host_signals_without_an_offload_section(gateway: Service) ->
     assert document["generated_at"] >= document["policy"]["loaded_at"]
 
 
-def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
+def test_status_shows_in_flight_and_queue_of_a_lane(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     """Batch has one slot: three concurrent batch requests show 1 in flight and a queue."""
-    oa = client(gateway)
+    oa = openai_client(gateway, CLIENT_KEY)
     start = lane(doc(gateway), "batch")["requests"]["1m"]
-    workers = [threading.Thread(target=chat, args=(oa, "batch")) for _ in range(3)]
+    workers = [Worker(lambda: chat(oa, "batch"), name=f"batch-{i}") for i in range(3)]
     for worker in workers:
         worker.start()
     seen: list[tuple[int, int]] = []
@@ -186,8 +162,7 @@ def test_status_shows_in_flight_and_queue_of_a_lane(gateway: Service) -> None:
         batch = lane(doc(gateway), "batch")
         seen.append((batch["in_flight"], batch["queued"]))
         time.sleep(0.02)
-    for worker in workers:
-        worker.join(timeout=30)
+    check_all(workers, 30)
     assert all(in_flight <= 1 for in_flight, _ in seen), seen
     assert any(in_flight == 1 and queued >= 1 for in_flight, queued in seen), seen
     final = lane(doc(gateway), "batch")
@@ -210,8 +185,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_cli_prints_tables_and_json(gateway: Service) -> None:
-    assert chat(client(gateway))
+def test_cli_prints_tables_and_json(gateway: Service, openai_client: OpenAIClients) -> None:
+    assert chat(openai_client(gateway, CLIENT_KEY))
     shown = run_cli("--url", gateway.url, env={"LANEGATE_ADMIN_KEY": ADMIN_KEY})
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -240,159 +215,7 @@ def test_cli_says_why_it_failed(gateway: Service) -> None:
     assert "cannot reach the gateway" in unreachable.stderr
 
 
-# -- pure parts -------------------------------------------------------------------------------
-
-SAMPLE: dict[str, Any] = {
-    "generated_at": 1000.0,
-    "version": "0.1.0",
-    "policy": {"version": 3, "source": "p.yaml", "loaded_at": 940.0, "reload_error": "x:4: bad"},
-    "capacity": 8,
-    "in_flight": 3,
-    "totals": {
-        "in_flight": 5,
-        "queued": 1,
-        "local": {"in_flight": 3, "capacity": 8},
-        "remote": {"in_flight": 2, "capacity": 4},
-    },
-    "lanes": [
-        {
-            "name": "interactive",
-            "in_flight": 2,
-            "max_concurrency": 4,
-            "queued": 1,
-            "max_queue": 50,
-            "requests": {"1m": 41, "5m": 100, "15m": 200},
-            "ttft": {
-                "1m": {"count": 41, "p50_ms": 120.4, "p95_ms": 340.0, "p99_ms": 1250.0},
-                "5m": {"count": 100, "p50_ms": 8.25, "p95_ms": 99.6, "p99_ms": 900.0},
-                "15m": {"count": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None},
-            },
-            "gap_p95": {"1m": {"p95_ms": 12.0}, "5m": {"p95_ms": 11.0}, "15m": {}},
-            "queue_wait": {"1m": {"p95_ms": 2500.0}},
-            "duration": {"1m": {"p95_ms": 4100.0}},
-            "budget": [{"window": "minute", "limit": 5000, "used": 1200, "reserved": 300}],
-        },
-        {"name": "batch", "in_flight": 1, "max_concurrency": 2, "queued": 0, "max_queue": 9},
-    ],
-    "upstreams": [
-        {
-            "name": "mini",
-            "pool": "local",
-            "healthy": True,
-            "in_flight": 3,
-            "max_concurrency": 4,
-            "resident": ["llama3.1:8b", "qwen3:4b"],
-            "breaker": {"state": "closed"},
-            "ttft": {"1m": {"p95_ms": 350.0}},
-        },
-        {
-            "name": "m4",
-            "pool": "remote",
-            "healthy": False,
-            "in_flight": 0,
-            "max_concurrency": 8,
-            "resident": [],
-            "breaker": {"state": "open", "reason": "5 consecutive failures", "retry_in_s": 7.5},
-        },
-    ],
-    "host": {
-        "source": "macos",
-        "pressure": "warn",
-        "swap_used_bytes": 3 * 1024**3,
-        "swap_total_bytes": 4 * 1024**3,
-        "memory_total_bytes": 16 * 1024**3,
-        "memory_available_bytes": 512 * 1024**2,
-        "swap_trend_bytes_per_s": 1024**2 / 60,
-        "error": None,
-    },
-    "offload": {"configured": True, "state": "offloading", "mode": "auto", "reason": "swap +2GB"},
-}
-
-
-def _row(text: str, first: str) -> list[str]:
-    line = next(line for line in text.splitlines() if line.startswith(first + " "))
-    return line.split("  ")
-
-
-def test_table_renders_the_sample_document() -> None:
-    text = render_status(SAMPLE)
-    lines = text.splitlines()
-    assert lines[0] == (
-        "lanegate 0.1.0: 5 requests in flight (3 of 8 local slots, 2 of 4 remote), 1 queued; "
-        "policy v3 (p.yaml, loaded 60 s ago)"
-    )
-    assert lines[1] == "last reload refused: x:4: bad"
-    assert lines[2] == "offload: offloading (mode auto): swap +2GB"
-    assert "host (macos): pressure warn, swap 3.0 GiB of 4.0 GiB (+1.0 MiB/min)" in text
-    assert "memory available 512.0 MiB of 16.0 GiB" in text
-    cells = [cell.strip() for cell in _row(text, "interactive") if cell.strip()]
-    assert cells == [
-        "interactive",
-        "2/4",
-        "1/50",
-        "41",
-        "2.50 s",
-        "120 ms",
-        "340 ms",
-        "12 ms",
-        "4.10 s",
-        "1500/5000 per minute",
-    ]
-    batch = [cell.strip() for cell in _row(text, "batch") if cell.strip()]
-    assert batch == ["batch", "1/2", "0/9", "-", "-", "-", "-", "-", "-", "no budget"]
-    assert "interactive  5m      100  8.2 ms    100 ms    900 ms    11 ms" in text
-    assert "interactive  15m     0    -         -         -         -" in text
-    mini = [cell.strip() for cell in _row(text, "mini") if cell.strip()]
-    assert mini == ["mini", "local", "ok", "3/4", "350 ms", "llama3.1:8b, qwen3:4b", "closed"]
-    m4 = [cell.strip() for cell in _row(text, "m4") if cell.strip()]
-    assert m4[2] == "DOWN"
-    assert m4[-1] == "open (5 consecutive failures, retry in 7.5 s)"
-    assert "1.25 s" in text  # p99 over a second
-
-
-def test_table_columns_line_up() -> None:
-    lines = render_status(SAMPLE).splitlines()
-    header = next(line for line in lines if line.startswith("LANE "))
-    row = next(line for line in lines if line.startswith("interactive "))
-    assert row.index("2/4") == header.index("IN FLIGHT")
-    assert row.index("340 ms") == header.index("TTFT p95")
-
-
-def test_table_survives_a_sparse_document() -> None:
-    text = render_status({"lanes": [], "upstreams": [], "host": None})
-    assert "no lanes" in text
-    assert "host: no signals" in text
-    assert "offload: not configured" in text
-
-
-def test_merged_snapshot_equals_one_series_with_every_sample() -> None:
-    merged, single = RollingRegistry(), RollingRegistry()
-    values = [0.01 * (i % 37 + 1) for i in range(300)]
-    for i, value in enumerate(values):
-        merged.add(("ttft", "interactive", f"u{i % 3}"), value, now=100.0 + i * 0.1)
-        single.add(("all",), value, now=100.0 + i * 0.1)
-    merged.add(("ttft", "batch", "u0"), 99.0, now=120.0)
-    keys = [key for key in merged if key[:2] == ("ttft", "interactive")]
-    for window in (60.0, 300.0):
-        assert merged.merged_snapshot(keys, 130.0, window) == single.snapshot(
-            ("all",), 130.0, window
-        )
-    assert merged.merged_snapshot([], 130.0, 60.0).count == 0
-    assert merged.merged_snapshot([("ttft", "nope", "u0")], 130.0, 60.0).p95 is None
-
-
-def test_header_of_an_older_document_and_an_access_change() -> None:
-    older = {k: v for k, v in SAMPLE.items() if k != "totals"}
-    assert render_status(older).splitlines()[0].startswith("lanegate 0.1.0: 3/8 in flight;")
-    changed = {
-        **SAMPLE,
-        "policy": {
-            **SAMPLE["policy"],
-            "access_change": {"version": 3, "at": 990.0, "changes": ["anonymous callers: a -> b"]},
-        },
-    }
-    lines = render_status(changed).splitlines()
-    assert lines[2:4] == ["reload to v3 changed who may call:", "  anonymous callers: a -> b"]
+# -- the document, built in process --------------------------------------------------------
 
 
 async def test_totals_add_up_across_pools_and_trends_span_15_minutes(tmp_path: Path) -> None:

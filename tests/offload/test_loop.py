@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,10 @@ from gateway.offload.loop import OffloadLoop
 from gateway.offload.signals import SignalSampler, UnsupportedSource
 from gateway.policy.loader import load_policy_text
 from gateway.upstreams.router import Attempt, UpstreamRouter
-from tests.support.processes import Service, start_lanegate
+from tests.support.clock import FakeClock
+from tests.support.processes import AGENT_KEY, Service
 
 pytestmark = pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs Linux /proc")
-
-
-@pytest.fixture
-def agent(output_dir: Path) -> Iterator[Service]:
-    service = start_lanegate(
-        "agent-remote",
-        ["agent", "--host", "127.0.0.1", "--key", "env:T_AGENT_KEY", "--interval", "0.2"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_AGENT_KEY": "agent-secret"},
-    )
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def loop_for(agent: Service, key_var: str) -> OffloadLoop:
@@ -60,7 +45,7 @@ offload: {{sample_interval: 0.2}}
     ("key", "pressures", "error"),
     [
         # This Linux machine's PSI verdict, read through the agent: a real level.
-        ("agent-secret", ("normal", "warn", "critical"), None),
+        (AGENT_KEY, ("normal", "warn", "critical"), None),
         ("not-the-key", ("unknown",), "401"),
     ],
 )
@@ -112,17 +97,9 @@ def record(ttft_s: float) -> RequestRecord:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_not() -> None:
     policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
-    clock, rolling = Clock(), RollingRegistry()
+    clock, rolling = FakeClock(1000.0), RollingRegistry()
     router = UpstreamRouter(dict, clock)
     recorder = Recorder(rolling, access_log_enabled=False)
     loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
@@ -151,7 +128,7 @@ def test_requests_sent_alone_teach_the_baseline_and_overlapping_ones_do_not() ->
 
 async def test_no_baseline_is_learned_on_a_host_that_is_not_calm() -> None:
     policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
-    clock, rolling = Clock(), RollingRegistry()
+    clock, rolling = FakeClock(1000.0), RollingRegistry()
     router = UpstreamRouter(dict, clock)
     loop = OffloadLoop(policy, SignalSampler(UnsupportedSource("t")), rolling, router, clock)
     loop.controller.observe(Signals(clock.now, 0, "warn", None, 0, True, None, "unknown"))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service, start_gateway, start_simulator
 from tests.support.scripted_upstream import Script, ScriptedUpstream
+from tests.support.threads import Worker, check_all
 
 # A mini whose KV cache overflows its RAM budget after ~100 tokens in flight: the knee.
 PROFILES = """
@@ -37,21 +38,20 @@ profiles:
     models:
       - name: llama3.1:8b
 """
+ADMIN_ENV = {"T_ADMIN_KEY": "admin-secret"}
+CHUNK = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+HANGING = Script(chunks=[CHUNK], after_chunks="hang")  # a stream that holds its slot
+QUICK = Script(chunks=[CHUNK, b"data: [DONE]\n\n"])
 PROMPT = "Summarise this report. " * 100  # ~2,300 characters, ~600 tokens of KV each
 
 
 def test_batch_moves_to_remote_and_back(output_dir: Path, tmp_path: Path) -> None:
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(PROFILES)
-    mini = start_lanegate(
-        "sim-tight",
-        ["simulate", "--profiles", str(profiles), "--profile", "tight-mini"],
-        ready_path="/health",
-        log_dir=output_dir,
+    mini = start_simulator(
+        "sim-tight", output_dir, "--profiles", str(profiles), "--profile", "tight-mini"
     )
-    remote = start_lanegate(
-        "sim-remote", ["simulate", "--profile", "fast"], ready_path="/health", log_dir=output_dir
-    )
+    remote = start_simulator("sim-remote", output_dir, "--profile", "fast")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""
 upstreams:
@@ -66,13 +66,7 @@ classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 2,
            sample_interval: 0.25, min_samples: 100000}}
 """)
-    gateway = start_lanegate(
-        "gw-offload",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_ADMIN_KEY": "admin-secret"},
-    )
+    gateway = start_gateway("gw-offload", policy, output_dir, env=ADMIN_ENV)
     batch_body = {"model": "llama3.1:8b", "max_tokens": 48, "prompt": PROMPT, "stream": False}
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -87,7 +81,7 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
                 seen.append((time.monotonic(), response.headers["x-lanegate-upstream"]))
 
     admin = {"authorization": "Bearer admin-secret"}
-    workers = [threading.Thread(target=batch_worker) for _ in range(6)]
+    workers = [Worker(batch_worker, name=f"batch-{i}") for i in range(6)]
     try:
         _drive(gateway, workers, seen, stop, admin, batch_body)
     finally:
@@ -99,7 +93,7 @@ offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 
 
 def _drive(
     gateway: Service,
-    workers: list[threading.Thread],
+    workers: list[Worker],
     seen: list[tuple[float, str]],
     stop: threading.Event,
     admin: dict[str, str],
@@ -112,6 +106,8 @@ def _drive(
         for worker in workers:
             worker.start()
         while time.monotonic() - started < 8 and not any(u == "m4" for _, u in seen):
+            for worker in workers:
+                worker.raise_failure()  # a refused batch request fails here, with its reason
             time.sleep(0.1)
         moved = [t for t, u in seen if u == "m4"]
         assert moved, "batch never moved to the remote pool"
@@ -134,6 +130,7 @@ def _drive(
         stop.set()
         for worker in workers:
             worker.join(30)
+    check_all(workers, 0)  # every batch request the workers sent was answered 200
     # Load gone: the mini's swap drains, and after `recover` batch comes home.
     deadline = time.monotonic() + 10
     upstream = "m4"
@@ -155,12 +152,9 @@ def test_offloaded_requests_hold_remote_slots_not_local_ones(
     output_dir: Path, tmp_path: Path
 ) -> None:
     """Two batch streams run on the remote pool; the mini's two slots stay free for chat."""
-    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
-    hanging = Script(chunks=[chunk], after_chunks="hang")
-    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
     with (
-        ScriptedUpstream(lambda request: quick) as mini,
-        ScriptedUpstream(lambda request: hanging) as m4,
+        ScriptedUpstream(lambda request: QUICK) as mini,
+        ScriptedUpstream(lambda request: HANGING) as m4,
     ):
         gateway = _two_pools("gw-remote-slots", mini, m4, 2, tmp_path, output_dir)
         admin = {"authorization": "Bearer admin-secret"}
@@ -196,12 +190,9 @@ def test_offloaded_requests_hold_remote_slots_not_local_ones(
 def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_slot(
     output_dir: Path, tmp_path: Path
 ) -> None:
-    chunk = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
-    hanging = Script(chunks=[chunk], after_chunks="hang")
-    quick = Script(chunks=[chunk, b"data: [DONE]\n\n"])
     with (
-        ScriptedUpstream(lambda request: hanging if b"hold" in request.body else quick) as mini,
-        ScriptedUpstream(lambda request: hanging) as m4,
+        ScriptedUpstream(lambda request: HANGING if b"hold" in request.body else QUICK) as mini,
+        ScriptedUpstream(lambda request: HANGING) as m4,
     ):
         gateway = _two_pools("gw-hop", mini, m4, 1, tmp_path, output_dir)
 
@@ -219,6 +210,7 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
                     "POST", "/v1/chat/completions", json=chat("go"), headers={"x-lane": "batch"}
                 ) as response,
             ):
+                assert response.status_code == 200, response.read()
                 batch_upstream.append(response.headers["x-lanegate-upstream"])
                 batch_started.set()
                 release_batch.wait(20)
@@ -227,14 +219,17 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
             with httpx.Client(base_url=gateway.url, timeout=20) as http:
                 with http.stream("POST", "/v1/chat/completions", json=chat("hold")) as held:
                     assert held.headers["x-lanegate-upstream"] == "mini"
-                    worker = threading.Thread(target=batch)
+                    worker = Worker(batch, name="batch")
                     worker.start()  # queues: the mini's one slot is taken
                     time.sleep(0.3)
                     assert not batch_started.is_set()
+                    worker.raise_failure()
                     admin = {"authorization": "Bearer admin-secret"}
                     http.post("/admin/offload", json={"mode": "force-offload"}, headers=admin)
                 # The chat ended: the batch waiter takes the local slot, hops to m4, frees it.
-                assert batch_started.wait(10)
+                started = batch_started.wait(10)
+                worker.raise_failure()
+                assert started
                 assert batch_upstream == ["m4"]
                 answer = http.post("/v1/chat/completions", json=chat("hi again"))
                 assert answer.status_code == 200, answer.text
@@ -242,6 +237,7 @@ def test_request_queued_locally_before_the_move_goes_remote_and_frees_its_local_
         finally:
             release_batch.set()
             gateway.stop()
+        worker.check(20)
 
 
 def _two_pools(
@@ -266,10 +262,4 @@ lanes:
 classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{sample_interval: 0.25}}
 """)
-    return start_lanegate(
-        name,
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"T_ADMIN_KEY": "admin-secret"},
-    )
+    return start_gateway(name, policy, output_dir, env=ADMIN_ENV)

@@ -23,7 +23,8 @@ from gateway.offload.signals import (
     run_command,
 )
 from tests.conftest import DATA
-from tests.support.processes import free_port, start_lanegate
+from tests.support.clock import FakeClock
+from tests.support.processes import free_port, start_simulator
 
 HOST = DATA / "host"
 MIB = 1 << 20
@@ -194,9 +195,7 @@ async def test_default_source_per_platform() -> None:
 
 
 async def test_http_source_reads_a_real_simulator(tmp_path: Path) -> None:
-    sim = start_lanegate(
-        "sim", ["simulate", "--profile", "fast"], ready_path="/health", log_dir=tmp_path
-    )
+    sim = start_simulator("sim", tmp_path, "--profile", "fast")
     source = HttpSource(f"{sim.url}/sim/signals")
     try:
         signals = await source.read()
@@ -242,15 +241,6 @@ class CountingSource:
         self.closed = True
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
-
-
 async def wait_for_calls(source: CountingSource, n: int) -> None:
     source.target = n
     if source.calls < n:
@@ -260,7 +250,9 @@ async def wait_for_calls(source: CountingSource, n: int) -> None:
 
 async def test_sampler_updates_latest_and_bounds_history() -> None:
     source = CountingSource()
-    sampler = SignalSampler(source, interval_s=0.01, clock=FakeClock(), history_size=5)
+    sampler = SignalSampler(
+        source, interval_s=0.01, clock=FakeClock(1000.0, tick=1.0), history_size=5
+    )
     await sampler.start()
     assert sampler.latest.swap_used_bytes == MIB  # first sample taken before start returns
     await wait_for_calls(source, 12)
@@ -279,7 +271,7 @@ async def test_sampler_updates_latest_and_bounds_history() -> None:
 
 async def test_sampler_survives_a_raising_source(caplog: pytest.LogCaptureFixture) -> None:
     source = CountingSource(fail_every=2)
-    sampler = SignalSampler(source, interval_s=0.01, clock=FakeClock())
+    sampler = SignalSampler(source, interval_s=0.01, clock=FakeClock(1000.0, tick=1.0))
     with caplog.at_level(logging.INFO, logger="lanegate.host_signals"):
         await sampler.start()
         await wait_for_calls(source, 10)

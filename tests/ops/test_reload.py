@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.policy import PolicyError, load_policy
 from gateway.settings import Settings
 from tests.conftest import DATA
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 from tests.support.streams import chat_body, split_into, stream_chat, until
 
@@ -66,14 +66,7 @@ def upstream() -> Iterator[ScriptedUpstream]:
         yield server
 
 
-def _serve(policy: Path, output_dir: Path, name: str) -> Service:
-    return start_lanegate(
-        name,
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LG_RELOAD_ADMIN": "reload-admin-secret", "LANEGATE_DISCOVERY_INTERVAL": "3600"},
-    )
+ENV = {"LG_RELOAD_ADMIN": "reload-admin-secret", "LANEGATE_DISCOVERY_INTERVAL": "3600"}
 
 
 def _error(response: httpx.Response) -> dict[str, str]:
@@ -85,7 +78,7 @@ async def test_valid_reload_under_load(
 ) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(_policy(upstream.url, V1_LANES, "chat, batch"))
-    gateway = _serve(path, output_dir, "gw-reload")
+    gateway = start_gateway("gw-reload", path, output_dir, env=ENV)
     try:
         limits = httpx.Limits(max_connections=30)
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as http:
@@ -147,7 +140,7 @@ def test_invalid_reloads_keep_the_old_policy(
     path = tmp_path / "policy.yaml"
     good = _policy(upstream.url, V1_LANES, "chat, batch")
     path.write_text(good)
-    gateway = _serve(path, output_dir, "gw-reload-bad")
+    gateway = start_gateway("gw-reload-bad", path, output_dir, env=ENV)
     try:
         with httpx.Client(base_url=gateway.url, timeout=10) as http:
             assert http.post("/admin/reload").status_code == 401  # the admin key is needed
@@ -193,7 +186,7 @@ def test_sighup_and_file_edit_reload(
 ) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(_policy(upstream.url, V1_LANES, "chat, batch"))
-    gateway = _serve(path, output_dir, "gw-reload-hup")
+    gateway = start_gateway("gw-reload-hup", path, output_dir, env=ENV)
     with ScriptedUpstream(_script) as second:
         try:
             # SIGHUP with an invalid file: refused, logged; then a valid one applies. (The watch

@@ -26,7 +26,8 @@ import openai
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.support.processes import REPO, Service, free_port, start_lanegate, write_policy
+from tests.support.policies import policy_text, write_policy
+from tests.support.processes import REPO, Service, free_port, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 CLIENT_KEY = "lg-security-client-key"
@@ -74,27 +75,19 @@ def evil() -> Iterator[ScriptedUpstream]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    spec = {"name": "local", "kind": "openai", "base_url": upstream.url, "api_key": "env:T_UP"}
-    policy = write_policy(tmp_path_factory.mktemp("sec") / "policy.yaml", [spec], CLIENTS)
-    env = {
-        "T_ADMIN_KEY": ADMIN_KEY,
-        "T_UP": UPSTREAM_KEY,
-        "LANEGATE_CORS_ORIGINS": f"{ORIGIN}, http://localhost:3000",
-        "LANEGATE_MAX_HEADER_COUNT": "40",
-        "LANEGATE_MAX_HEADER_BYTES": "8192",
-        "LANEGATE_HEADER_TIMEOUT": "0.5",
-        "LANEGATE_BODY_TIMEOUT": "0.5",
-    }
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate(
-        "gateway-sec", args, ready_path="/healthz", log_dir=output_dir, env=env
-    )
-    yield service
-    service.stop()
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text(
+    [{"name": "local", "kind": "openai", "base_url": "{url}", "api_key": "env:T_UP"}], CLIENTS
+)
+GATEWAY_ENV = {
+    "T_ADMIN_KEY": ADMIN_KEY,
+    "T_UP": UPSTREAM_KEY,
+    "LANEGATE_CORS_ORIGINS": f"{ORIGIN}, http://localhost:3000",
+    "LANEGATE_MAX_HEADER_COUNT": "40",
+    "LANEGATE_MAX_HEADER_BYTES": "8192",
+    "LANEGATE_HEADER_TIMEOUT": "0.5",
+    "LANEGATE_BODY_TIMEOUT": "0.5",
+}
 
 
 def _auth(key: str = CLIENT_KEY) -> dict[str, str]:
@@ -166,10 +159,10 @@ def _wait_up(url: str, process: subprocess.Popen[bytes], **kwargs: object) -> ht
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(10)
+        process.communicate(timeout=10)  # reads the pipe to its end and closes it
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait()
+        process.communicate()
 
 
 def test_no_clients_on_all_interfaces_refuses_to_start(
@@ -421,8 +414,7 @@ def test_cors_is_off_by_default(
     policy = write_policy(
         tmp_path / "p.yaml", [{"name": "l", "kind": "openai", "base_url": upstream.url}]
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate("gateway-nocors", args, ready_path="/healthz", log_dir=output_dir)
+    service = start_gateway("gateway-nocors", policy, output_dir)
     try:
         response = _preflight(service, ORIGIN)
         assert not any(name.startswith("access-control-") for name in response.headers)
@@ -495,7 +487,7 @@ def test_prompts_and_completions_are_written_nowhere(gateway: Service, output_di
     refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=_chat(content=MARKER))
     assert refused.status_code == 401
     time.sleep(1.5)  # the budget store flushes every second
-    state = output_dir / f"state-gateway-sec-{gateway.port}"
+    state = output_dir / f"state-{gateway.name}-{gateway.port}"  # start_lanegate's default
     files = [gateway.log_path, *(p for p in state.rglob("*") if p.is_file())]
     assert len(files) > 1, files  # the log and at least the budget database
     for path in files:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import DATA
-from tests.support.processes import Service, start_lanegate
+from tests.support.processes import Service, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 from tests.support.streams import chat_body, split_into, stream_chat, until
 
@@ -54,13 +54,7 @@ def upstream() -> Iterator[ScriptedUpstream]:
 def _serve(upstream: ScriptedUpstream, tmp_path: Path, output_dir: Path, name: str) -> Service:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(url=upstream.url))
-    return start_lanegate(
-        name,
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_DRAIN_TIMEOUT": str(DRAIN_S)},
-    )
+    return start_gateway(name, policy, output_dir, env={"LANEGATE_DRAIN_TIMEOUT": str(DRAIN_S)})
 
 
 def _error_of(body: bytes) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Shared pieces of the reliability suite: a simulator, policies, gateways on a state dir."""
+"""Shared pieces of the reliability suite: its simulator, lanes and keys, a keyed gateway."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import REPO, Service, running, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 KEY = "lg-fuzz-client-key-0123456789abcdef"
@@ -38,33 +39,8 @@ slo: {adaptive_limits: false}
 # seconds after a chat. The limits' own behaviour is tested in tests/lanes.
 
 
-def upstream_line(name: str, url: str, kind: str = "ollama", **extra: Any) -> str:
-    fields = {"name": name, "kind": kind, "base_url": url, **extra}
-    return "  - " + json.dumps(fields) + "\n"  # JSON is YAML's flow style
-
-
-def write_policy(path: Path, upstreams: list[str], lanes: str = LANES) -> Path:
-    path.write_text("version: 1\nupstreams:\n" + "".join(upstreams) + lanes)
-    return path
-
-
-def serve(
-    output_dir: Path, policy: Path, name: str, state: Path, port: int | None = None, **env: str
-) -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return start_lanegate(
-        name,
-        args,
-        ready_path="/healthz",
-        port=port,
-        log_dir=output_dir,
-        env={"LANEGATE_STATE_DIR": str(state), **env},
-    )
-
-
-def simulate(output_dir: Path, name: str, *extra: str) -> Service:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "10"]
-    return start_lanegate(name, [*args, *extra], ready_path="/health", log_dir=output_dir)
+# The reliability suite's simulator (its `sim` fixture, and extra ones): 10 ms between tokens.
+SIM_ARGS = ("--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "10")
 
 
 def restart_on(output_dir: Path, policy: Path, state: Path, name: str):  # type: ignore[no-untyped-def]
@@ -74,7 +50,7 @@ def restart_on(output_dir: Path, policy: Path, state: Path, name: str):  # type:
         # uvicorn re-raises the signal once shut down: -15 is a clean exit too
         assert service.stop(signal.SIGTERM) in (0, -signal.SIGTERM), service.log()[-2000:]
         assert "Application shutdown complete" in service.log()
-        return serve(output_dir, policy, name, state)
+        return start_gateway(name, policy, output_dir, state=state)
 
     return restart
 
@@ -89,10 +65,8 @@ def raise_open_file_limit(wanted: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    service = simulate(output_dir, "sim-reliability")
-    yield service
-    service.stop()
+def sim_args() -> tuple[str, ...]:
+    return SIM_ARGS
 
 
 def record_figures(name: str, figures: dict[str, Any]) -> None:
@@ -128,9 +102,8 @@ def keyed_gateway(
     clients += f'  - {{name: app, key: "{hash_key(KEY)}", lanes: [interactive, work]}}\n'
     policy = write_policy(
         tmp / "policy.yaml",
-        [upstream_line("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
+        [upstream_entry("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
         LANES + clients,
     )
-    service = serve(output_dir, policy, "gw-fuzz-keys", tmp / "state")
-    yield service
-    service.stop()
+    with running(start_gateway("gw-fuzz-keys", policy, output_dir, state=tmp / "state")) as gw:
+        yield gw

@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 
 from gateway.serving.keys import hash_key
-from tests.reliability.conftest import serve, upstream_line, write_policy
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\n"
@@ -28,8 +29,8 @@ def main(count: int) -> None:
     out = Path(tempfile.mkdtemp(prefix="lanegate-fds-"))
     clients = f'\nclients:\n  - {{name: a, key: "{hash_key("k" * 40)}"}}\n'
     with ScriptedUpstream(lambda _: Script(chunks=[b"{}"])) as upstream:
-        policy = write_policy(out / "p.yaml", [upstream_line("s", upstream.url)], clients)
-        gateway = serve(out, policy, "gw-fds", out / "state")
+        policy = write_policy(out / "p.yaml", [upstream_entry("s", upstream.url)], clients)
+        gateway = start_gateway("gw-fds", policy, out, state=out / "state")
         try:
             process = psutil.Process(gateway.process.pid)
             before = process.num_fds()

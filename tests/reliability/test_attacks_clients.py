@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.reliability.conftest import serve, upstream_line, write_policy
 from tests.reliability.raw_http import parse, raw_exchange
-from tests.support.processes import Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 pytestmark = pytest.mark.faults
@@ -63,9 +63,9 @@ def _obedient(request: SeenRequest) -> Script:
 def gateway(output_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("attacks-clients")
     with ScriptedUpstream(_obedient) as upstream:
-        line = upstream_line("scripted", upstream.url, "llamacpp", max_concurrency=32)
+        line = upstream_entry("scripted", upstream.url, "llamacpp", max_concurrency=32)
         policy = write_policy(tmp / "policy.yaml", [line], LANES)
-        service = serve(output_dir, policy, "gw-attacks-clients", tmp / "state")
+        service = start_gateway("gw-attacks-clients", policy, output_dir, state=tmp / "state")
         yield service
         service.stop()
 

@@ -23,8 +23,9 @@ from gateway.ops.periodic import Periodic
 from gateway.policy.loader import PolicyError, check_policy_text
 from gateway.policy.spec import Timeouts, UpstreamKind, UpstreamSpec
 from gateway.upstreams import http11
-from tests.reliability.conftest import ADMIN, LANES, serve, upstream_line, write_policy
-from tests.support.processes import free_port
+from tests.reliability.conftest import ADMIN, LANES
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import free_port, start_gateway
 from tests.support.scripted_upstream import ScriptedUpstream
 
 pytestmark = pytest.mark.faults
@@ -66,9 +67,9 @@ def test_an_oversized_policy_file_is_refused_unread() -> None:
 def test_a_laughs_reload_keeps_the_old_policy_serving(
     output_dir: Path, tmp_path: Path, instant_upstream: ScriptedUpstream
 ) -> None:
-    line = upstream_line("scripted", instant_upstream.url, "llamacpp")
+    line = upstream_entry("scripted", instant_upstream.url, "llamacpp")
     policy = write_policy(tmp_path / "policy.yaml", [line], LANES)
-    service = serve(output_dir, policy, "gw-attacks-laughs", tmp_path / "state")
+    service = start_gateway("gw-attacks-laughs", policy, output_dir, state=tmp_path / "state")
     try:
         policy.write_text(laughs(30))
         admin = {"authorization": f"Bearer {ADMIN}"}

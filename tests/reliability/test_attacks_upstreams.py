@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from gateway.serving.keys import hash_key
-from tests.reliability.conftest import serve, upstream_line, write_policy
-from tests.support.processes import Service, free_port
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, free_port, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 pytestmark = pytest.mark.faults
@@ -67,10 +67,10 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gateway(output_dir: Path, state: Path) -> Iterator[Service]:
     with ScriptedUpstream(_hostile) as upstream:
-        line = upstream_line("scripted", upstream.url, "llamacpp", max_concurrency=16)
+        line = upstream_entry("scripted", upstream.url, "llamacpp", max_concurrency=16)
         policy = write_policy(state.parent / "policy.yaml", [line], LANES)
         env = {"LANEGATE_MAX_UPSTREAM_BODY_BYTES": str(BIG_BODY_LIMIT)}
-        service = serve(output_dir, policy, "gw-attacks-upstreams", state, **env)
+        service = start_gateway("gw-attacks-upstreams", policy, output_dir, state=state, env=env)
         yield service
         service.stop()
 
@@ -166,9 +166,9 @@ def test_a_502_names_the_upstream_by_its_policy_name(
 ) -> None:
     tmp = tmp_path_factory.mktemp("attacks-502")
     dead = free_port()  # nothing listens here
-    line = upstream_line("gpu-box", f"http://127.0.0.1:{dead}", "llamacpp")
+    line = upstream_entry("gpu-box", f"http://127.0.0.1:{dead}", "llamacpp")
     policy = write_policy(tmp / "policy.yaml", [line], "")
-    service = serve(output_dir, policy, "gw-attacks-502", tmp / "state")
+    service = start_gateway("gw-attacks-502", policy, output_dir, state=tmp / "state")
     try:
         body = {"model": "m", "prompt": "hi"}
         response = httpx.post(service.url + "/v1/completions", json=body, timeout=30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-import threading
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from gateway.serving import auth, keys
 from tests.reliability.conftest import KEY
 from tests.reliability.raw_http import assert_error_shape, parse, raw_exchange
 from tests.support.processes import Service
+from tests.support.threads import Worker
 
 pytestmark = pytest.mark.fuzz
 
@@ -71,7 +71,7 @@ def test_key_failures_from_one_source_do_not_affect_others(keyed_gateway: Servic
                 )
                 failures.append(response.status_code)
 
-    attacker = threading.Thread(target=hammer)
+    attacker = Worker(hammer, name="attacker")
     attacker.start()
     good: list[int] = []
     with httpx.Client(base_url=keyed_gateway.url, timeout=10) as http:
@@ -82,7 +82,7 @@ def test_key_failures_from_one_source_do_not_affect_others(keyed_gateway: Servic
                 headers={"authorization": f"Bearer {KEY}"},
             )
             good.append(response.status_code)
-    attacker.join()
+    attacker.check(30)
     assert set(failures) == {401} and len(failures) == 300
     assert set(good) == {200}, good
 

@@ -17,21 +17,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.reliability.conftest import (
-    ADMIN,
-    record_figures,
-    restart_on,
-    serve,
-    upstream_line,
-    write_policy,
-)
+from tests.reliability.conftest import ADMIN, LANES, record_figures, restart_on
 from tests.support.gateway_state import (
     BudgetProbe,
     LaneProbe,
     assert_lanes_idle,
     stuck_reservations,
 )
-from tests.support.processes import Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 pytestmark = pytest.mark.faults
@@ -78,10 +72,12 @@ def test_client_that_never_reads_gets_backpressure(
     clients that never read cost socket buffers, not the ~800 MB the upstream would send."""
     timeouts = {"first_byte": 2, "idle": 1}
     upstreams = [
-        upstream_line("flood", flood_upstream.url, "llamacpp", max_concurrency=4, timeouts=timeouts)
+        upstream_entry(
+            "flood", flood_upstream.url, "llamacpp", max_concurrency=4, timeouts=timeouts
+        )
     ]
-    policy = write_policy(tmp_path / "policy.yaml", upstreams)
-    gateway = serve(output_dir, policy, "gw-never-reads", tmp_path / "state")
+    policy = write_policy(tmp_path / "policy.yaml", upstreams, LANES)
+    gateway = start_gateway("gw-never-reads", policy, output_dir, state=tmp_path / "state")
     sockets: list[socket.socket] = []
     try:
         baseline = _rss(gateway)
@@ -171,10 +167,10 @@ async def _chaos(port: int, seed: int) -> dict[str, int]:
 def test_random_disconnects_leave_nothing_behind(
     sim: Service, output_dir: Path, tmp_path: Path
 ) -> None:
-    upstreams = [upstream_line("sim", sim.url, max_concurrency=4)]
-    policy = write_policy(tmp_path / "policy.yaml", upstreams)
+    upstreams = [upstream_entry("sim", sim.url, max_concurrency=4)]
+    policy = write_policy(tmp_path / "policy.yaml", upstreams, LANES)
     state = tmp_path / "state"
-    gateway = serve(output_dir, policy, "gw-disconnects", state)
+    gateway = start_gateway("gw-disconnects", policy, output_dir, state=state)
     try:
         counts = asyncio.run(_chaos(gateway.port, seed=10))
         assert sum(counts.values()) == REQUESTS and len(counts) == 5, counts

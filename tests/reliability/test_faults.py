@@ -21,21 +21,15 @@ import httpx
 import pytest
 
 from tests.conftest import DATA
-from tests.reliability.conftest import (
-    ADMIN,
-    restart_on,
-    serve,
-    simulate,
-    upstream_line,
-    write_policy,
-)
+from tests.reliability.conftest import ADMIN, LANES, SIM_ARGS, restart_on
 from tests.support.gateway_state import (
     BudgetProbe,
     LaneProbe,
     assert_lanes_idle,
     stuck_reservations,
 )
-from tests.support.processes import Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway, start_simulator
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 pytestmark = pytest.mark.faults
@@ -136,10 +130,10 @@ def bad(scenario: Scenario) -> Iterator[ScriptedUpstream]:
 @pytest.fixture
 def pool_policy(bad: ScriptedUpstream, sim: Service, tmp_path: Path) -> Path:
     upstreams = [
-        upstream_line("bad", bad.url, "llamacpp", max_concurrency=2, timeouts=BAD_TIMEOUTS),
-        upstream_line("good", sim.url, max_concurrency=2),
+        upstream_entry("bad", bad.url, "llamacpp", max_concurrency=2, timeouts=BAD_TIMEOUTS),
+        upstream_entry("good", sim.url, max_concurrency=2),
     ]
-    return write_policy(tmp_path / "policy.yaml", upstreams)
+    return write_policy(tmp_path / "policy.yaml", upstreams, LANES)
 
 
 def _assert_well_formed(response: httpx.Response, body: bytes, fault: Fault) -> None:
@@ -177,7 +171,7 @@ def test_fault_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state"
-    gateway = serve(output_dir, pool_policy, f"gw-fault-{fault.name}", state)
+    gateway = start_gateway(f"gw-fault-{fault.name}", pool_policy, output_dir, state=state)
     scenario.script = fault.script
     served_by: list[str] = []
     before = len(bad.requests)
@@ -218,14 +212,14 @@ def test_fault_leaves_nothing_behind(
 def test_upstream_sigkilled_mid_stream(sim: Service, output_dir: Path, tmp_path: Path) -> None:
     """A real upstream process killed while streaming: the client's stream ends with an error
     event, its slot and reservation come back, and `good` serves the next requests."""
-    victim = simulate(output_dir, "sim-victim", "--chunk-interval-ms", "50")
+    victim = start_simulator("sim-victim", output_dir, *SIM_ARGS, "--chunk-interval-ms", "50")
     upstreams = [
-        upstream_line("victim", victim.url, max_concurrency=2, timeouts=BAD_TIMEOUTS),
-        upstream_line("good", sim.url, max_concurrency=2),
+        upstream_entry("victim", victim.url, max_concurrency=2, timeouts=BAD_TIMEOUTS),
+        upstream_entry("good", sim.url, max_concurrency=2),
     ]
-    policy = write_policy(tmp_path / "policy.yaml", upstreams)
+    policy = write_policy(tmp_path / "policy.yaml", upstreams, LANES)
     state = tmp_path / "state"
-    gateway = serve(output_dir, policy, "gw-sigkill-upstream", state)
+    gateway = start_gateway("gw-sigkill-upstream", policy, output_dir, state=state)
     try:
         long_chat = {**CHAT, "max_tokens": 200}
         with (
@@ -260,11 +254,14 @@ def test_upstream_sigkilled_mid_stream(sim: Service, output_dir: Path, tmp_path:
 def test_unresolvable_upstream(sim: Service, output_dir: Path, tmp_path: Path) -> None:
     """DNS failure: alone, a 502 in the API's shape within the connect timeout; in a pool,
     retried on the healthy upstream, and the breaker stops trying the name."""
-    dead = upstream_line(
+    dead = upstream_entry(
         "nowhere", "http://lanegate-test.invalid:11434", timeouts={"connect": 1, "first_byte": 2}
     )
-    alone = serve(
-        output_dir, write_policy(tmp_path / "alone.yaml", [dead]), "gw-dns", tmp_path / "s1"
+    alone = start_gateway(
+        "gw-dns",
+        write_policy(tmp_path / "alone.yaml", [dead], LANES),
+        output_dir,
+        state=tmp_path / "s1",
     )
     try:
         started = time.monotonic()
@@ -276,8 +273,8 @@ def test_unresolvable_upstream(sim: Service, output_dir: Path, tmp_path: Path) -
         assert ollama.status_code == 502 and isinstance(ollama.json()["error"], str)
     finally:
         alone.stop()
-    policy = write_policy(tmp_path / "pool.yaml", [dead, upstream_line("good", sim.url)])
-    pooled = serve(output_dir, policy, "gw-dns-pool", tmp_path / "s2")
+    policy = write_policy(tmp_path / "pool.yaml", [dead, upstream_entry("good", sim.url)], LANES)
+    pooled = start_gateway("gw-dns-pool", policy, output_dir, state=tmp_path / "s2")
     try:
         for _ in range(ATTEMPTS + 2):
             response = httpx.post(f"{pooled.url}/v1/chat/completions", json=CHAT, timeout=15)

@@ -16,9 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import serve, upstream_line, write_policy
+from tests.reliability.conftest import LANES
 from tests.support.gateway_state import BudgetProbe
-from tests.support.processes import Service
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
+from tests.support.threads import Worker, check_all
 
 pytestmark = pytest.mark.faults
 
@@ -63,9 +65,9 @@ def _integrity(state: Path, scratch: Path) -> dict[str, str]:
 def test_sigkill_keeps_settled_spend_and_valid_databases(
     sim: Service, output_dir: Path, tmp_path: Path
 ) -> None:
-    policy = write_policy(tmp_path / "policy.yaml", [upstream_line("sim", sim.url)])
+    policy = write_policy(tmp_path / "policy.yaml", [upstream_entry("sim", sim.url)], LANES)
     state = tmp_path / "state"
-    first = serve(output_dir, policy, "gw-killed", state)
+    first = start_gateway("gw-killed", policy, output_dir, state=state)
     probe = BudgetProbe("work")
     try:
         for _ in range(5):
@@ -74,23 +76,22 @@ def test_sigkill_keeps_settled_spend_and_valid_databases(
         time.sleep(1.5)  # one flush interval (1 s) and a margin: all of that is on disk
         stop = threading.Event()
         started: list[int] = []
-        workers = [
-            threading.Thread(target=_traffic, args=(first.url, stop, started)) for _ in range(6)
-        ]
+        workers = [Worker(lambda: _traffic(first.url, stop, started)) for _ in range(6)]
         for worker in workers:
             worker.start()
         time.sleep(1.2)  # streams in flight, settlements since the last flush
         first.stop(signal.SIGKILL)
         stop.set()
-        for worker in workers:
-            worker.join()
+        check_all(workers, 30)
     finally:
         first.stop(signal.SIGKILL)
     scratch = tmp_path / "copy"
     scratch.mkdir()
     checks = _integrity(state, scratch)
     assert "budgets.sqlite" in checks and set(checks.values()) == {"ok"}, checks
-    second = serve(output_dir, policy, "gw-killed-2", state, port=first.port)  # a real restart
+    second = start_gateway(
+        "gw-killed-2", policy, output_dir, state=state, port=first.port
+    )  # a real restart
     try:
         remaining_after, _ = probe.run(second)
     finally:

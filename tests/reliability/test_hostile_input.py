@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,13 +32,14 @@ from gateway.ops.openapi import openapi_document
 from gateway.policy.loader import load_policy
 from gateway.serving.request_body import parse_request
 from gateway.serving.routes import RELAY_PATHS, RELAY_ROUTES, Route
-from tests.reliability.conftest import KEY, LANES, serve, upstream_line, write_policy
+from tests.reliability.conftest import KEY, LANES
 from tests.reliability.raw_http import (
     assert_error_shape,
     assert_gateway_answer_ok,
     parse,
     raw_exchange,
 )
+from tests.support.policies import policy_text, upstream_entry
 from tests.support.processes import REPO, Service
 from tests.support.scripted_upstream import ScriptedUpstream
 
@@ -52,19 +51,11 @@ EXAMPLES = 50  # per operation and generation mode: the whole document in ~15 s
 FUZZ_LANES = LANES.replace("default_lane: interactive", "default_lane: work")
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    instant_upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    policy = write_policy(
-        tmp / "policy.yaml",
-        [upstream_line("scripted", instant_upstream.url, "llamacpp", max_concurrency=8)],
-        FUZZ_LANES,
-    )
-    service = serve(output_dir, policy, "gw-fuzz", tmp / "state", LANEGATE_MAX_BODY_BYTES="65536")
-    yield service
-    service.stop()
+GATEWAY_UPSTREAM = "instant_upstream"
+GATEWAY_POLICY = policy_text(
+    [upstream_entry("scripted", "{url}", "llamacpp", max_concurrency=8)], FUZZ_LANES
+)
+GATEWAY_ENV = {"LANEGATE_MAX_BODY_BYTES": "65536"}
 
 
 # -- schemathesis over the gateway's own OpenAPI document ------------------------------------
@@ -124,9 +115,17 @@ def test_schemathesis_every_operation(gateway: Service) -> None:
 # -- hypothesis bodies and headers on the raw socket ---------------------------------------
 
 DEPTH = st.integers(min_value=1, max_value=200_000)
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function, not a lambda: hypothesis reads a lambda's source to check that it
+    # uses its argument, and misreads this one (a HypothesisDeprecationWarning).
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner)
+
+
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    _nested,
     max_leaves=20,
 )
 

@@ -19,15 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.reliability.conftest import (
-    raise_open_file_limit,
-    record_figures,
-    serve,
-    simulate,
-    upstream_line,
-    write_policy,
-)
+from tests.reliability.conftest import SIM_ARGS, raise_open_file_limit, record_figures
 from tests.support.gateway_state import LaneProbe, assert_lanes_idle
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import start_gateway, start_simulator
 
 pytestmark = [pytest.mark.load, pytest.mark.timeout(240)]
 
@@ -134,11 +129,19 @@ def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
 def test_two_thousand_connections(output_dir: Path, tmp_path: Path) -> None:
     limit = raise_open_file_limit(HEARTBEATS * 2 + INTERACTIVE * 2 + 1000)
     assert limit >= 5000, f"RLIMIT_NOFILE hard limit too low for this test: {limit}"
-    sim = simulate(output_dir, "sim-load", "--ttft-ms", "20", "--chunk-interval-ms", "10")
-    policy = write_policy(
-        tmp_path / "policy.yaml", [upstream_line("sim", sim.url, max_concurrency=4)], LANES
+    sim = start_simulator(
+        "sim-load", output_dir, *SIM_ARGS, "--ttft-ms", "20", "--chunk-interval-ms", "10"
     )
-    gateway = serve(output_dir, policy, "gw-load", tmp_path / "state", LANEGATE_ACCESS_LOG="false")
+    policy = write_policy(
+        tmp_path / "policy.yaml", [upstream_entry("sim", sim.url, max_concurrency=4)], LANES
+    )
+    gateway = start_gateway(
+        "gw-load",
+        policy,
+        output_dir,
+        state=tmp_path / "state",
+        env={"LANEGATE_ACCESS_LOG": "false"},
+    )
     stop, peak = threading.Event(), [0, 0]
     sampler = threading.Thread(target=_sample_rss, args=(gateway.process.pid, stop, peak))
     try:

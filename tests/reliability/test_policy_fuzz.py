@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.policy.loader import PolicyError, check_policy_text
 from gateway.policy.spec import Policy
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.processes import REPO, Service, start_gateway
 
 pytestmark = pytest.mark.fuzz
 
@@ -132,13 +132,8 @@ def test_live_reloads_of_mutated_policies_swap_whole_or_not_at_all(
     path = tmp_path / "policy.yaml"
     path.write_text(original)
     admin = {"authorization": "Bearer fuzz-admin"}
-    gateway = start_lanegate(
-        "gw-policy-fuzz",
-        ["serve", "--policy", str(path), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_ADMIN_KEY": "fuzz-admin"},
-    )
+    env = {"LANEGATE_ADMIN_KEY": "fuzz-admin"}
+    gateway = start_gateway("gw-policy-fuzz", path, output_dir, env=env)
     outcomes = {"valid": 0, "refused": 0}
 
     @settings(

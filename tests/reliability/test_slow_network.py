@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import record_figures, serve, upstream_line, write_policy
-from tests.support.processes import Service
+from tests.reliability.conftest import LANES, record_figures
+from tests.support.loop_server import LoopServer
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 pytestmark = pytest.mark.faults
 
@@ -25,46 +26,28 @@ LATENCY_S = 0.25  # one way, upstream → gateway
 BYTES_PER_S = 4000  # about 25 small SSE events a second
 
 
-class SlowProxy:
+class SlowProxy(LoopServer):
     """TCP proxy on a loopback port: bytes from the upstream arrive `latency_s` late and at
     most `bytes_per_s`; bytes to the upstream pass at once. Runs its own loop in a thread."""
 
     def __init__(self, target_port: int, latency_s: float, bytes_per_s: int) -> None:
+        super().__init__()
         self.target_port = target_port
         self.latency_s = latency_s
         self.bytes_per_s = bytes_per_s
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> SlowProxy:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
         tasks = [
             asyncio.ensure_future(_copy(client_r, upstream_w)),
             asyncio.ensure_future(self._slow_copy(upstream_r, client_w)),
         ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for writer in (client_w, upstream_w):
-            writer.close()
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            upstream_w.close()
 
     async def _slow_copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
@@ -127,9 +110,11 @@ def test_slow_network_shows_in_measurements_and_times_nothing_out(
     timeouts = {"connect": 2, "first_byte": 5, "idle": 3}  # well above what the network adds
 
     def measure(name: str, url: str) -> list[dict[str, object]]:
-        upstreams = [upstream_line(name, url, timeouts=timeouts)]
-        policy = write_policy(tmp_path / f"{name}.yaml", upstreams)
-        gateway = serve(output_dir, policy, f"gw-net-{name}", tmp_path / f"state-{name}")
+        upstreams = [upstream_entry(name, url, timeouts=timeouts)]
+        policy = write_policy(tmp_path / f"{name}.yaml", upstreams, LANES)
+        gateway = start_gateway(
+            f"gw-net-{name}", policy, output_dir, state=tmp_path / f"state-{name}"
+        )
         try:
             return [_measured(gateway, "interactive") for _ in range(3)]
         finally:

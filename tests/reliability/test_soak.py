@@ -22,8 +22,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.reliability.conftest import record_figures, serve, upstream_line, write_policy
-from tests.support.processes import Service
+from tests.reliability.conftest import record_figures
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 
 MINUTES = float(os.environ.get("LANEGATE_SOAK_MINUTES", "20"))
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(MINUTES * 60) + 240)]
@@ -113,9 +114,15 @@ def _settled_fds(pid: int, upstream_port: int) -> tuple[int, int]:
 
 def test_soak(sim: Service, output_dir: Path, tmp_path: Path) -> None:
     policy = write_policy(
-        tmp_path / "policy.yaml", [upstream_line("sim", sim.url, max_concurrency=4)], LANES
+        tmp_path / "policy.yaml", [upstream_entry("sim", sim.url, max_concurrency=4)], LANES
     )
-    gateway = serve(output_dir, policy, "gw-soak", tmp_path / "state", LANEGATE_ACCESS_LOG="false")
+    gateway = start_gateway(
+        "gw-soak",
+        policy,
+        output_dir,
+        state=tmp_path / "state",
+        env={"LANEGATE_ACCESS_LOG": "false"},
+    )
     pid = gateway.process.pid
     total_s = MINUTES * 60
     warmup_s = total_s / 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from gateway.lanes.classify import prompt_chars
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
 from gateway.serving.flow import CHARS_PER_TOKEN
-from tests.support.processes import Service, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import Service, running, start_gateway
 
 MODEL = "llama3.1:8b"
 KEY = "agent-key-for-tests"
@@ -61,15 +62,12 @@ classify:
 """
 
 
-def _sim(output_dir: Path) -> Service:
-    args = ["simulate", "--profile", "fast", "--seed", "7", "--chunk-interval-ms", "5"]
-    return start_lanegate("sim-agents", args, ready_path="/health", log_dir=output_dir)
+SIM_ARGS = ("--profile", "fast", "--seed", "7", "--chunk-interval-ms", "5")  # the module's `sim`
 
 
 def _gateway(output_dir: Path, policy: Path, name: str, ready: str = "/readyz") -> Service:
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
     env = {"LG_TEST_AGENT_KEY": KEY}
-    return start_lanegate(name, args, ready_path=ready, log_dir=output_dir, env=env)
+    return start_gateway(name, policy, output_dir, env=env, ready_path=ready)
 
 
 def _upstream(sim: Service, kind: str, apis: str | None) -> dict[str, object]:
@@ -85,27 +83,20 @@ def _upstream(sim: Service, kind: str, apis: str | None) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    service = _sim(output_dir)
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     sim: Service, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     # The simulator answers like Ollama and also like llama-server (Messages, rerank).
     upstream = _upstream(sim, "ollama", "[openai, ollama, anthropic, rerank]")
     policy = write_policy(tmp_path_factory.mktemp("agents") / "p.yaml", [upstream], POLICY)
-    service = _gateway(output_dir, policy, "gateway-agents")
-    yield service
-    service.stop()
+    with running(_gateway(output_dir, policy, "gateway-agents")) as service:
+        yield service
 
 
 @pytest.fixture
-def claude(gateway: Service) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0)
+def claude(gateway: Service) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0) as client:
+        yield client
 
 
 def _ledger_row(gateway: Service, request_id: str) -> dict[str, Any]:
@@ -175,15 +166,17 @@ def test_count_tokens_takes_no_slot_and_matches_usage(claude: anthropic.Anthropi
     assert raw.parse().input_tokens == made.usage.input_tokens
 
 
-def test_wrong_key_is_an_anthropic_authentication_error(gateway: Service) -> None:
-    wrong = anthropic.Anthropic(base_url=gateway.url, api_key="not-the-key", max_retries=0)
+def test_wrong_key_is_an_anthropic_authentication_error(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
+    wrong = closing(anthropic.Anthropic(base_url=gateway.url, api_key="not-the-key", max_retries=0))
     with pytest.raises(anthropic.AuthenticationError) as caught:
         wrong.messages.create(model=MODEL, max_tokens=5, messages=ASK)
     body = caught.value.body
     assert isinstance(body, dict) and body["type"] == "error"
     assert body["error"]["type"] == "authentication_error"
     # Claude Code and friends may send the key as a bearer token (ANTHROPIC_AUTH_TOKEN)
-    bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=KEY, max_retries=0)
+    bearer = closing(anthropic.Anthropic(base_url=gateway.url, auth_token=KEY, max_retries=0))
     assert bearer.messages.create(model=MODEL, max_tokens=1, messages=ASK).content
 
 
@@ -204,10 +197,14 @@ def clear_of_the_minute_edge(margin_s: float = 15.0) -> None:
         time.sleep(to_edge + 0.5)
 
 
-def test_budget_reserves_max_tokens_settles_usage_and_429s(gateway: Service) -> None:
+def test_budget_reserves_max_tokens_settles_usage_and_429s(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
     clear_of_the_minute_edge()
-    tight = anthropic.Anthropic(
-        base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "tight"}
+    tight = closing(
+        anthropic.Anthropic(
+            base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "tight"}
+        )
     )
     with tight.messages.stream(model=MODEL, max_tokens=40, messages=ASK) as stream:
         spent = stream.get_final_message().usage
@@ -234,9 +231,13 @@ def test_budget_reserves_max_tokens_settles_usage_and_429s(gateway: Service) -> 
         tight.messages.create(model=MODEL, max_tokens=BUDGET, messages=ASK)
 
 
-def test_a_full_lane_queue_is_an_anthropic_429_with_retry_after(gateway: Service) -> None:
-    solo = anthropic.Anthropic(
-        base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "solo"}
+def test_a_full_lane_queue_is_an_anthropic_429_with_retry_after(
+    gateway: Service, closing: Callable[[Any], Any]
+) -> None:
+    solo = closing(
+        anthropic.Anthropic(
+            base_url=gateway.url, api_key=KEY, max_retries=0, default_headers={"x-lane": "solo"}
+        )
     )
     with solo.messages.stream(model=MODEL, max_tokens=400, messages=ASK) as held:
         next(iter(held.text_stream))  # admitted and streaming: the lane's one slot is taken
@@ -282,12 +283,12 @@ def test_ollama_library_embeddings_and_model_management(gateway: Service) -> Non
 
 
 def test_an_upstream_that_does_not_serve_the_api_is_named(
-    sim: Service, output_dir: Path, tmp_path: Path
+    sim: Service, output_dir: Path, tmp_path: Path, closing: Callable[[Any], Any]
 ) -> None:
     policy = write_policy(tmp_path / "mlx.yaml", [_upstream(sim, "mlx", None)])
     service = _gateway(output_dir, policy, "gateway-mlx")
     try:
-        claude = anthropic.Anthropic(base_url=service.url, api_key="x", max_retries=0)
+        claude = closing(anthropic.Anthropic(base_url=service.url, api_key="x", max_retries=0))
         for call in (
             lambda: claude.messages.create(model=MODEL, max_tokens=5, messages=ASK),
             lambda: claude.messages.count_tokens(model=MODEL, messages=ASK),

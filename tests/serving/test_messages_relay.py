@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from tests.support.paths import DATA
-from tests.support.processes import Service, start_lanegate, write_policy
-from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.policies import policy_text, upstream_entry
+from tests.support.processes import Service
+from tests.support.scripted_upstream import Scenario, Script, ScriptedUpstream
 from tests.support.streams import split_into
 
 RECORDED = (DATA / "streams" / "llama-server__messages_stream.sse").read_bytes()
@@ -29,42 +29,18 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
-class Scenario:
-    def __init__(self) -> None:
-        self.script = Script(chunks=[RECORDED])
-
-    def __call__(self, request: SeenRequest) -> Script:
-        return self.script
+# What the module's `upstream` answers until a test sets `scenario.script`.
+SCRIPT = Script(chunks=[RECORDED])
 
 
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(scenario) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    upstreams = [
-        {
-            "name": "scripted",
-            "kind": "llamacpp",
-            "base_url": upstream.url,
-            "timeouts": {"connect": 1, "first_byte": 2, "idle": 1.0},
-        }
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text(
+    [
+        upstream_entry(
+            "scripted", "{url}", "llamacpp", timeouts={"connect": 1, "first_byte": 2, "idle": 1.0}
+        )
     ]
-    policy = write_policy(tmp_path_factory.mktemp("messages") / "p.yaml", upstreams)
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate("gateway-messages", args, ready_path="/healthz", log_dir=output_dir)
-    yield service
-    service.stop()
+)
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.conftest import DATA
-from tests.support.processes import Service, free_port, start_lanegate, write_policy
-from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
+from tests.support.policies import policy_text, upstream_entry, write_policy
+from tests.support.processes import Service, free_port, start_gateway
+from tests.support.scripted_upstream import Scenario, Script, ScriptedUpstream
 
 RECORDED = (DATA / "streams" / "llama-server__chat_stream_usage.sse").read_bytes()
 CHAT = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -23,51 +24,14 @@ def _split(body: bytes, size: int) -> list[bytes]:
     return [body[i : i + size] for i in range(0, len(body), size)]
 
 
-class Scenario:
-    """What the scripted upstream does next; tests set it before each request."""
-
-    def __init__(self) -> None:
-        self.script = Script(chunks=_split(RECORDED, 97))
-
-    def __call__(self, request: SeenRequest) -> Script:
-        return self.script
+# What the module's `upstream` answers until a test sets `scenario.script`.
+SCRIPT = Script(chunks=_split(RECORDED, 97))
 
 
-@pytest.fixture(scope="module")
-def scenario() -> Scenario:
-    return Scenario()
-
-
-@pytest.fixture(scope="module")
-def upstream(scenario: Scenario) -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(scenario) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = write_policy(
-        tmp_path_factory.mktemp("relay") / "policy.yaml",
-        [
-            {
-                "name": "scripted",
-                "kind": "llamacpp",
-                "base_url": upstream.url,
-                "timeouts": {"connect": 1, "first_byte": 1.5, "idle": 1.0},
-            }
-        ],
-    )
-    service = start_lanegate(
-        "gateway",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_MAX_BODY_BYTES": "65536"},
-    )
-    yield service
-    service.stop()
+TIMEOUTS = {"connect": 1, "first_byte": 1.5, "idle": 1.0}
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text([upstream_entry("scripted", "{url}", "llamacpp", timeouts=TIMEOUTS)])
+GATEWAY_ENV = {"LANEGATE_MAX_BODY_BYTES": "65536"}
 
 
 @pytest.fixture
@@ -181,8 +145,7 @@ def test_connection_refused_is_502(tmp_path: Path, output_dir: Path) -> None:
     policy = write_policy(
         tmp_path / "p.yaml", [{"name": "dead", "base_url": f"http://127.0.0.1:{dead}"}]
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    service = start_lanegate("gateway-dead", args, ready_path="/healthz", log_dir=output_dir)
+    service = start_gateway("gateway-dead", policy, output_dir)
     try:
         response = httpx.post(f"{service.url}/v1/chat/completions", json=CHAT, timeout=10)
         assert response.status_code == 502

@@ -12,10 +12,8 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import openai
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,7 +23,9 @@ from gateway.serving.event_framing import EventFramer
 from gateway.serving.stream_parser import Api
 from gateway.serving.usage import asking_body, should_ask, strip_usage_event
 from tests.conftest import DATA
-from tests.support.processes import Service, start_lanegate, write_policy
+from tests.support.clients import OpenAIClients
+from tests.support.policies import policy_text, upstream_entry
+from tests.support.processes import Service
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 from tests.support.streams import split_into
 
@@ -130,22 +130,8 @@ def upstream() -> Iterator[ScriptedUpstream]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    upstream: ScriptedUpstream, output_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    policy = write_policy(
-        tmp_path_factory.mktemp("usage") / "policy.yaml",
-        [{"name": "ollama", "kind": "ollama", "base_url": upstream.url}],
-    )
-    service = start_lanegate(
-        "gw-usage",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-    )
-    yield service
-    service.stop()
+GATEWAY_UPSTREAM = "upstream"
+GATEWAY_POLICY = policy_text([upstream_entry("ollama", "{url}", "ollama")])
 
 
 def ledger_tokens(service: Service, request_id: str) -> tuple[int | None, int | None]:
@@ -162,7 +148,7 @@ def ledger_tokens(service: Service, request_id: str) -> tuple[int | None, int | 
 
 
 def test_the_client_gets_the_stream_it_asked_for_and_the_ledger_the_usage(
-    gateway: Service, upstream: ScriptedUpstream
+    gateway: Service, upstream: ScriptedUpstream, openai_client: OpenAIClients
 ) -> None:
     with httpx.Client(base_url=gateway.url, timeout=10) as http:
         plain = http.post("/v1/completions", json=BODY, headers={"x-request-id": "plain"})
@@ -176,7 +162,7 @@ def test_the_client_gets_the_stream_it_asked_for_and_the_ledger_the_usage(
     sent = [json.loads(r.body) for r in upstream.requests if r.method == "POST"]
     assert [body["stream_options"] for body in sent[-2:]] == [{"include_usage": True}] * 2
     # The openai SDK reads it as a normal stream (no empty-choices chunk it did not ask for).
-    oa = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    oa = openai_client(gateway, "x")
     chunks = list(oa.completions.create(model="llama3.2", prompt="Why?", stream=True))
     assert chunks and all(chunk.choices for chunk in chunks)
     deadline = time.monotonic() + 10

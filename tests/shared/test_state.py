@@ -24,7 +24,8 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.policies import upstream_entry, write_policy
+from tests.support.processes import Service, start_gateway
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
@@ -60,18 +61,18 @@ def upstream() -> Iterator[ScriptedUpstream]:
         yield server
 
 
-def _policy(path: Path, upstream: ScriptedUpstream, extra: str = "") -> Path:
-    path.write_text(f"""
-upstreams:
-  - {{name: up, kind: openai, base_url: '{upstream.url}', max_concurrency: 8}}
-{extra}
+SHARED_LANES = """
 lanes:
-  - {{name: batch, priority: 10, max_concurrency: 3, queue_timeout: 60}}
-  - {{name: metered, priority: 20, max_concurrency: 8, tokens_per_day: 1000,
-      on_redis_down: closed}}
-classify: {{default_lane: batch, anonymous_lanes: [batch, metered]}}
-""")
-    return path
+  - {name: batch, priority: 10, max_concurrency: 3, queue_timeout: 60}
+  - {name: metered, priority: 20, max_concurrency: 8, tokens_per_day: 1000,
+      on_redis_down: closed}
+classify: {default_lane: batch, anonymous_lanes: [batch, metered]}
+"""
+
+
+def _policy(path: Path, upstream: ScriptedUpstream, extra: str = "") -> Path:
+    entry = upstream_entry("up", upstream.url, "openai", max_concurrency=8)
+    return write_policy(path, [entry], extra + SHARED_LANES)
 
 
 def _start(
@@ -84,11 +85,7 @@ def _start(
             "LANEGATE_REDIS_PREFIX": prefix,
             "LANEGATE_REDIS_LEASE_TTL": str(LEASE_TTL_S),
         }
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    return [
-        start_lanegate(f"gw{i}-{prefix}", args, ready_path="/healthz", log_dir=log_dir, env=shared)
-        for i in range(count)
-    ]
+    return [start_gateway(f"gw{i}-{prefix}", policy, log_dir, env=shared) for i in range(count)]
 
 
 def _stop(gateways: list[Service]) -> None:

@@ -1,4 +1,8 @@
-"""Start real lanegate processes (gateway, simulator) on free loopback ports, for tests."""
+"""Start real lanegate processes (gateway, simulator) on free loopback ports, for tests.
+
+`start_simulator` and `start_gateway` are the two everyone needs; `start_lanegate` starts any
+other subcommand (agent, ladder...). Each waits until the process answers on its ready path.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+from tests.support.policies import write_policy as write_policy  # moved; re-exported
+
+# A quick simulator: 5 ms to the first token, then one token every 5 ms.
+FAST_SIM = ("--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "5")
+AGENT_KEY = "agent-secret"  # the key of the `agent` fixture's signals
 
 
 def free_port() -> int:
@@ -30,6 +39,7 @@ class Service:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    policy: Path | None = None  # the policy file a gateway serves
 
     @property
     def url(self) -> str:
@@ -105,17 +115,29 @@ def running(service: Service) -> Iterator[Service]:
         service.stop()
 
 
-def write_policy(path: Path, upstreams: list[dict[str, object]], extra: str = "") -> Path:
-    lines = ["version: 1", "upstreams:"]
-    for upstream in upstreams:
-        lines.append(f"  - name: {upstream['name']}")
-        for key, value in upstream.items():
-            if key == "name":
-                continue
-            if isinstance(value, dict):
-                lines.append(f"    {key}:")
-                lines.extend(f"      {k}: {v}" for k, v in value.items())
-            else:
-                lines.append(f"    {key}: {value}")
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
+def start_simulator(name: str, log_dir: Path, *args: str, port: int | None = None) -> Service:
+    """`lanegate simulate ARGS`, ready once `/health` answers."""
+    return start_lanegate(
+        name, ["simulate", *args], ready_path="/health", log_dir=log_dir, port=port
+    )
+
+
+def start_gateway(
+    name: str,
+    policy: Path,
+    log_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    state: Path | None = None,
+    port: int | None = None,
+    ready_path: str = "/healthz",
+) -> Service:
+    """`lanegate serve --policy POLICY` on loopback; `state` is its LANEGATE_STATE_DIR (by
+    default a fresh folder under `log_dir`)."""
+    full_env = {**(env or {}), **({"LANEGATE_STATE_DIR": str(state)} if state else {})}
+    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
+    service = start_lanegate(
+        name, args, ready_path=ready_path, port=port, log_dir=log_dir, env=full_env
+    )
+    service.policy = policy
+    return service

@@ -2,17 +2,19 @@
 
 It sends exactly the bytes it is told, in the chunks it is told, and can misbehave on
 purpose (close before headers, hang, abort mid-stream), so tests can check byte-for-byte
-relaying and fault handling against a real socket. Runs its own asyncio loop in a thread.
+relaying and fault handling against a real socket. Runs its own asyncio loop in a thread
+(`LoopServer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from tests.support.loop_server import LoopServer
 
 
 @dataclass
@@ -34,57 +36,30 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class ScriptedUpstream:
+class Scenario:
+    """What the scripted upstream answers next: every request gets `script`, which a test sets
+    before its request (the `scenario` and `upstream` fixtures of tests/conftest.py)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def __call__(self, request: SeenRequest) -> Script:
+        return self.script
+
+
+class ScriptedUpstream(LoopServer):
     def __init__(self, script_for: Callable[[SeenRequest], Script]) -> None:
+        super().__init__()
         self.script_for = script_for
         self.requests: list[SeenRequest] = []
         self.disconnects: list[float] = []  # time.monotonic() when a client left mid-answer
         # POSTs (inference, not the gateway's GET probes) being answered now, and the most ever.
         self.in_flight = 0
         self.max_in_flight = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.Server | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ScriptedUpstream:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                request = await _read_request(reader)
-                if request is None:
-                    break
+            while (request := await _read_request(reader)) is not None:
                 self.requests.append(request)
                 counted = int(request.method == "POST")
                 self.in_flight += counted
@@ -94,8 +69,7 @@ class ScriptedUpstream:
                 finally:
                     self.in_flight -= counted
                 if not answered:
-                    break
-        writer.close()
+                    return
 
     async def _answer(
         self, script: Script, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

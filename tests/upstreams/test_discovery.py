@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +12,8 @@ from gateway.upstreams.client import create_client
 from gateway.upstreams.discovery import Discovery, read_inventory
 from gateway.upstreams.router import UpstreamRouter
 from tests.conftest import DATA
-from tests.support.processes import Service, free_port, start_lanegate
+from tests.support.clock import FakeClock
+from tests.support.processes import Service, free_port
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
 
@@ -22,12 +21,7 @@ def _spec(name: str, url: str, kind: UpstreamKind, slots: int = 4) -> UpstreamSp
     return UpstreamSpec(name, "local", kind, url, slots, Timeouts(connect_s=1))
 
 
-@pytest.fixture(scope="module")
-def sim(output_dir: Path) -> Iterator[Service]:
-    args = ["simulate", "--profile", "m2-mini-16gb"]
-    service = start_lanegate("sim-discovery", args, ready_path="/health", log_dir=output_dir)
-    yield service
-    service.stop()
+SIM_ARGS = ("--profile", "m2-mini-16gb")
 
 
 async def test_ollama_tags_and_ps(sim: Service) -> None:
@@ -92,20 +86,12 @@ async def test_non_json_answer_is_an_error_not_a_crash() -> None:
     assert result.inventory.models == frozenset()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_probes_open_a_dead_upstreams_breaker_and_close_a_recovered_one(
     sim: Service,
 ) -> None:
     """No request goes to the dead upstream; its breaker opens on probes alone. Once the
     cooldown passes, a successful probe (not a user's request) closes the breaker."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     router = UpstreamRouter(dict, clock, BreakerConfig(failures_to_open=3, cooldown_s=5))
     dead = create_client(_spec("dead", f"http://127.0.0.1:{free_port()}", UpstreamKind.OLLAMA))
     live = create_client(_spec("mini", sim.url, UpstreamKind.OLLAMA))
@@ -132,7 +118,7 @@ async def test_an_upstream_answering_errors_is_reachable_for_the_breaker() -> No
     def answer(request: SeenRequest) -> Script:
         return Script(chunks=[b"not here"], status=404, content_type="text/plain")
 
-    clock = Clock()
+    clock = FakeClock(100.0)
     router = UpstreamRouter(dict, clock, BreakerConfig(failures_to_open=1))
     with ScriptedUpstream(answer) as server:
         client = create_client(_spec("odd", server.url, UpstreamKind.OLLAMA))

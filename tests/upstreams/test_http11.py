@@ -60,6 +60,7 @@ class Plain:
         self.heads: list[bytes] = []
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -73,8 +74,15 @@ class Plain:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for handler in self._handlers:  # connections kept alive: closed before the loop is
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await asyncio.sleep(0)  # the closed transports' connection_lost callbacks run now
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
         self.connections += 1
         self.open_now += 1
         self.most_open = max(self.most_open, self.open_now)
@@ -92,6 +100,7 @@ class Plain:
             pass
         finally:
             self.open_now -= 1
+            self._handlers.discard(handler)
             writer.close()
 
 

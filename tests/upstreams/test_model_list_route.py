@@ -5,24 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import openai
+from tests.support.clients import OpenAIClients
+from tests.support.processes import start_gateway, start_simulator
 
-from tests.support.processes import start_lanegate
 
-
-def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> None:
-    mini = start_lanegate(
-        "sim-ml-mini",
-        ["simulate", "--profile", "m2-mini-16gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
-    m4 = start_lanegate(
-        "sim-ml-m4",
-        ["simulate", "--profile", "m4-max-64gb"],
-        ready_path="/health",
-        log_dir=output_dir,
-    )
+def test_models_merged_across_upstreams(
+    output_dir: Path, tmp_path: Path, openai_client: OpenAIClients
+) -> None:
+    mini = start_simulator("sim-ml-mini", output_dir, "--profile", "m2-mini-16gb")
+    m4 = start_simulator("sim-ml-m4", output_dir, "--profile", "m4-max-64gb")
     policy = tmp_path / "p.yaml"
     policy.write_text(
         "upstreams:\n"
@@ -31,15 +22,10 @@ def test_models_merged_across_upstreams(output_dir: Path, tmp_path: Path) -> Non
         "models:\n"
         "  llama-8b: {mini: 'llama3.1:8b', m4: 'llama3.1:8b'}\n"
     )
-    gateway = start_lanegate(
-        "gw-models",
-        ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz",
-        log_dir=output_dir,
-        env={"LANEGATE_DISCOVERY_INTERVAL": "0.2"},
-    )
+    env = {"LANEGATE_DISCOVERY_INTERVAL": "0.2"}
+    gateway = start_gateway("gw-models", policy, output_dir, env=env)
     try:
-        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+        client = openai_client(gateway, "any")
         deadline = time.monotonic() + 5
         owners: dict[str, str] = {}
         while time.monotonic() < deadline and "llama-8b" not in owners:

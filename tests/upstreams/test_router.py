@@ -4,20 +4,22 @@ breaker opens), and a stream that already started is never retried elsewhere."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.support.processes import Service, start_lanegate
+from tests.support.clients import OpenAIClients
+from tests.support.processes import FAST_SIM, Service, start_gateway, start_simulator
 
 MSGS = [{"role": "user", "content": "hello"}]
+Pair = tuple[Service, Service, Service]  # upstream a, upstream b, the gateway in front
 
 
 def _sim(name: str, output_dir: Path) -> Service:
-    args = ["simulate", "--profile", "fast", "--ttft-ms", "5", "--chunk-interval-ms", "20"]
-    return start_lanegate(name, args, ready_path="/health", log_dir=output_dir)
+    return start_simulator(name, output_dir, *FAST_SIM, "--chunk-interval-ms", "20")
 
 
 def _received(sim: Service) -> int:
@@ -25,7 +27,7 @@ def _received(sim: Service) -> int:
 
 
 @pytest.fixture
-def pair(output_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def pair(output_dir: Path, tmp_path: Path) -> Iterator[Pair]:
     first, second = _sim("sim-a", output_dir), _sim("sim-b", output_dir)
     policy = tmp_path / "p.yaml"
     policy.write_text(
@@ -33,16 +35,17 @@ def pair(output_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         f"  - {{name: a, kind: ollama, base_url: '{first.url}', timeouts: {{connect: 1}}}}\n"
         f"  - {{name: b, kind: ollama, base_url: '{second.url}', timeouts: {{connect: 1}}}}\n"
     )
-    args = ["serve", "--policy", str(policy), "--host", "127.0.0.1"]
-    gateway = start_lanegate("gw-failover", args, ready_path="/healthz", log_dir=output_dir)
+    gateway = start_gateway("gw-failover", policy, output_dir)
     yield first, second, gateway
     for service in (gateway, second, first):
         service.stop()
 
 
-def test_dead_upstream_is_skipped_and_its_breaker_opens(pair) -> None:  # type: ignore[no-untyped-def]
+def test_dead_upstream_is_skipped_and_its_breaker_opens(
+    pair: Pair, openai_client: OpenAIClients
+) -> None:
     first, second, gateway = pair
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    client = openai_client(gateway, "x")
     raw = client.chat.completions.with_raw_response.create(model="m", messages=MSGS, max_tokens=2)
     assert raw.headers["x-lanegate-upstream"] == "a"  # policy order when both are idle
     first.stop(signal.SIGKILL)
@@ -56,9 +59,9 @@ def test_dead_upstream_is_skipped_and_its_breaker_opens(pair) -> None:  # type: 
     assert 1 <= retries <= 5  # after 5 consecutive failures the breaker stops trying `a`
 
 
-def test_stream_that_started_is_not_retried(pair) -> None:  # type: ignore[no-untyped-def]
+def test_stream_that_started_is_not_retried(pair: Pair, openai_client: OpenAIClients) -> None:
     first, second, gateway = pair
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    client = openai_client(gateway, "x")
     stream = client.chat.completions.create(model="m", messages=MSGS, max_tokens=50, stream=True)
     with pytest.raises(openai.APIError) as caught:
         for index, _ in enumerate(stream):
@@ -68,7 +71,7 @@ def test_stream_that_started_is_not_retried(pair) -> None:  # type: ignore[no-un
     assert _received(second) == 0  # the started stream was not replayed on `b`
 
 
-def test_all_dead_gives_502_then_503_with_retry_after(pair) -> None:  # type: ignore[no-untyped-def]
+def test_all_dead_gives_502_then_503_with_retry_after(pair: Pair) -> None:
     first, second, gateway = pair
     first.stop(signal.SIGKILL)
     second.stop(signal.SIGKILL)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO, Service, start_lanegate
+from tests.support.processes import REPO, Service, running, start_simulator
 
 MODEL = "llama3:8b"
 FAST = ["--max-tokens", "16", "--prompt-tokens", "64", "--sample-interval", "0.5"]
@@ -18,11 +18,8 @@ FAST = ["--max-tokens", "16", "--prompt-tokens", "64", "--sample-interval", "0.5
 
 def knee_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     logs = tmp_path_factory.mktemp("sim")
-    service = start_lanegate(
-        "sim-knee", ["simulate", "--profile", "knee-demo"], ready_path="/api/tags", log_dir=logs
-    )
-    yield service
-    service.stop()
+    with running(start_simulator("sim-knee", logs, "--profile", "knee-demo")) as service:
+        yield service
 
 
 def ladder_cmd(base_url: str, out: Path, *args: str) -> list[str]:

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from gateway.tools.ladder.stats import percentile
-from tests.support.processes import REPO, Service, free_port, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import REPO, Service, free_port, start_gateway
 from tests.tools.ladder.cli import MODEL, ladder_cmd, read_csv, run_ladder
 
 pytestmark = pytest.mark.timeout(120)
@@ -219,10 +220,7 @@ def test_mix_runs_lanes_side_by_side_through_the_gateway(knee_sim: Service, tmp_
         [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
         MIX_LANES,
     )
-    gateway = start_lanegate(
-        "gateway-mix", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz", log_dir=tmp_path,
-    )  # fmt: skip
+    gateway = start_gateway("gateway-mix", policy, tmp_path)
     try:
         out = tmp_path / "run"
         result = run_ladder(
@@ -295,10 +293,7 @@ def test_mix_with_per_lane_api_keys(knee_sim: Service, tmp_path: Path) -> None:
         [{"name": "sim", "kind": "ollama", "base_url": knee_sim.url, "max_concurrency": 4}],
         MIX_LANES.replace("  anonymous_lanes: [interactive, batch, heartbeat]\n", "") + clients,
     )
-    gateway = start_lanegate(
-        "gateway-keys", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz", log_dir=tmp_path,
-    )  # fmt: skip
+    gateway = start_gateway("gateway-keys", policy, tmp_path)
     try:
         out = tmp_path / "run"
         result = run_ladder(

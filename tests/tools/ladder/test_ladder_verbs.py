@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Service, start_lanegate, write_policy
+from tests.support.policies import write_policy
+from tests.support.processes import Service, start_gateway
 from tests.tools.ladder.cli import ladder_verb, read_csv, run_ladder
 
 pytestmark = pytest.mark.timeout(120)
@@ -138,10 +139,7 @@ def test_a_live_gateway_with_offload_is_named_before_the_load_starts(
         ],
         OFFLOAD_POLICY,
     )
-    gateway = start_lanegate(
-        "gateway-offload", ["serve", "--policy", str(policy), "--host", "127.0.0.1"],
-        ready_path="/healthz", log_dir=tmp_path,
-    )  # fmt: skip
+    gateway = start_gateway("gateway-offload", policy, tmp_path)
     try:
         out = tmp_path / "run"
         result = run_ladder(

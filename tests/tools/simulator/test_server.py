@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -17,11 +18,9 @@ import openai
 import pytest
 
 from gateway.tools.simulator.engine import Profile
+from tests.support.clients import OpenAIClients
+from tests.support.threads import Worker
 from tests.tools.simulator.sim_harness import SimServer, running
-
-
-def oa(server: SimServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="sim", max_retries=0)
 
 
 def aoa(server: SimServer) -> openai.AsyncOpenAI:
@@ -34,8 +33,12 @@ MSGS: Any = [{"role": "user", "content": "Tell me about slots and queues, briefl
 # ------------------------------------------------------------------------ OpenAI-compatible
 
 
-def test_chat_nonstream_has_usage_and_length_finish(sim: SimServer) -> None:
-    out = oa(sim).chat.completions.create(model="llama3:8b", messages=MSGS, max_tokens=5)
+def test_chat_nonstream_has_usage_and_length_finish(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    out = openai_client(sim, "sim").chat.completions.create(
+        model="llama3:8b", messages=MSGS, max_tokens=5
+    )
     assert out.object == "chat.completion"
     assert out.choices[0].finish_reason == "length"
     assert out.choices[0].message.role == "assistant"
@@ -45,14 +48,16 @@ def test_chat_nonstream_has_usage_and_length_finish(sim: SimServer) -> None:
     assert out.usage.prompt_tokens == len("Tell me about slots and queues, briefly.") // 4
 
 
-def test_chat_default_limit_is_a_natural_stop(sim: SimServer) -> None:
-    out = oa(sim).chat.completions.create(model="llama3:8b", messages=MSGS)
+def test_chat_default_limit_is_a_natural_stop(sim: SimServer, openai_client: OpenAIClients) -> None:
+    out = openai_client(sim, "sim").chat.completions.create(model="llama3:8b", messages=MSGS)
     assert out.choices[0].finish_reason == "stop"
     assert out.usage is not None and out.usage.completion_tokens == sim.profile.default_max_tokens
 
 
-def test_chat_stream_role_first_one_delta_per_token_usage_last(sim: SimServer) -> None:
-    stream = oa(sim).chat.completions.create(
+def test_chat_stream_role_first_one_delta_per_token_usage_last(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    stream = openai_client(sim, "sim").chat.completions.create(
         model="llama3:8b",
         messages=MSGS,
         max_completion_tokens=6,
@@ -96,8 +101,8 @@ def test_async_chat_stream_and_completions(sim: SimServer) -> None:
     assert len(comp.split()) == 3
 
 
-def test_embeddings_are_deterministic_vectors(sim: SimServer) -> None:
-    client = oa(sim)
+def test_embeddings_are_deterministic_vectors(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     out = client.embeddings.create(model="nomic-embed-text", input=["alpha", "beta", "alpha"])
     vectors = [d.embedding for d in out.data]
     assert [d.index for d in out.data] == [0, 1, 2]
@@ -107,8 +112,8 @@ def test_embeddings_are_deterministic_vectors(sim: SimServer) -> None:
     assert out.usage.prompt_tokens == 3
 
 
-def test_responses_nonstream_and_stream(sim: SimServer) -> None:
-    client = oa(sim)
+def test_responses_nonstream_and_stream(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     resp = client.responses.create(model="llama3:8b", input="Say hi", max_output_tokens=4)
     assert resp.status == "incomplete" and resp.output_text
     assert resp.usage is not None and resp.usage.output_tokens == 4
@@ -129,8 +134,8 @@ def test_responses_nonstream_and_stream(sim: SimServer) -> None:
     assert final.status == "incomplete" and len(final.output_text.split()) == 3
 
 
-def test_models_list_retrieve_and_unknown(sim: SimServer) -> None:
-    client = oa(sim)
+def test_models_list_retrieve_and_unknown(sim: SimServer, openai_client: OpenAIClients) -> None:
+    client = openai_client(sim, "sim")
     assert [m.id for m in client.models.list()] == ["llama3:8b", "nomic-embed-text:latest"]
     assert client.models.retrieve("llama3:8b").id == "llama3:8b"
     with pytest.raises(openai.NotFoundError) as err:
@@ -144,46 +149,48 @@ def test_models_list_retrieve_and_unknown(sim: SimServer) -> None:
 
 
 def test_ollama_chat_generate_stream_and_not(sim: SimServer) -> None:
-    client = ollama.Client(host=sim.url)
-    parts = list(client.chat("llama3:8b", messages=MSGS, stream=True, options={"num_predict": 5}))
-    assert [p.done for p in parts] == [False] * 5 + [True]
-    final = parts[-1]
-    assert final.done_reason == "length" and final.eval_count == 5
-    assert final.total_duration and final.eval_duration and final.prompt_eval_count
-    assert final.total_duration >= final.eval_duration
-    whole = client.chat("llama3:8b", messages=MSGS, options={"num_predict": 5})
-    assert whole.message.content and whole.done
-    gen = client.generate("llama3:8b", prompt="Why?", options={"num_predict": -1})
-    assert gen.done_reason == "stop" and gen.eval_count == sim.profile.default_max_tokens
-    streamed = "".join(p.response or "" for p in client.generate("llama3:8b", "hi", stream=True))
-    assert streamed
+    with ollama.Client(host=sim.url) as client:
+        five = {"num_predict": 5}
+        parts = list(client.chat("llama3:8b", messages=MSGS, stream=True, options=five))
+        assert [p.done for p in parts] == [False] * 5 + [True]
+        final = parts[-1]
+        assert final.done_reason == "length" and final.eval_count == 5
+        assert final.total_duration and final.eval_duration and final.prompt_eval_count
+        assert final.total_duration >= final.eval_duration
+        whole = client.chat("llama3:8b", messages=MSGS, options={"num_predict": 5})
+        assert whole.message.content and whole.done
+        gen = client.generate("llama3:8b", prompt="Why?", options={"num_predict": -1})
+        assert gen.done_reason == "stop" and gen.eval_count == sim.profile.default_max_tokens
+        chunks = client.generate("llama3:8b", "hi", stream=True)
+        streamed = "".join(p.response or "" for p in chunks)
+        assert streamed
 
 
 def test_ollama_listing_show_embed_and_errors(sim: SimServer) -> None:
-    client = ollama.Client(host=sim.url)
-    tags = client.list()
-    assert [m.model for m in tags.models] == ["llama3:8b", "nomic-embed-text:latest"]
-    first = tags.models[0]
-    assert first.digest and len(first.digest) == 64 and first.size == 4_661_224_676
-    assert first.details and first.details.quantization_level == "Q4_0"
-    ps = client.ps()
-    assert ps.models[0].size_vram and ps.models[0].expires_at and ps.models[0].context_length
-    show = client.show("llama3:8b")
-    assert show.capabilities == ["completion"] and show.modelinfo
-    emb = client.embed("nomic-embed-text", input=["a", "b"])
-    assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == sim.profile.embedding_dim
-    with pytest.raises(ollama.ResponseError) as err:
-        client.chat("missing", messages=MSGS)
-    assert err.value.status_code == 404 and "not found" in err.value.error
-    loaded = client.generate("llama3:8b", prompt="")
-    assert loaded.done_reason == "load"
+    with ollama.Client(host=sim.url) as client:
+        tags = client.list()
+        assert [m.model for m in tags.models] == ["llama3:8b", "nomic-embed-text:latest"]
+        first = tags.models[0]
+        assert first.digest and len(first.digest) == 64 and first.size == 4_661_224_676
+        assert first.details and first.details.quantization_level == "Q4_0"
+        ps = client.ps()
+        assert ps.models[0].size_vram and ps.models[0].expires_at and ps.models[0].context_length
+        show = client.show("llama3:8b")
+        assert show.capabilities == ["completion"] and show.modelinfo
+        emb = client.embed("nomic-embed-text", input=["a", "b"])
+        assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == sim.profile.embedding_dim
+        with pytest.raises(ollama.ResponseError) as err:
+            client.chat("missing", messages=MSGS)
+        assert err.value.status_code == 404 and "not found" in err.value.error
+        loaded = client.generate("llama3:8b", prompt="")
+        assert loaded.done_reason == "load"
 
 
 def test_async_ollama_client(sim: SimServer) -> None:
     async def main() -> list[Any]:
-        client = ollama.AsyncClient(host=sim.url)
-        stream = await client.chat("llama3:8b", messages=MSGS, stream=True)
-        return [p async for p in stream]
+        async with ollama.AsyncClient(host=sim.url) as client:
+            stream = await client.chat("llama3:8b", messages=MSGS, stream=True)
+            return [p async for p in stream]
 
     parts = asyncio.run(main())
     assert parts[-1].done and parts[-1].done_reason == "stop"
@@ -212,8 +219,10 @@ def test_plain_endpoints(sim: SimServer) -> None:
 # --------------------------------------------------------------------- behaviour under load
 
 
-def test_same_seed_same_text_and_reset_replays(sim: SimServer) -> None:
-    client = oa(sim)
+def test_same_seed_same_text_and_reset_replays(
+    sim: SimServer, openai_client: OpenAIClients
+) -> None:
+    client = openai_client(sim, "sim")
 
     def ask(**extra: Any) -> str:
         out = client.chat.completions.create(model="llama3:8b", messages=MSGS, **extra)
@@ -249,12 +258,12 @@ def test_third_request_waits_for_a_free_slot(sim: SimServer) -> None:
     results: dict[str, dict[str, Any]] = {rid: {} for rid in ("a", "b", "c")}
     threads = []
     for rid in ("a", "b", "c"):
-        t = threading.Thread(target=_stream_times, args=(sim.url, rid, 30, results[rid]))
+        t = Worker(functools.partial(_stream_times, sim.url, rid, 30, results[rid]))
         t.start()
         threads.append(t)
         time.sleep(0.03)  # arrival order a, b, c
     for t in threads:
-        t.join()
+        t.check(30)
     # 30 tokens take ~0.28 s with two streams: whichever request got the slots last only
     # starts once one of the others has finished (thread start-up may reorder arrivals).
     first, *_, late = sorted(results.values(), key=lambda r: r["first"])
@@ -266,11 +275,11 @@ def test_third_request_waits_for_a_free_slot(sim: SimServer) -> None:
 
 def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
     results: dict[str, Any] = {}
-    waiter = threading.Thread(target=_stream_times, args=(sim.url, "queued", 3, results))
+    waiter = Worker(functools.partial(_stream_times, sim.url, "queued", 3, results))
     body = {"model": "llama3:8b", "messages": MSGS, "max_tokens": 400, "stream": True}
     with httpx.Client(timeout=30) as client:
         hang_up = threading.Event()
-        other = threading.Thread(target=_stream_times, args=(sim.url, "other", 400, {}, hang_up))
+        other = Worker(functools.partial(_stream_times, sim.url, "other", 400, {}, hang_up))
         other.start()
         _wait_for(lambda: sim.stats()["active"] == 1)
         with client.stream(
@@ -283,7 +292,7 @@ def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
             _wait_for(lambda: sim.stats()["queued"] == 1)
             closed_at = time.monotonic()
         # leaving the block closes the connection mid-stream
-    waiter.join()
+    waiter.check(30)
     _wait_for(lambda: bool(sim.stats()["cancels"]))
     cancel = sim.stats()["cancels"][0]
     assert cancel["request_id"] == "gone"
@@ -292,7 +301,7 @@ def test_cancel_is_recorded_quickly_and_frees_the_slot(sim: SimServer) -> None:
     # The queued request started right after the cancel, long before "other" could finish.
     assert results["first"] - closed_at < 0.5
     hang_up.set()
-    other.join()
+    other.check(30)
 
 
 def _wait_for(condition: Any, timeout: float = 3.0) -> None:
@@ -302,7 +311,7 @@ def _wait_for(condition: Any, timeout: float = 3.0) -> None:
         time.sleep(0.01)
 
 
-def test_queue_full_answers_503_in_each_shape() -> None:
+def test_queue_full_answers_503_in_each_shape(openai_client: OpenAIClients) -> None:
     tight = Profile(
         name="tight",
         models=(),
@@ -314,7 +323,7 @@ def test_queue_full_answers_503_in_each_shape() -> None:
         default_max_tokens=100,
     )
     with running(tight) as server:
-        holder = threading.Thread(target=_stream_times, args=(server.url, "hold", 60, {}))
+        holder = Worker(functools.partial(_stream_times, server.url, "hold", 60, {}))
         holder.start()
         _wait_for(lambda: server.stats()["active"] == 1)
         native = httpx.post(server.url + "/api/generate", json={"model": "m", "prompt": "x"})
@@ -323,11 +332,11 @@ def test_queue_full_answers_503_in_each_shape() -> None:
             "error": "server busy, please try again.  maximum pending requests exceeded"
         }
         with pytest.raises(openai.InternalServerError) as err:
-            oa(server).chat.completions.create(model="m", messages=MSGS)
+            openai_client(server, "sim").chat.completions.create(model="m", messages=MSGS)
         assert err.value.status_code == 503
         assert err.value.body["type"] == "api_error"  # type: ignore[index]
         assert server.stats()["rejected"] == 2
-        holder.join()
+        holder.check(30)
 
 
 # ------------------------------------------------------------------------------ fixed mode
@@ -338,7 +347,8 @@ def test_fixed_mode_waits_ttft_then_chunks(fixed_sim: SimServer) -> None:
     _stream_times(fixed_sim.url, "f", 10, out)
     assert out["first"] - out["sent"] >= 0.03
     assert out["last"] - out["first"] >= 9 * 0.002 * 0.8
-    parts = list(ollama.Client(host=fixed_sim.url).generate("anything", "x", stream=True))
+    with ollama.Client(host=fixed_sim.url) as client:
+        parts = list(client.generate("anything", "x", stream=True))
     assert len(parts) == fixed_sim.profile.default_max_tokens + 1
 
 

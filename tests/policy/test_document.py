@@ -1,4 +1,5 @@
-"""Lanes, clients and classify sections: broken files name file, line and field."""
+"""The whole policy document: sections assembled, cross-section checks (file, line, field),
+defaults, the schema, and the shipped policies."""
 
 from __future__ import annotations
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from gateway.policy import PolicyError, load_policy_text
 from gateway.tools.ladder.gates import SloThresholds
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 BASE = """version: 1
 upstreams:
   - {name: mini, kind: ollama, base_url: "http://127.0.0.1:11434", max_concurrency: 4}
