@@ -62,7 +62,7 @@ def _stop(demo: subprocess.Popen[str]) -> int:
     demo.send_signal(signal.SIGINT)
     try:
         # communicate, not wait: it drains both pipes (a full one would block the demo's exit).
-        demo.communicate(timeout=60)
+        demo.communicate(timeout=120)  # the gateway drains up to 30 s; a busy machine is slow
     except subprocess.TimeoutExpired:
         demo.kill()  # its children may still hold the pipes: do not read them to the end
         demo.wait()

@@ -80,7 +80,12 @@ def test_all_dead_gives_502_then_503_with_retry_after(pair: Pair) -> None:
     for _ in range(6):
         response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=10)
         statuses.append(response.status_code)
-    assert statuses[:5] == [502] * 5  # each tried `a`, then `b`, which answered for both
-    assert statuses[5] == 503  # both breakers open: refused at once
+    # Each tried `a`, then `b` (one 502 for both), until both breakers opened (5 failures
+    # each; a discovery probe of a dead upstream counts one too, so it may come sooner):
+    # from then on refused at once.
+    assert 503 in statuses, statuses
+    opened = statuses.index(503)
+    assert 1 <= opened <= 5 and statuses[:opened] == [502] * opened, statuses
+    assert statuses[opened:] == [503] * (len(statuses) - opened), statuses
     assert response.json()["error"]["code"] == "no_upstream"
     assert 1 <= int(response.headers["retry-after"]) <= 120
