@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
-    BadRequest,
     ErrorShape,
     Forbidden,
     GatewayError,
-    RateLimited,
     RetryElsewhere,
     ServiceUnavailable,
     UpstreamUnavailable,
@@ -49,6 +47,7 @@ from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
 from gateway.serving import anthropic_headers
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
+from gateway.serving.outcomes import over_budget, rejected, tokens_used
 from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.routes import Route
@@ -154,7 +153,7 @@ class RequestFlow:
         except GatewayError as error:
             error.headers.update({k.decode(): v.decode() for k, v in extra})
             await send_error(send, error, route.shape, request_id)
-            record = _rejected(error.status, error.code, received_at, self.clock())
+            record = rejected(error.status, error.code, received_at, self.clock())
         except asyncio.CancelledError:
             if exchange.reason not in (CLIENT_LEFT, DRAINING):
                 raise
@@ -163,14 +162,17 @@ class RequestFlow:
             if exchange.reason == DRAINING:  # cut before the relay started: a plain 503
                 await _try_send(send, cut_error(), route, request_id)
             status = 499 if exchange.reason == CLIENT_LEFT else 503  # 499: left while queued
-            record = _rejected(status, exchange.reason, received_at, self.clock())
+            record = rejected(status, exchange.reason, received_at, self.clock())
         finally:
             self.active.discard(exchange)
             exchange.close()
             if admitted is not None:
                 admitted.ticket.release()
         if admitted is not None:
-            self.budgets.settle(admitted.reservation, _tokens_used(record, admitted))
+            self.budgets.settle(
+                admitted.reservation,
+                tokens_used(record, admitted.prompt_estimate, admitted.estimate),
+            )
         if record.usage_clamped and sending is not None:
             _log_clamped_usage(self.clamped_logged, sending.upstream)
         queue_s = admitted.ticket.queue_s if admitted is not None else None
@@ -232,7 +234,7 @@ class RequestFlow:
         reservation = await self.budgets.hold(lane, client, estimate)
         if isinstance(reservation, Refusal):
             anthropic = route.shape is ErrorShape.ANTHROPIC
-            raise _over_budget(reservation, self.wall_clock() if anthropic else None)
+            raise over_budget(reservation, self.wall_clock() if anthropic else None)
         gate = runtime.remote_gate if pool is not None and runtime.remote_gate else runtime.gate
         try:
             ticket = await gate.acquire(lane, client)
@@ -354,56 +356,6 @@ def served_by(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpe
 
 def _what(route: Route) -> str:
     return f"{route.method} {route.path}"
-
-
-def _over_budget(refusal: Refusal, anthropic_now: float | None = None) -> GatewayError:
-    scope = f"{refusal.scope[0]} {refusal.scope[1]!r}"
-    if refusal.never_fits:
-        return BadRequest(
-            f"this request may use up to {refusal.requested} tokens, more than the "
-            f"{refusal.limit} per {refusal.window} that {scope} allows; lower max_tokens",
-            code="token_budget",
-            param="max_tokens",
-        )
-    seconds = max(1, math.ceil(refusal.retry_after_s))
-    headers = {"retry-after": str(seconds)}
-    if anthropic_now is not None:  # Anthropic clients read the window from these
-        left = refusal.limit - refusal.used - refusal.reserved
-        window = anthropic_headers.tokens_headers(refusal.limit, left, seconds, anthropic_now)
-        headers.update((k.decode(), v.decode()) for k, v in window)
-    return RateLimited(
-        f"{scope} has used its token budget for this {refusal.window} "
-        f"({refusal.used + refusal.reserved}/{refusal.limit}); retry in {seconds} s",
-        code="token_budget",
-        headers=headers,
-    )
-
-
-def _tokens_used(record: RequestRecord, admitted: Admitted) -> int:
-    """Real usage when the upstream said; otherwise the prompt estimate plus what was counted."""
-    if record.prompt_tokens is not None and record.completion_tokens is not None:
-        return record.prompt_tokens + record.completion_tokens
-    if record.completion_tokens is not None:
-        return admitted.prompt_estimate + record.completion_tokens
-    if record.status >= 400 or record.status == 0:
-        return 0  # refused or failed before generating: nothing was spent upstream
-    return admitted.estimate
-
-
-def _rejected(status: int, code: str, received_at: float, now: float) -> RequestRecord:
-    return RequestRecord(
-        ttft_s=None,
-        gap_max_s=None,
-        gap_p95_s=None,
-        duration_s=now - received_at,
-        prompt_tokens=None,
-        completion_tokens=None,
-        tokens_estimated=False,
-        chunks=0,
-        status=status,
-        error=code,
-        rejected=True,
-    )
 
 
 def _offload_pool(
