@@ -44,6 +44,15 @@ def calibration(llama_binary: Path, output_dir: Path) -> Calibration:
             f"{ATTEMPTS} attempts ({'; '.join(problems)}), so its numbers would measure them; "
             "rerun on a quieter machine (table in test-output/calibration.md)"
         )
+    llama = by_concurrency(result.llama)
+    one, full = llama[1].aggregate_tps, llama[SLOTS].aggregate_tps
+    if full <= one:
+        pytest.skip(
+            f"calibration: on this host ({result.machine}) llama-server gains nothing from "
+            f"batching ({one:.0f} tok/s with 1 stream, {full:.0f} with {SLOTS}: its batched "
+            "decode step costs more than the streams it serves), so the simulator's profile "
+            "cannot be checked against it here (table in test-output/calibration.md)"
+        )
     return result
 
 
