@@ -115,7 +115,9 @@ class Budgets:
         self.ledger = BudgetLedger()
         self.store = store
         self.wall_clock = wall_clock
-        self._flusher = Periodic(self._flush_logged, FLUSH_INTERVAL_S)
+        # A failed flush is logged with its traceback and run again by Periodic, like every
+        # background step (no wrapper of its own).
+        self._flusher = Periodic(self.flush, FLUSH_INTERVAL_S, name="budget spend flush")
 
     async def start(self) -> None:
         if self.store is None:
@@ -141,12 +143,6 @@ class Budgets:
         if rows and self.store is not None:
             tuples = [(r.scope[0], r.scope[1], r.window, r.index, r.tokens) for r in rows]
             await asyncio.to_thread(self.store.write, tuples)
-
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("could not write budget spend; will retry in %s s", FLUSH_INTERVAL_S)
 
     # -- the request path --------------------------------------------------------------------
     def reserve(
