@@ -224,3 +224,14 @@ def retry_after_s(
 def check_enqueue(lane: LaneSpec, queue_depth: int) -> str | None:
     """``"lane_queue_full"`` when the lane's queue already holds ``max_queue`` waiters."""
     return QUEUE_FULL if queue_depth >= lane.max_queue else None
+
+
+SERVICE_WEIGHT = 0.1  # the weight of the newest slot-holding time in a lane's moving mean
+
+
+def service_mean(mean_s: float | None, held_s: float) -> float:
+    """A lane's moving mean of how long its requests hold a slot (what `retry_after_s`
+    reads): the first sample as it is, then each new one weighted `SERVICE_WEIGHT`."""
+    if mean_s is None:
+        return held_s
+    return (1 - SERVICE_WEIGHT) * mean_s + SERVICE_WEIGHT * held_s

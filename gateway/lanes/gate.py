@@ -234,8 +234,8 @@ class LaneGate:
 
     def _release(self, ticket: Ticket) -> None:
         held = self.clock() - ticket.admitted_at
-        mean = self._service_s.get(ticket.lane.name)
-        self._service_s[ticket.lane.name] = held if mean is None else 0.9 * mean + 0.1 * held
+        name = ticket.lane.name
+        self._service_s[name] = admission.service_mean(self._service_s.get(name), held)
         if ticket.lease is not None and self.shared is not None:
             self.shared.give_back(ticket.lease, ticket.lane, ticket.client)
         self._count_names(ticket.lane.name, ticket.client.name if ticket.client else None, -1)

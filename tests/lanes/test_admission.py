@@ -25,6 +25,7 @@ from gateway.lanes.admission import (
     effective_priority,
     next_to_admit,
     retry_after_s,
+    service_mean,
 )
 from gateway.policy.spec import ClientSpec, LaneSpec
 
@@ -616,3 +617,15 @@ def test_batch_starves_without_aging_and_not_with_it() -> None:
     admitted = saturate(2, 10, dp=10, service=4, gap=1, max_queue=5, t_batch=3, horizon=2000)
     bound = starvation_bound(2, 10, 10, 4, 5)  # 100 + 3 * 4
     assert admitted is not None and 100 <= admitted - 3 <= bound
+
+
+def test_the_service_mean_starts_at_the_first_sample_then_moves_a_tenth_of_the_way() -> None:
+    assert service_mean(None, 4.0) == 4.0
+    assert service_mean(4.0, 14.0) == pytest.approx(5.0)
+
+
+@given(st.floats(0, 1e4), st.floats(0, 1e4))
+def test_the_service_mean_stays_between_the_old_mean_and_the_new_sample(
+    mean: float, held: float
+) -> None:
+    assert min(mean, held) - 1e-9 <= service_mean(mean, held) <= max(mean, held) + 1e-9
