@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from gateway.serving.stream_parser import Api, StreamScanner
+from tests.bench.figures import completion_tokens
 
 log = logging.getLogger("bench.loadgen")
 
@@ -23,6 +24,7 @@ class Sample:
     e2e: float
     status: int
     upstream: str | None = None  # x-lanegate-upstream, through the gateway
+    completion_tokens: int | None = None  # a non-streamed answer's usage, when it has one
 
 
 def session(concurrency: int) -> aiohttp.ClientSession:
@@ -43,6 +45,7 @@ async def one(
     (counted as an error by the scenarios), not the end of the benchmark."""
     started = time.perf_counter()
     ttft: float | None = None
+    tokens: int | None = None
     headers = {"content-type": "application/json", **(headers or {})}
     try:
         async with http.post(url, data=body, headers=headers) as response:
@@ -52,13 +55,14 @@ async def one(
                     if ttft is None and scanner.feed(chunk):
                         ttft = time.perf_counter() - started
             else:
-                await response.read()
+                raw = await response.read()
+                tokens = completion_tokens(raw) if response.status == 200 else None
             status = response.status
             upstream = response.headers.get("x-lanegate-upstream")
     except (aiohttp.ClientError, TimeoutError) as exc:  # TimeoutError: the session's total
         log.warning("%s: %s: %s", url, type(exc).__name__, exc)
         return Sample(None, time.perf_counter() - started, 0)
-    return Sample(ttft, time.perf_counter() - started, status, upstream)
+    return Sample(ttft, time.perf_counter() - started, status, upstream, tokens)
 
 
 async def sequential(

@@ -21,6 +21,21 @@ GOALS = (
     ("S5", "batch_throughput_ratio", 0.7, ">="),
     ("S6", "arms.lanegate_adaptive.interactive_p95_ratio", 1.3, "<="),
     ("S6", "arms.lanegate_adaptive.batch_share_of_direct", 0.8, ">="),
+    ("S6", "arms.lanegate_preempt.interactive_p95_ratio", 1.3, "<="),
+    ("S6", "arms.lanegate_preempt.batch_share_of_direct", 0.8, ">="),
+    # Preemption threw away <= 10% of batch's generated tokens (null: not measured).
+    ("S6", "arms.lanegate_preempt.thrown_share", 0.1, "<="),
+    ("S6f", "arms.lanegate_adaptive.interactive_p95_ratio", 1.3, "<="),
+    ("S6f", "arms.lanegate_adaptive.batch_share_of_direct", 0.8, ">="),
+    ("S6f", "arms.lanegate_preempt.interactive_p95_ratio", 1.3, "<="),
+    ("S6f", "arms.lanegate_preempt.batch_share_of_direct", 0.8, ">="),
+    ("S6f", "arms.lanegate_preempt.thrown_share", 0.1, "<="),
+    # Issue #17 on the simulated M2 mini + M4 Max, no hand caps, default early offload.
+    ("S7", "early_offload.settled_p95_ratio", 2.0, "<="),
+    ("S7", "early_offload.batch_share_of_direct", 1.0, ">="),
+    # The demo's first minute, client side and as its dashboard shows it.
+    ("S9", "client.settled_p95_ratio", 2.0, "<="),
+    ("S9", "dashboard_ttft_p95_ratio", 2.0, "<="),
 )
 
 
@@ -37,18 +52,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     scenarios = results["scenarios"]
-    for scenario, key, goal, op in GOALS:
-        if scenario not in scenarios:
-            continue
-        value = scenarios[scenario]
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None:
-            continue
-        met = value <= goal if op == "<=" else value >= goal
-        lines.append(
-            f"| {scenario} | {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |"
-        )
+    lines += goal_rows(scenarios)
     lines += [
         "",
         "| scenario | direct | gateway | gateway CPU ms/request | CPU-bound in gateway phase |",
@@ -58,28 +62,9 @@ def markdown(results: dict[str, Any]) -> str:
         if "rounds" in data:
             lines.append(_row(name, data))
     if "S7" in scenarios:
-        s7 = scenarios["S7"]
-        lines += [
-            "",
-            "| S7 (M2 mini + M4 Max remote) | interactive TTFT p50 / p95 | p95 ÷ baseline p95 "
-            "| batch req/s |",
-            "|---|---|---|---|",
-        ]
-        for side in ("lanes_only", "offload"):
-            d = s7[side]
-            lines.append(
-                f"| {side} | {d['interactive_ttft_p50_ms']:.0f} / "
-                f"{d['interactive_ttft_p95_ms']:.0f} ms | ×{d['interactive_p95_ratio']:.2f} "
-                f"| {d['batch_per_s']:.2f} |"
-            )
-        moved = s7["offload"]
-        if "after_move_ttft_p95_ms" in moved:
-            ratio = moved["after_move_ttft_p95_ms"] / s7["baseline_ttft_p95_ms"]
-            lines.append(
-                f"| offload, after the move at {moved['moved_after_s']:.0f} s "
-                f"({moved['after_move_samples']} chats) | {moved['after_move_ttft_p50_ms']:.0f} / "
-                f"{moved['after_move_ttft_p95_ms']:.0f} ms | ×{ratio:.2f} | |"
-            )
+        lines += ["", *s7_table(scenarios["S7"])]
+    if "S9" in scenarios:
+        lines += ["", *s9_lines(scenarios["S9"])]
     if "S8" in scenarios and "handoff" in scenarios["S8"]:
         s8 = scenarios["S8"]
         handoff = s8["handoff"]
@@ -132,6 +117,26 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def goal_rows(scenarios: dict[str, Any]) -> list[str]:
+    """A row per goal of a scenario that ran; a figure the run did not produce (e.g. the
+    preemption counters of a gateway without them) says so instead of vanishing."""
+    rows = []
+    for scenario, key, goal, op in GOALS:
+        if scenario not in scenarios:
+            continue
+        value = scenarios[scenario]
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            rows.append(f"| {scenario} | {key} | not measured | {op} {goal} | — |")
+            continue
+        met = value <= goal if op == "<=" else value >= goal
+        rows.append(
+            f"| {scenario} | {key} | {value:.3f} | {op} {goal} | {'yes' if met else 'NO'} |"
+        )
+    return rows
+
+
 def _row(name: str, data: dict[str, Any]) -> str:
     last = data["rounds"][-1]
     direct, gateway = last["direct"], last["gateway"]
@@ -151,3 +156,80 @@ def _row(name: str, data: dict[str, Any]) -> str:
     cpu = data.get("gateway_cpu_ms_per_request")
     cpu_text = f"{cpu:.3f}" if cpu is not None else "-"
     return f"| {name} | {what[0]} | {what[1]} | {cpu_text} | {', '.join(bound) or 'none'} |"
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"×{value:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f} ms"
+
+
+def s7_table(s7: dict[str, Any]) -> list[str]:
+    """S7's arms (tests/bench/remote.py), issue #17's rows for early offload."""
+    lines = [
+        f"S7 (M2 mini + M4 Max remote, {s7.get('seconds_per_arm', 0):.0f} s per arm, baseline "
+        f"p95 {s7['baseline_ttft_p95_ms']:.0f} ms):",
+        "",
+        "| arm | chat p50 / p95 (chats) | p95 ÷ baseline | from 5 s after batch: p95 (chats) "
+        "| ÷ baseline | batch req/s | ÷ direct |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in ("direct", "lanes_only", "offload", "early_offload"):
+        if arm not in s7:
+            continue
+        d = s7[arm]
+        share = d.get("batch_share_of_direct")
+        lines.append(
+            f"| {arm} | {d['interactive_ttft_p50_ms']:.0f} / {d['interactive_ttft_p95_ms']:.0f} "
+            f"ms ({d['interactive_samples']}) | {_x(d['interactive_p95_ratio'])} "
+            f"| {_ms(d.get('settled_ttft_p95_ms'))} ({d.get('settled_samples', 0)}) "
+            f"| {_x(d.get('settled_p95_ratio'))} | {d['batch_per_s']:.2f} "
+            f"| {'—' if share is None else f'{share:.0%}'} |"
+        )
+    moved = s7.get("offload", {})
+    if "after_move_ttft_p95_ms" in moved:
+        ratio = moved["after_move_ttft_p95_ms"] / s7["baseline_ttft_p95_ms"]
+        lines.append(
+            f"| offload, after the move at {moved['moved_after_s']:.0f} s "
+            f"({moved['after_move_samples']} chats) | {moved['after_move_ttft_p50_ms']:.0f} / "
+            f"{moved['after_move_ttft_p95_ms']:.0f} ms | ×{ratio:.2f} | | | | |"
+        )
+    for name, met in s7.get("criteria", {}).items():
+        lines.append(f"\nS7 early_offload {name}: {_verdict(met)}")
+    return lines
+
+
+def s9_lines(s9: dict[str, Any]) -> list[str]:
+    """The demo's first minute: the client's view next to the dashboard's."""
+    if "error" in s9:
+        return [f"S9 (the demo's first minute): {s9['error']}", *s9.get("log", [])]
+    client, view = s9["client"], s9["dashboard"]
+    offload = view["offload"]
+    limits = ", ".join(f"{lane} {limit}" for lane, limit in view["adaptive_limits"].items())
+    remote = ", ".join(f"{lane} {n}" for lane, n in view["remote_in_flight"].items() if n)
+    return [
+        f"S9 (the demo's first minute, `lanegate demo`; baseline p95 "
+        f"{s9['baseline_ttft_p95_ms']:.0f} ms, the mini direct):",
+        "",
+        "| view | chat TTFT p50 / p95 | p95 ÷ baseline | queue wait p95 |",
+        "|---|---|---|---|",
+        f"| client, the whole minute ({client['interactive_samples']} chats) "
+        f"| {client['interactive_ttft_p50_ms']:.0f} / {client['interactive_ttft_p95_ms']:.0f} ms "
+        f"| {_x(client['interactive_p95_ratio'])} | |",
+        f"| client, from 5 s after batch ({client['settled_samples']} chats) | — / "
+        f"{_ms(client['settled_ttft_p95_ms'])} | {_x(client['settled_p95_ratio'])} | |",
+        f"| dashboard, interactive 1m ({view['ttft_count']} chats) | {_ms(view['ttft_p50_ms'])} "
+        f"/ {_ms(view['ttft_p95_ms'])} | {_x(s9['dashboard_ttft_p95_ratio'])} "
+        f"| {_ms(view['queue_wait_p95_ms'])} |",
+        "",
+        f"Dashboard at 60 s: adaptive limits {limits or 'none'}; on the remote pool "
+        f"{remote or 'nothing'}; offload banner {offload['state']} ({offload['reason']}). "
+        f"Early offloads in the minute: {s9['early_offloads']}; limit changes: "
+        f"{s9['limit_changes']}; batch {client['batch_per_s']:.2f} req/s.",
+    ]
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("yes" if met else "NO")

@@ -5,8 +5,11 @@ chunks 5 ms apart); S3 64 concurrent tiny non-streamed requests (max req/s), wit
 (default), aiohttp and httpx upstream clients; S4 gateway RSS idle and after load; S5/S6
 lane isolation under mixed load (tests/bench/mixed.py) on the simulator's M2-mini profile,
 and S6 its arms (direct, hand caps, priorities-only adaptive: tests/bench/isolation.py) on
-llama.cpp's server; S7 the same load with a remote pool, lanes alone vs offload; S8 the
-admission cost of lanes shared through Redis (tests/bench/shared.py).
+llama.cpp's server, with S6's repeated message, and S6f the protected arms with a new message
+every turn; S7 the same load with a remote pool: direct, lanes alone, sustained offload and
+issue #17's policy (priorities only, early offload) (tests/bench/remote.py); S8 the admission
+cost of lanes shared through Redis (tests/bench/shared.py); S9 the demo (`make run`) under
+S7's load for its first minute, with what its dashboard shows.
 Writes bench-results/<time>.json and .md, and prints the markdown. Goals are reported,
 never asserted.
 
@@ -26,11 +29,14 @@ from typing import Any
 
 import uvloop
 
-from tests.bench import harness, isolation, loadgen, mixed, report, shared
+from tests.bench import harness, isolation, loadgen, mixed, remote, report, shared
 from tests.bench.harness import median
 from tests.support.processes import REPO, Service, start_lanegate
 
 CHAT = "/v1/chat/completions"
+S6_SECONDS = 200.0  # per isolation arm: >= 100 chats for the protected arms (docs/performance.md)
+# S6f, a new message every chat turn: the arms the question is about, to save time.
+FRESH_ARMS = ("direct_hand_capped", "lanegate_hand_caps", "lanegate_adaptive", "lanegate_preempt")
 
 
 def _body(stream: bool) -> bytes:
@@ -165,61 +171,26 @@ class Bench:
             gateway.stop()
             sim.stop()
 
-    async def s7_offload(self) -> dict[str, Any]:
-        """S5's mixed load with a remote simulator (M4 Max): lanes alone vs lanes + offload."""
-        local = start_lanegate(
-            "sim-m2-local",
-            ["simulate", "--profile", "m2-mini-16gb"],
-            ready_path="/health",
-            log_dir=self.workdir,
-        )
-        remote = start_lanegate(
-            "sim-m4-remote",
-            ["simulate", "--profile", "m4-max-64gb"],
-            ready_path="/health",
-            log_dir=self.workdir,
-        )
-        load = mixed.MixedLoad(model="llama3.1:8b", duration_s=self._mixed_seconds())
-        result: dict[str, Any] = {}
-        try:
-            base = await mixed.baseline(local.url, load, 20)
-            base_p50, base_p95 = harness.percentile(base, 0.5), harness.percentile(base, 0.95)
-            result["baseline_ttft_p95_ms"] = base_p95 * 1000
-            remote_yaml = (
-                f"  - {{name: m4, pool: remote, kind: ollama, base_url: '{remote.url}', "
-                "max_concurrency: 8}\n"
-            )
-            offload_yaml = (
-                f"\noffload: {{baseline_ttft: {base_p50:.4f}, p95_ratio: 3, sustain: 3, "
-                "recover: 30, sample_interval: 1, min_samples: 3}\n"
-            )
-            for name, offload in (("lanes_only", ""), ("offload", offload_yaml)):
-                policy = mixed.demo_lanes_policy(
-                    self.workdir / f"s7-{name}.yaml", local.url, 4, "ollama", remote_yaml
-                )
-                policy.write_text(policy.read_text() + offload)
-                gateway = mixed.start_gateway(policy, self.workdir)
-                try:
-                    data = await mixed.run_mixed(gateway.url, mixed.fresh(load))
-                finally:
-                    gateway.stop()
-                data["interactive_p95_ratio"] = data["interactive_ttft_p95_ms"] / (base_p95 * 1000)
-                result[name] = data
-                await asyncio.sleep(2)
-        finally:
-            remote.stop()
-            local.stop()
-        return result
-
     async def s6_mixed_llama_server(self) -> dict[str, Any]:
-        """The isolation arms (tests/bench/isolation.py) on llama.cpp's server, 4 slots."""
-        seconds = 60.0 if self.args.quick else 160.0  # >= 100 chats per arm at full length
-        load = {"duration_s": seconds, "batch_tokens": 256}
-        result: dict[str, Any] = await isolation.on_engine("llama-server", load, isolation.ARMS)
-        return result
+        """The isolation arms (tests/bench/isolation.py) on llama.cpp's server, 4 slots: every
+        arm with S6's repeated message (S6), then the protected arms with a new message each
+        turn (S6f, batch's share taken of S6's direct); one engine start for both."""
+        seconds = 60.0 if self.args.quick else S6_SECONDS
+        repeated: dict[str, Any] = {"duration_s": seconds, "batch_tokens": 256}
+        runs: list[tuple[dict[str, Any], tuple[str, ...]]] = [(repeated, isolation.ARMS)]
+        if not self.args.quick:
+            runs.append(({**repeated, "fresh_prompts": True}, FRESH_ARMS))
+        results = await isolation.runs_on_engine("llama-server", runs)
+        if len(results) > 1:
+            self.results["scenarios"]["S6f"] = results[1]
+        return results[0]
 
-    def _mixed_seconds(self) -> float:
-        return 15.0 if self.args.quick else 25.0
+    def _mixed_seconds(self, long: bool = False) -> float:
+        """S5's phase; S7's longer (`long`), so its chats after the first 5 s are enough
+        for a p95 to mean something (~25 at 40 s)."""
+        if self.args.quick:
+            return 15.0
+        return 40.0 if long else 25.0
 
     async def run(self) -> dict[str, Any]:
         only = set(self.args.only.split(",")) if self.args.only else None
@@ -252,7 +223,9 @@ class Bench:
         if wanted("S6"):
             await timed("S6", self.s6_mixed_llama_server())
         if wanted("S7"):
-            await timed("S7", self.s7_offload())
+            await timed("S7", remote.s7_offload(self.workdir, self._mixed_seconds(long=True)))
+        if wanted("S9"):
+            await timed("S9", remote.s9_demo(self.workdir, 30.0 if self.args.quick else 60.0))
         if wanted("S8"):
             rounds = min(3, self.args.rounds)
             await timed(
