@@ -209,8 +209,12 @@ def chat_figures(ttfts: list[float], base_p95: float) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
+    load = result["load"]
+    prompts = "a new message every chat turn" if load["fresh_prompts"] else "one repeated message"
+    lent = "" if "direct" in result["arms"] else " (batch ÷ direct: the previous run's direct)"
     lines = [
-        f"baseline (chat alone) TTFT p50 / p95: {result['baseline_ttft_p50_ms']:.1f} / "
+        f"{load['seconds_per_arm']:.0f} s per arm, {prompts}{lent}; baseline (chat alone) TTFT "
+        f"p50 / p95: {result['baseline_ttft_p50_ms']:.1f} / "
         f"{result['baseline_ttft_p95_ms']:.1f} ms over {result['baseline_samples']} chats",
         "",
         "| arm | chats | chat p50 / p95 | p95 ÷ baseline p95 (90% interval) | batch req/s "

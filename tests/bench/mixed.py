@@ -200,7 +200,7 @@ def demo_lanes_policy(
 
 
 def fresh(load: MixedLoad, **overrides: Any) -> MixedLoad:
-    """The same load, with empty counters."""
+    """The same load, with empty counters (and `overrides`, e.g. no batch at all)."""
     names = (
         "model",
         "interactive_users",
@@ -213,7 +213,7 @@ def fresh(load: MixedLoad, **overrides: Any) -> MixedLoad:
         "fresh_prompts",
         "remote_upstream",
     )
-    return MixedLoad(**{name: getattr(load, name) for name in names}, **overrides)
+    return MixedLoad(**({name: getattr(load, name) for name in names} | overrides))
 
 
 def start_gateway(policy: Path, workdir: Path) -> Service:

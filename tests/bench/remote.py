@@ -3,6 +3,8 @@ first minute).
 
 S7 runs S5's mixed load (tests/bench/mixed.py) against a local M2-mini simulator with an
 M4 Max simulator as the remote pool, one arm after another:
+- ``no_batch``: the chats and heartbeats alone, straight to the local simulator: the floor
+  no scheduler of batch can go below (two chat users overlap each other, and heartbeats);
 - ``direct``: straight to the local simulator, nothing in front (batch's reference);
 - ``lanes_only`` / ``offload``: the demo policy's lanes, without and with a sustained-breach
   offload section (the arms S7 always ran);
@@ -41,7 +43,7 @@ from tests.bench.harness import percentile
 from tests.bench.mixed import MixedLoad
 from tests.support.processes import REPO, Service, free_port, start_lanegate
 
-S7_ARMS = ("direct", "lanes_only", "offload", "early_offload")
+S7_ARMS = ("no_batch", "direct", "lanes_only", "offload", "early_offload")
 MODEL = "llama3.1:8b"
 CHAT_RATIO_GOAL = 2.0  # issue #17: chat p95 <= 2x baseline from 5 s after batch starts
 DEMO_KEY = "bench-demo-admin"
@@ -106,8 +108,9 @@ async def s7_offload(workdir: Path, seconds: float) -> dict[str, Any]:
         result["baseline_ttft_p95_ms"] = base_p95 * 1000
         policies = _policies(workdir, local.url, remote.url, percentile(base, 0.5))
         for arm in S7_ARMS:
-            own = mixed.fresh(load)
-            if arm == "direct":
+            alone = {"batch_in_flight": 0} if arm == "no_batch" else {}
+            own = mixed.fresh(load, **alone)
+            if arm in ("no_batch", "direct"):
                 data = await mixed.run_mixed(local.url, own)
             else:
                 data = await _gateway_arm(policies[arm], own, workdir)
@@ -159,6 +162,7 @@ async def s9_demo(workdir: Path, seconds: float = 60.0) -> dict[str, Any]:
     view = dashboard_view(status)
     log = log_path.read_text(errors="replace")
     return {
+        "seconds": seconds,
         "baseline_ttft_p95_ms": base_p95_ms,
         "client": data | chat_ratios(data, base_p95_ms),
         "dashboard": view,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench import isolation
+from tests.bench import isolation, remote
 
 # (scenario, key, goal, comparison) — the goals of the benchmark issue.
 GOALS = (
@@ -88,7 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
     mixed = [
         (name, data)
         for name, data in scenarios.items()
-        if "baseline_ttft_p95_ms" in data and "direct" in data
+        if "baseline_ttft_p95_ms" in data and "gateway" in data
     ]
     if mixed:
         lines += [
@@ -176,7 +176,7 @@ def s7_table(s7: dict[str, Any]) -> list[str]:
         "| ÷ baseline | batch req/s | ÷ direct |",
         "|---|---|---|---|---|---|---|",
     ]
-    for arm in ("direct", "lanes_only", "offload", "early_offload"):
+    for arm in remote.S7_ARMS:
         if arm not in s7:
             continue
         d = s7[arm]
@@ -215,7 +215,7 @@ def s9_lines(s9: dict[str, Any]) -> list[str]:
         "",
         "| view | chat TTFT p50 / p95 | p95 ÷ baseline | queue wait p95 |",
         "|---|---|---|---|",
-        f"| client, the whole minute ({client['interactive_samples']} chats) "
+        f"| client, the whole phase ({client['interactive_samples']} chats) "
         f"| {client['interactive_ttft_p50_ms']:.0f} / {client['interactive_ttft_p95_ms']:.0f} ms "
         f"| {_x(client['interactive_p95_ratio'])} | |",
         f"| client, from 5 s after batch ({client['settled_samples']} chats) | — / "
@@ -224,9 +224,10 @@ def s9_lines(s9: dict[str, Any]) -> list[str]:
         f"/ {_ms(view['ttft_p95_ms'])} | {_x(s9['dashboard_ttft_p95_ratio'])} "
         f"| {_ms(view['queue_wait_p95_ms'])} |",
         "",
-        f"Dashboard at 60 s: adaptive limits {limits or 'none'}; on the remote pool "
-        f"{remote or 'nothing'}; offload banner {offload['state']} ({offload['reason']}). "
-        f"Early offloads in the minute: {s9['early_offloads']}; limit changes: "
+        f"Dashboard at {s9.get('seconds', 60):.0f} s: adaptive limits {limits or 'none'}; "
+        f"on the remote pool {remote or 'nothing'}; offload banner {offload['state']} "
+        f"({offload['reason']}). "
+        f"Early offloads in the phase: {s9['early_offloads']}; limit changes: "
         f"{s9['limit_changes']}; batch {client['batch_per_s']:.2f} req/s.",
     ]
 
