@@ -116,14 +116,21 @@ async def test_a_slow_chat_shrinks_batch_at_once_and_the_change_is_logged(
 
 async def test_slow_chats_never_starve_batch() -> None:
     """The attacker's side: a stream of very slow chats (a huge prompt each) drives the limit
-    to its floor, never to zero: one batch request still runs."""
+    to its floor, never to zero: one batch request still runs. Once those chats are seen to be
+    as slow with one batch request as the engine's floor, holding batch there buys them
+    nothing; the target says so and the limit may grow again."""
     gate = _gate()
     running = await gate.acquire(BATCH, None)
+    lowest = 4
     for _ in range(50):
         chat = await gate.acquire(CHAT, None)
         _advance(gate, 1.0)
         _chat_done(gate, chat, 100.0)
-    assert _adaptive(gate).limits()["batch"] == 1
+        lowest = min(lowest, _adaptive(gate).limits()["batch"])
+    assert lowest == 1
+    upstream = _adaptive(gate).status()["upstreams"][0]
+    assert upstream["engine_floor_ratio"] == 1000.0
+    assert upstream["effective_target_ratio"] == 1100.0
     running.release()
     ticket = await asyncio.wait_for(gate.acquire(BATCH, None), 1)
     ticket.release()
