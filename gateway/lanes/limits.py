@@ -6,7 +6,13 @@ counts, applies the limits in the lane gate and logs every `Change` with its rea
 
 The signal is what chat users feel: the TTFT of requests of the protected lanes (the policy's
 top priority) on this upstream, against a learned no-load baseline. The target is
-``ratio x baseline`` (``slo.interactive_ttft_ratio``, 1.3 by default).
+``ratio x baseline`` (``slo.interactive_ttft_ratio``, 1.3 by default), unless that is out of
+this engine's reach: every chat beside lower lanes also feeds a cost curve
+(`gateway.lanes.cost_curve`), whose floor is the best p95 chats get with lower lanes running at
+all. The effective target (`Target`) is ``max(ratio, floor / baseline x (1 + FLOOR_TOLERANCE))``:
+when the SLO is below the engine's floor, holding lower lanes at theirs would only cost them, so
+chats are held just above the floor and lower lanes grow while chats stay there. With the floor
+within reach (or not yet learned) the target is the SLO and nothing else changes.
 
 Baseline. The p95 of the last ``learn_max`` *solo* chat TTFTs (chats that ran while no lower
 lane had a request in flight), leaving out those above 3 x their median (a cold load), once

@@ -197,7 +197,7 @@ class AdaptiveLimits:
                     "chat_active": state.active,
                     "baseline_ttft_ms": None if base is None else round(base * 1000, 1),
                     "baseline_source": where,
-                    "engine_floor_ratio": None if held.floor is None else round(held.floor, 2),
+                    "engine_floor_ratio": None if held.floor is None else round(held.floor, 4),
                     "effective_target_ratio": round(held.ratio, 2),
                     "reason": state.reason,
                     "lanes": [
