@@ -193,10 +193,9 @@ def chat_sample(
     held = target(state)
     if held.out_of_reach != before.out_of_reach:
         state = replace(state, reason=held.reach_reason())
-    words = held.words(base, where)
     if ttft_s > held.ratio * base:
-        return _shrink(state, ttft_s, held, words, in_flight)
-    return _grow(state, words, in_flight)
+        return _shrink(state, ttft_s, held, base, where, in_flight)
+    return _grow(state, held.words(base, where), in_flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +265,14 @@ def idle_at(state: UpstreamLimits) -> float | None:
 
 
 def _shrink(
-    state: UpstreamLimits, ttft_s: float, held: Target, words: str, in_flight: Mapping[str, int]
+    state: UpstreamLimits,
+    ttft_s: float,
+    held: Target,
+    base: float,
+    where: str,
+    in_flight: Mapping[str, int],
 ) -> Result:
-    gradient = max(MIN_GRADIENT, held.ratio * (baseline(state)[0] or ttft_s) / ttft_s)
+    gradient = max(MIN_GRADIENT, held.ratio * base / ttft_s)
     lanes = []
     for entry in state.lanes:
         if in_flight.get(entry.lane, 0) > entry.limit:  # the last cut has not drained yet
@@ -277,7 +281,7 @@ def _shrink(
         new = max(entry.floor, min(entry.limit - 1, math.floor(entry.limit * gradient)))
         protected = new if entry.protected is None else min(entry.protected, new)
         lanes.append(replace(entry, limit=new, protected=protected))
-    reason = f"chat TTFT {ttft_s * 1000:.0f} ms over {words}"
+    reason = f"chat TTFT {ttft_s * 1000:.0f} ms over {held.words(base, where)}"
     if all(entry.limit == entry.floor for entry in lanes):
         reason += "; lower lanes at their floor"
         if held.floor is None:
