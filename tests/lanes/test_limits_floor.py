@@ -148,3 +148,12 @@ def test_in_reach_the_reasons_name_the_slo_and_out_of_reach_the_effective_target
     assert "effective" not in state.reason and "1.3 x baseline" in state.reason
     state, _ = _run(_state(4), Engine(0.5, 0.02, 0.0), 200, random.Random(1))
     assert "the effective target" in state.reason and "floor x1.52" in state.reason
+
+
+def test_a_reload_keeps_the_learned_floor() -> None:
+    state, _ = _run(_state(4), Engine(0.5, 0.02, 0.0), 100, random.Random(3))
+    learned = limits.target(state)
+    assert learned.out_of_reach
+    fresh = [limits.lane_limit("batch", 3, 1, 4)]
+    reloaded, _ = limits.reconfigure(state, CONFIG, fresh)
+    assert limits.target(reloaded) == learned and reloaded.lanes[0].limit <= 3
