@@ -86,4 +86,13 @@ def dashboard_view(status: Mapping[str, Any], lane: str = "interactive") -> dict
         "adaptive_limits": {name: row.get("adaptive_limit") for name, row in lanes.items()},
         "remote_in_flight": {name: row.get("remote_in_flight") for name, row in lanes.items()},
         "offload": {key: offload.get(key) for key in ("configured", "state", "mode", "reason")},
+        # Each local upstream card's "chats held to xN of baseline" (the SLO, or just above the
+        # engine's floor) and the baseline the gateway learned.
+        "chat_targets": {
+            row["upstream"]: {key: row.get(key) for key in _TARGET_KEYS}
+            for row in status.get("adaptive", {}).get("upstreams", [])
+        },
     }
+
+
+_TARGET_KEYS = ("baseline_ttft_ms", "engine_floor_ratio", "effective_target_ratio", "reason")

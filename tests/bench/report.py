@@ -230,6 +230,11 @@ def s9_lines(s9: dict[str, Any]) -> list[str]:
         f"({offload['reason']}). "
         f"Early offloads in the phase: {s9['early_offloads']}; limit changes: "
         f"{s9['limit_changes']}; batch {client['batch_per_s']:.2f} req/s.",
+        *(
+            f"Chats held to {_x(t['effective_target_ratio'])} of a learned baseline of "
+            f"{_ms(t['baseline_ttft_ms'])} on {name} (engine floor {_x(t['engine_floor_ratio'])})."
+            for name, t in view.get("chat_targets", {}).items()
+        ),
     ]
 
 

@@ -93,6 +93,18 @@ def _status(ttft_p95: float | None) -> dict[str, object]:
     return {
         "lanes": [lane("interactive", None, 0), lane("batch", 1, 8), lane("heartbeat", 2, 0)],
         "offload": {"configured": True, "state": "local", "mode": "auto", "reason": "ok"},
+        "adaptive": {
+            "upstreams": [
+                {
+                    "upstream": "mini",
+                    "baseline_ttft_ms": 47.5,
+                    "engine_floor_ratio": 2.5,
+                    "effective_target_ratio": 2.75,
+                    "reason": "floor",
+                    "lanes": [],
+                }
+            ]
+        },
     }
 
 
@@ -122,6 +134,8 @@ def test_dashboard_view_reads_what_the_dashboard_draws() -> None:
         }
     )
     assert any("| 40 ms / 88 ms | ×2.00 | 12 ms |" in line for line in lines)
+    assert view["chat_targets"]["mini"]["effective_target_ratio"] == 2.75
+    assert "Chats held to ×2.75 of a learned baseline of 48 ms on mini" in lines[-1]
 
 
 def test_s7_criteria_pass_fail_and_not_measured() -> None:
