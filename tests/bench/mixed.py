@@ -41,6 +41,9 @@ class MixedLoad:
     heartbeat_interval_s: float = 1.0
     duration_s: float = 30.0
     batch_cap: int | None = None  # batch held to this many in flight by the client itself
+    # Batch requests still running this long after the phase are cut (they end after it, so
+    # they could not count): bounds the time a backlog of queued batch takes to drain.
+    drain_s: float | None = None
     # Each chat turn a new message, as people type (True), or the same message every turn,
     # which an engine's prompt cache answers without any prefill (False).
     fresh_prompts: bool = False
@@ -54,6 +57,7 @@ class MixedLoad:
     # Completion tokens of every batch answer, those ending after the deadline included: the
     # same window as the gateway's counters read when the phase is over.
     batch_generated_tokens: int = 0
+    batch_cut: int = 0  # cut after the drain (drain_s)
     heartbeats: int = 0
     errors: int = 0
 
@@ -118,8 +122,15 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
         async def batch(worker: int) -> None:
             body = load.body(f"Summarise document {worker}.", load.batch_tokens, False)
             while time.perf_counter() < deadline:
-                async with cap:
-                    sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
+                left = (
+                    None if load.drain_s is None else deadline + load.drain_s - time.perf_counter()
+                )
+                try:
+                    async with asyncio.timeout(left), cap:
+                        sample = await loadgen.one(http, url, body, False, {"x-lane": "batch"})
+                except TimeoutError:  # past the drain: it could not have counted anyway
+                    load.batch_cut += 1
+                    return
                 load.batch_generated_tokens += sample.completion_tokens or 0
                 if sample.upstream == load.remote_upstream and load.first_remote_s is None:
                     load.first_remote_s = time.perf_counter()
@@ -161,6 +172,7 @@ async def run_mixed(base_url: str, load: MixedLoad) -> dict[str, Any]:
     result["settled_samples"] = len(settled)
     result["settled_ttft_p95_ms"] = percentile(settled, 0.95) * 1000 if settled else None
     result["batch_generated_tokens"] = load.batch_generated_tokens
+    result["batch_cut_after_drain"] = load.batch_cut
     if load.first_remote_s is not None:  # offload moved batch: chat from that moment on
         after = started_after(load.ttft, load.ttft_started, load.first_remote_s)
         result["moved_after_s"] = load.first_remote_s - started
@@ -212,6 +224,7 @@ def fresh(load: MixedLoad, **overrides: Any) -> MixedLoad:
         "duration_s",
         "fresh_prompts",
         "remote_upstream",
+        "drain_s",
     )
     return MixedLoad(**({name: getattr(load, name) for name in names} | overrides))
 
