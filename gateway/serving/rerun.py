@@ -1,0 +1,99 @@
+"""Re-running a preempted request: give the slot up, wait again in place, send again.
+
+The flow sends an inference request through `send_rerunning`. While the request may be
+preempted (its lane is `preemptible`, it is not streamed, it was preempted fewer than
+`MAX_RERUNS` times) its ticket carries the exchange's `preempt` as its `interrupt`, so the
+gate's preemption round can take its slot back (gateway.lanes.preemption). The relay answers a
+preemption with `Preempted` before anything reached the client; here the ticket is released
+(the waiting chat takes the slot at once), the request waits in its lane again at its first
+place (`LaneGate.requeue`), and is sent again. Its budget reservation stays held throughout and
+is settled once, by the flow, with the final run's usage. A client that leaves while it waits
+again ends as any queued request does (499; the flow releases what it holds).
+
+One log line per preemption (lane, upstream, request id, seconds thrown away), never a prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import Preempted
+from gateway.lanes.preempt import MAX_RERUNS, thrown_tokens
+from gateway.lanes.preemption import Ticket
+from gateway.observe.measurement import RequestRecord
+from gateway.serving.exchange import Exchange
+
+log = logging.getLogger("lanegate.preempt")
+
+
+class Holder(Protocol):
+    """Whatever holds the request's ticket (the flow's `Admitted`): a re-run replaces it."""
+
+    ticket: Ticket
+
+
+class Sent(Protocol):
+    """The request on its way (the flow's `Sending`): its exchange, its latest upstream."""
+
+    exchange: Exchange
+    upstream: str
+
+
+@dataclass(slots=True)
+class Reruns:
+    """What preemption cost one request."""
+
+    preemptions: int = 0
+    thrown_s: float = 0.0  # upstream seconds of the runs thrown away
+    final_s: float = 0.0  # upstream seconds of the run that answered
+    max_tokens: int = 0  # the completion tokens one run may generate
+
+    def tokens(self, completion_tokens: int | None) -> int:
+        """The completion tokens the preempted runs threw away (estimated, see `preempt`)."""
+        return thrown_tokens(
+            completion_tokens, self.thrown_s, self.final_s, self.preemptions, self.max_tokens
+        )
+
+
+async def send_rerunning(
+    send_once: Callable[[], Awaitable[RequestRecord]],
+    holder: Holder,
+    sent: Sent,
+    preemptible: bool,
+    clock: Callable[[], float],
+    reruns: Reruns,
+) -> RequestRecord:
+    exchange = sent.exchange
+    while True:
+        ticket = holder.ticket
+        allowed = preemptible and ticket.preemptions < MAX_RERUNS
+        exchange.preemptible = allowed
+        ticket.interrupt = exchange.preempt if allowed else None
+        started = clock()
+        try:
+            record = await send_once()
+        except Preempted:
+            thrown = clock() - started
+            reruns.preemptions += 1
+            reruns.thrown_s += thrown
+            log.info(
+                "preempted request %s of lane %s on %s after %.3f s upstream (preemption %d of "
+                "at most %d); it waits for a slot again",
+                exchange.request_id,
+                ticket.lane.name,
+                sent.upstream,
+                thrown,
+                reruns.preemptions,
+                MAX_RERUNS,
+            )
+            ticket.release()
+            holder.ticket = await ticket.gate.requeue(ticket)
+            continue
+        finally:
+            exchange.preemptible = False
+            ticket.interrupt = None
+        reruns.final_s = clock() - started
+        return record
