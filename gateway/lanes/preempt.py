@@ -27,8 +27,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.lanes import admission
-from gateway.lanes.admission import Occupancy, Waiter
+
+from gateway.lanes.admission import Occupancy, Waiter, next_to_admit
 from gateway.policy.spec import ClientSpec, LaneSpec
 
 MAX_RERUNS = 2  # a request is preempted at most this many times, then it is immune
@@ -150,7 +150,7 @@ def _for_waiters(
 def _next(
     queues: Mapping[str, Sequence[Waiter]], occupancy: Occupancy, situation: Situation
 ) -> Waiter | None:
-    return admission.next_to_admit(
+    return next_to_admit(
         queues, occupancy, situation.lanes, situation.clients, situation.now, situation.aging_s
     )
 
