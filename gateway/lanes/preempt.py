@@ -27,7 +27,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-
 from gateway.lanes.admission import Occupancy, Waiter, next_to_admit
 from gateway.policy.spec import ClientSpec, LaneSpec
 
