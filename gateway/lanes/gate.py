@@ -15,6 +15,9 @@ after `FREED_RECHECK_S`, whichever comes first.
 With adaptive limits (`limits_feed.AdaptiveLimits`, the local gate only), admission sees each
 lower lane's cap as the smaller of its `max_concurrency` and its adaptive limit; a protected
 lane's arrival is told to the limits before it is admitted, and every in-flight change after.
+
+After every admission round the local gate asks `preemption` whether a running request of a
+`preemptible` lane should give its slot to a protected waiter (never with shared slots).
 """
 
 from __future__ import annotations

@@ -131,7 +131,11 @@ class Exchange:
             self.timer.cancel()
 
     def interrupt(self, reason: str) -> None:
-        if self.active and self.reason is None and self.task is not None:
+        if self.active and self.reason == PREEMPTED:
+            # The cancel is on its way; the client leaving (or a timeout) meanwhile wins, so
+            # the request ends instead of running again for nobody.
+            self.reason = reason
+        elif self.active and self.reason is None and self.task is not None:
             self.reason = reason
             self.task.cancel()
 
