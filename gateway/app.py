@@ -224,6 +224,7 @@ class Gateway:
         if policy.offload is None:
             return sampler, None
         loop = OffloadLoop(policy, sampler, self.rolling, self.router, self.clock)
+        loop.models = self.recorder.models  # the same set: it fills as models are seen
         if self.shared is not None:  # one leader decides for all gateways (docs/scaling.md)
             from gateway.shared.offload import SharedOffload
 

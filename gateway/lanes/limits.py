@@ -6,7 +6,13 @@ counts, applies the limits in the lane gate and logs every `Change` with its rea
 
 The signal is what chat users feel: the TTFT of requests of the protected lanes (the policy's
 top priority) on this upstream, against a learned no-load baseline. The target is
-``ratio x baseline`` (``slo.interactive_ttft_ratio``, 1.3 by default).
+``ratio x baseline`` (``slo.interactive_ttft_ratio``, 1.3 by default), unless that is out of
+this engine's reach: every chat beside lower lanes also feeds a cost curve
+(`gateway.lanes.cost_curve`), whose floor is the best p95 chats get with lower lanes running at
+all. The effective target (`Target`) is ``max(ratio, floor / baseline x (1 + FLOOR_TOLERANCE))``:
+when the SLO is below the engine's floor, holding lower lanes at theirs would only cost them, so
+chats are held just above the floor and lower lanes grow while chats stay there. With the floor
+within reach (or not yet learned) the target is the SLO and nothing else changes.
 
 Baseline. The p95 of the last ``learn_max`` *solo* chat TTFTs (chats that ran while no lower
 lane had a request in flight), leaving out those above 3 x their median (a cold load), once
@@ -37,14 +43,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from gateway.lanes.cost_curve import FLOOR_TOLERANCE as TOLERANCE
+from gateway.lanes.cost_curve import CostCurve, floor_ttft, record, robust_p95
 
 PROBE_AFTER = 20  # good chat samples in a row before a limit is trusted and probed upward
 LEARN_MIN = 5  # solo chat samples before the baseline is learned
 LEARN_MAX = 64  # solo samples kept (the newest)
 RECENT_MAX = 64  # any chat samples kept, for the provisional baseline
 MIN_GRADIENT = 0.5
-OUTLIER = 3.0  # solo samples above this multiple of their median do not teach the baseline
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,7 @@ class UpstreamLimits:
     streak: int = 0  # good samples in a row
     active: bool = False  # a chat is active (limits apply) rather than idle (bounds apply)
     last_chat_at: float | None = None
+    curve: CostCurve = field(default_factory=CostCurve)  # chat TTFTs per lower load
     reason: str = "no chat seen yet: lower lanes may use every slot"
 
     def limit(self, lane: str) -> int | None:
@@ -140,7 +149,7 @@ def baseline(state: UpstreamLimits) -> tuple[float | None, str]:
     if pinned is not None:
         return pinned, "pinned"
     if len(state.solo) >= state.config.learn_min:
-        return _p95(state.solo), f"p95 of {len(state.solo)} solo chats"
+        return robust_p95(state.solo), f"p95 of {len(state.solo)} solo chats"
     if state.recent:
         return min(state.recent), "provisional: fastest chat seen (too few solo chats)"
     return None, "unknown: no chat seen"
@@ -166,10 +175,14 @@ def chat_sample(
     """
     if not math.isfinite(ttft_s) or ttft_s < 0:
         return state, ()
+    before = target(state)
+    level = sum(in_flight.get(entry.lane, 0) for entry in state.lanes)
+    cap = sum(entry.bound for entry in state.lanes)
     state = replace(
         state,
         recent=(*state.recent, ttft_s)[-RECENT_MAX:],
         solo=(*state.solo, ttft_s)[-LEARN_MAX:] if solo else state.solo,
+        curve=state.curve if solo else record(state.curve, level, ttft_s, cap),
         last_chat_at=now,
     )
     if not state.active:  # a chat that arrived before the state knew of it
@@ -177,10 +190,58 @@ def chat_sample(
     base, where = baseline(state)
     if base is None or solo:  # no lower lane ran beside it: limiting them cannot help it
         return state, ()
-    target = state.config.ttft_ratio * base
-    if ttft_s > target:
-        return _shrink(state, ttft_s, target, where, in_flight)
-    return _grow(state, target, in_flight)
+    held = target(state)
+    if held.out_of_reach != before.out_of_reach:
+        state = replace(state, reason=held.reach_reason())
+    if ttft_s > held.ratio * base:
+        return _shrink(state, ttft_s, held, base, where, in_flight)
+    return _grow(state, held.words(base, where), in_flight)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What chats are held to on one upstream: the SLO, or just above the engine's floor when
+    the SLO is out of this engine's reach (holding lower lanes lower would buy chats nothing)."""
+
+    slo: float  # slo.interactive_ttft_ratio
+    floor: float | None  # the engine's floor, as a ratio to the baseline (None: not learned)
+
+    @property
+    def ratio(self) -> float:
+        return self.slo if self.floor is None else max(self.slo, self.floor * (1 + TOLERANCE))
+
+    @property
+    def out_of_reach(self) -> bool:
+        return self.ratio > self.slo
+
+    def words(self, base: float, where: str) -> str:
+        """The target as a reason names it (the effective one, when it is not the SLO)."""
+        ms = self.ratio * base * 1000
+        if not self.out_of_reach:
+            return f"the target {ms:.0f} ms ({self.slo:g} x baseline, {where})"
+        return (
+            f"the effective target {ms:.0f} ms (x{self.ratio:.2f} of baseline, {where}: the "
+            f"SLO x{self.slo:g} is below this engine's floor x{self.floor or 0.0:.2f})"
+        )
+
+    def reach_reason(self) -> str:
+        if self.out_of_reach:
+            return (
+                f"the SLO x{self.slo:g} is below this engine's floor (x{self.floor or 0.0:.2f} "
+                f"of baseline with lower lanes running): chats are held to x{self.ratio:.2f} "
+                "instead, and lower lanes may grow while chats stay within it"
+            )
+        return f"this engine's floor is within reach of the SLO x{self.slo:g} again"
+
+
+def target(state: UpstreamLimits) -> Target:
+    """What chats are held to now; the floor counts once measured against a pinned or learned
+    baseline (not the provisional one)."""
+    config = state.config
+    learned = config.baseline_ttft_s is not None or len(state.solo) >= config.learn_min
+    base = baseline(state)[0] if learned else None
+    floor = floor_ttft(state.curve, sum(entry.floor for entry in state.lanes))
+    return Target(config.ttft_ratio, None if base is None or floor is None else floor / base)
 
 
 def tick(state: UpstreamLimits, now: float, chats_in_flight: int) -> Result:
@@ -204,9 +265,14 @@ def idle_at(state: UpstreamLimits) -> float | None:
 
 
 def _shrink(
-    state: UpstreamLimits, ttft_s: float, target: float, where: str, in_flight: Mapping[str, int]
+    state: UpstreamLimits,
+    ttft_s: float,
+    held: Target,
+    base: float,
+    where: str,
+    in_flight: Mapping[str, int],
 ) -> Result:
-    gradient = max(MIN_GRADIENT, target / ttft_s)
+    gradient = max(MIN_GRADIENT, held.ratio * base / ttft_s)
     lanes = []
     for entry in state.lanes:
         if in_flight.get(entry.lane, 0) > entry.limit:  # the last cut has not drained yet
@@ -215,20 +281,19 @@ def _shrink(
         new = max(entry.floor, min(entry.limit - 1, math.floor(entry.limit * gradient)))
         protected = new if entry.protected is None else min(entry.protected, new)
         lanes.append(replace(entry, limit=new, protected=protected))
-    reason = (
-        f"chat TTFT {ttft_s * 1000:.0f} ms over the target {target * 1000:.0f} ms "
-        f"({state.config.ttft_ratio:g} x baseline, {where})"
-    )
+    reason = f"chat TTFT {ttft_s * 1000:.0f} ms over {held.words(base, where)}"
     if all(entry.limit == entry.floor for entry in lanes):
-        reason += (
-            "; lower lanes at their floor: the target is below what this engine gives with "
-            "them running (raise slo.interactive_ttft_ratio, or offload them)"
-        )
+        reason += "; lower lanes at their floor"
+        if held.floor is None:
+            reason += (
+                ": the target is below what this engine gives with them running (learning "
+                "its floor, then chats are held just above it; offload them to do better)"
+            )
     new_state = replace(state, lanes=tuple(lanes), streak=0, reason=reason)
     return new_state, _changes(state, new_state, reason)
 
 
-def _grow(state: UpstreamLimits, target: float, in_flight: Mapping[str, int]) -> Result:
+def _grow(state: UpstreamLimits, words: str, in_flight: Mapping[str, int]) -> Result:
     streak = state.streak + 1
     if streak < state.config.probe_after:
         return replace(state, streak=streak), ()
@@ -242,10 +307,7 @@ def _grow(state: UpstreamLimits, target: float, in_flight: Mapping[str, int]) ->
         )
         for entry in state.lanes
     )
-    reason = (
-        f"{streak} chats in a row within the target {target * 1000:.0f} ms: "
-        "limit kept as protective, probing one more"
-    )
+    reason = f"{streak} chats in a row within {words}: limit kept as protective, probing one more"
     new_state = replace(state, lanes=lanes, streak=0, reason=reason)
     return new_state, _changes(state, new_state, reason)
 
@@ -261,13 +323,3 @@ def _changes(old: UpstreamLimits, new: UpstreamLimits, reason: str) -> tuple[Cha
 
 def _clip(value: int, entry: LaneLimit) -> int:
     return max(entry.floor, min(entry.bound, value))
-
-
-def _p95(samples: tuple[float, ...]) -> float:
-    """Nearest-rank p95, without outliers above OUTLIER x the median: a cold model load or a
-    scheduler hiccup on a shared host is not the engine's no-load TTFT, and with few samples
-    the p95 is their maximum."""
-    ordered = sorted(samples)
-    median = ordered[(len(ordered) - 1) // 2]
-    kept = [value for value in ordered if value <= OUTLIER * median]
-    return kept[max(0, math.ceil(0.95 * len(kept)) - 1)]

@@ -161,6 +161,9 @@ class AdaptiveLimits:
         share = self._share(upstream, self._by_lane)
         self.states[upstream], changes = limits.chat_sample(state, now, ttft_s, solo, share)
         self._log(upstream, changes)
+        held = limits.target(self.states[upstream])
+        if limits.target(state).out_of_reach != held.out_of_reach:
+            log.info("adaptive target on %s: %s", upstream, held.reach_reason())
         if changes and self.wake is not None:  # a limit grew: waiters may go now
             self.wake()
 
@@ -187,12 +190,15 @@ class AdaptiveLimits:
         upstreams = []
         for name, state in self.states.items():
             base, where = limits.baseline(state)
+            held = limits.target(state)
             upstreams.append(
                 {
                     "upstream": name,
                     "chat_active": state.active,
                     "baseline_ttft_ms": None if base is None else round(base * 1000, 1),
                     "baseline_source": where,
+                    "engine_floor_ratio": None if held.floor is None else round(held.floor, 4),
+                    "effective_target_ratio": round(held.ratio, 2),
                     "reason": state.reason,
                     "lanes": [
                         {

@@ -203,7 +203,8 @@ def lane_families(gateway: GatewayView) -> Iterator[Metric]:
 
 
 def adaptive_families(gateway: GatewayView) -> Iterator[Metric]:
-    """Lower lanes' adaptive limits per local upstream, and the baseline they are held to."""
+    """Lower lanes' adaptive limits per local upstream, the baseline they are held to, the
+    engine's floor learned from chats beside lower lanes, and the target chats are held to."""
     adaptive = gateway.runtime.gate.adaptive
     limit = GaugeMetricFamily(
         "lanegate_lane_adaptive_limit",
@@ -215,12 +216,25 @@ def adaptive_families(gateway: GatewayView) -> Iterator[Metric]:
         "The no-load chat TTFT the adaptive limits hold chats near, per local upstream.",
         labels=["upstream"],
     )
+    floor = GaugeMetricFamily(
+        "lanegate_adaptive_engine_floor_ratio",
+        "Best p95 chat TTFT with lower lanes running, over the baseline (once learned).",
+        labels=["upstream"],
+    )
+    target = GaugeMetricFamily(
+        "lanegate_adaptive_effective_target_ratio",
+        "Chat TTFT ratio the adaptive limits hold: the SLO, or just above the engine's floor.",
+        labels=["upstream"],
+    )
     for entry in adaptive.status()["upstreams"] if adaptive is not None else ():
         for lane in entry["lanes"]:
             limit.add_metric([lane["lane"], entry["upstream"]], lane["limit"])
         if entry["baseline_ttft_ms"] is not None:
             baseline.add_metric([entry["upstream"]], entry["baseline_ttft_ms"] / 1000)
-    yield from (limit, baseline)
+        if entry["engine_floor_ratio"] is not None:
+            floor.add_metric([entry["upstream"]], entry["engine_floor_ratio"])
+        target.add_metric([entry["upstream"]], entry["effective_target_ratio"])
+    yield from (limit, baseline, floor, target)
 
 
 def upstream_families(gateway: GatewayView) -> Iterator[Metric]:

@@ -20,6 +20,10 @@ from gateway.observe.rolling import RollingRegistry
 access_log = logging.getLogger("lanegate.access")
 
 Listener = Callable[[RequestLabels, RequestRecord, float], None]
+# Models whose TTFT is also kept per model and upstream (early offload compares a model's
+# TTFT on the remote pool with the local one's); the first this many names a client sent,
+# so a client inventing names cannot grow the series. Later names fall back to per-lane.
+MAX_MODEL_SERIES = 32
 
 
 class Recorder:
@@ -36,6 +40,12 @@ class Recorder:
         self.ledger = ledger
         self.tally = tally  # the /metrics counters and histograms
         self.listeners: list[Listener] = []  # called last, with what was recorded
+        self.models: set[str] = set()  # the names kept per model (at most MAX_MODEL_SERIES)
+
+    def _per_model(self, model: str) -> bool:
+        if model not in self.models and len(self.models) < MAX_MODEL_SERIES:
+            self.models.add(model)
+        return model in self.models
 
     def record(self, labels: RequestLabels, record: RequestRecord, now: float) -> None:
         series = (labels.lane, labels.upstream)
@@ -43,6 +53,9 @@ class Recorder:
             self.rolling.add(("ttft", *series), record.ttft_s, now)
             if labels.alone:  # offload learns its single-stream baseline from these
                 self.rolling.add(("ttft_solo", *series), record.ttft_s, now)
+            model = labels.model
+            if model and self._per_model(model):
+                self.rolling.add(("ttft_model", model, labels.upstream), record.ttft_s, now)
         if record.gap_p95_s is not None:
             self.rolling.add(("gap_p95", *series), record.gap_p95_s, now)
         self.rolling.add(("duration", *series), record.duration_s, now)

@@ -12,10 +12,10 @@ controller still runs and takes over while Redis is unreachable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
-from gateway.observe.rolling import RollingRegistry
+from gateway.observe.rolling import Key, RollingRegistry
 from gateway.offload.controller import Mode, OffloadController, Route, Signals, State, route_for
 from gateway.offload.early import EarlyView, go_remote_early
 from gateway.offload.host_signals import Pressure
@@ -75,6 +75,7 @@ class OffloadLoop:
         self._periodic = Periodic(self._step, policy.offload_sample_s)
         self._learned_at = clock()
         self.shared: Leadership | None = None  # set by the app with LANEGATE_REDIS_URL
+        self.models: Collection[str] = ()  # models the recorder keeps per-model TTFTs of
 
     @property
     def state(self) -> State:
@@ -92,12 +93,15 @@ class OffloadLoop:
     def route(self, lane: LaneSpec) -> Route:
         return route_for(self.state, lane.offloadable)
 
-    def early(self, lane: LaneSpec, held_back: bool, remote_free: int) -> bool:
-        """Send this request remote now, before any sustained breach (`early.py`)?"""
+    def early(
+        self, lane: LaneSpec, held_back: bool, remote_free: int, model: str | None = None
+    ) -> bool:
+        """Send this request remote now, before any sustained breach (`early.py`)? The TTFTs
+        compared are the request's model's on each pool when the recorder keeps that model's
+        series (`Recorder.models`), else every lane's."""
         if not lane.offloadable or not held_back:  # the common case: nothing to read
             return False
         now = self.clock()
-        lanes = tuple(spec.name for spec in self.policy.lanes)
         healthy = any(
             self.router.breaker(u.name).state(now) is not BreakerState.OPEN for u in self.remote
         )
@@ -106,13 +110,27 @@ class OffloadLoop:
             held_back=True,
             remote_free=remote_free,
             remote_healthy=healthy,
-            remote_ttft_s=self._p95(self.remote, lanes, REMOTE_WINDOW_S, now)[0],
-            local_ttft_s=self._p95(self.local, lanes, REMOTE_WINDOW_S, now)[0],
+            remote_ttft_s=self._worst(self._ttft_keys(self.remote, model), now),
+            local_ttft_s=self._worst(self._ttft_keys(self.local, model), now),
         )
         go, reason = go_remote_early(view)
         if go:
             log.info("offload: early, lane %s goes remote: %s", lane.name, reason)
         return go
+
+    def _ttft_keys(self, upstreams: tuple[UpstreamSpec, ...], model: str | None) -> list[Key]:
+        if model is not None and model in self.models:
+            return [("ttft_model", model, u.name) for u in upstreams]
+        return [("ttft", spec.name, u.name) for u in upstreams for spec in self.policy.lanes]
+
+    def _worst(self, keys: list[Key], now: float) -> float | None:
+        """The worst recent p95 over these series (None: no samples)."""
+        worst = None
+        for key in keys:
+            p95 = self.rolling.snapshot(key, now, REMOTE_WINDOW_S).p95
+            if p95 is not None and (worst is None or p95 > worst):
+                worst = p95
+        return worst
 
     def set_mode(self, mode: Mode) -> str:
         reason = self.apply_mode(mode)

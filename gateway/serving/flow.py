@@ -139,7 +139,7 @@ class RequestFlow:
                 lane, model, chars = self._lane(runtime.policy, scope, facts, client)
                 lane_name = lane.name
                 extra.append((b"x-lanegate-lane", lane.name.encode()))
-                pool = _offload_pool(runtime, lane)
+                pool = _offload_pool(runtime, lane, model)
                 served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
                 admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
                 pool = await self._hop_if_offloaded(runtime, admitted, pool)
@@ -261,7 +261,7 @@ class RequestFlow:
         trades its local slot for one of the remote pool's (the local one frees at once)."""
         if pool is not None or admitted.ticket.gate is not runtime.gate:
             return pool
-        pool = _offload_pool(runtime, admitted.lane, early=False)  # it holds a local slot now
+        pool = _offload_pool(runtime, admitted.lane, None, early=False)  # it holds a local slot now
         if pool is not None and runtime.remote_gate is not None:
             admitted.ticket.release()
             admitted.ticket = await runtime.remote_gate.acquire(admitted.lane, admitted.client)
@@ -370,7 +370,7 @@ def _what(route: Route) -> str:
 
 
 def _offload_pool(
-    runtime: Runtime, lane: LaneSpec, *, early: bool = True
+    runtime: Runtime, lane: LaneSpec, model: str | None, *, early: bool = True
 ) -> tuple[UpstreamSpec, ...] | None:
     """The remote pool while offloading (offloadable lanes only), or early (see
     `offload/early.py`) for a request not yet admitted locally; None: the local pool."""
@@ -385,15 +385,15 @@ def _offload_pool(
             code="offload_shed",
             headers={"retry-after": "30"},
         )
-    if where == "local" and early and _early(runtime, lane):  # before a sustained breach
+    if where == "local" and early and _early(runtime, lane, model):  # before a sustained breach
         return offload.remote
     return offload.remote if where == "remote" else None
 
 
-def _early(runtime: Runtime, lane: LaneSpec) -> bool:
+def _early(runtime: Runtime, lane: LaneSpec, model: str | None) -> bool:
     """Would the local adaptive limit hold this request back while the remote pool is free?"""
     adaptive, remote = runtime.gate.adaptive, runtime.remote_gate
     if runtime.offload is None or adaptive is None or remote is None:
         return False
     held = adaptive.holds_back(lane.name, runtime.gate.by_lane.get(lane.name, 0))
-    return runtime.offload.early(lane, held, remote.capacity - remote.in_flight)
+    return runtime.offload.early(lane, held, remote.capacity - remote.in_flight, model)

@@ -64,14 +64,14 @@ def _status(gateway: Service) -> dict[str, object]:
     return doc
 
 
-def _gauge(gateway: Service, lane: str) -> float | None:
+def _gauge(
+    gateway: Service, lane: str | None, name: str = "lanegate_lane_adaptive_limit"
+) -> float | None:
+    labels = {"upstream": "sim"} if lane is None else {"lane": lane, "upstream": "sim"}
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "lanegate_lane_adaptive_limit" and sample.labels == {
-                "lane": lane,
-                "upstream": "sim",
-            }:
+            if sample.name == name and sample.labels == labels:
                 return sample.value
     return None
 
@@ -105,7 +105,40 @@ def test_a_chat_puts_the_protective_limit_in_force_visibly(gateway: Service) -> 
     assert upstream["chat_active"] and upstream["baseline_source"] == "pinned"
     assert "chat arrived after idle" in upstream["reason"]
     assert "adaptive limit: lane batch on sim 4 -> 2: chat arrived after idle" in gateway.log()
+    assert upstream["engine_floor_ratio"] is None and upstream["effective_target_ratio"] == 1.3
+    assert _gauge(gateway, None, "lanegate_adaptive_effective_target_ratio") == 1.3
+    assert _gauge(gateway, None, "lanegate_adaptive_engine_floor_ratio") is None  # not learned
     # An interactive lane is never limited by it.
     lanes = after["lanes"]
     assert isinstance(lanes, list)
     assert next(lane for lane in lanes if lane["name"] == "interactive")["adaptive_limit"] is None
+
+
+def test_chats_beside_batch_teach_the_engine_floor_visibly(gateway: Service) -> None:
+    """One batch stream kept open while chats run: the engine's floor is learned from them and
+    shown; far below this pinned, generous baseline, so the target stays the SLO."""
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    batch = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "a long job"}],
+        stream=True,
+        max_tokens=4000,
+        extra_headers={"X-Lane": "batch"},
+    )
+    next(iter(batch))  # it runs: one lower-lane request in flight
+    for turn in range(10):
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": f"hi {turn}"}],
+            stream=True,
+            max_tokens=4,
+        )
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    batch.close()
+    adaptive = _status(gateway)["adaptive"]
+    assert isinstance(adaptive, dict)
+    (upstream,) = adaptive["upstreams"]
+    assert upstream["engine_floor_ratio"] is not None and upstream["engine_floor_ratio"] < 1
+    assert upstream["effective_target_ratio"] == 1.3
+    floor = _gauge(gateway, None, "lanegate_adaptive_engine_floor_ratio")
+    assert floor is not None and floor == upstream["engine_floor_ratio"]

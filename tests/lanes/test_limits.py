@@ -86,11 +86,36 @@ def test_waits_for_the_last_cut_to_drain_before_cutting_again() -> None:
 
 
 def test_floor_is_kept_however_much_chats_suffer() -> None:
+    """Chats a hundred times their baseline per batch request running: down to the floor,
+    never below it, and (the engine's floor learned: x100 with one running) never up to where
+    chats pay twice that."""
     state, _ = limits.chat_arrived(_state(floor=1), 0.0)
-    for second in range(1, 50):
+    seen = set()
+    for second in range(1, 200):
+        running = _only(state).limit
+        state = _sample(state, float(second), BASE * 100 * running, running)
+        seen.add(_only(state).limit)
+    assert seen == {1, 2}  # at the floor, probing one more now and then
+    assert "at their floor" in state.reason or "probing one more" in state.reason
+    assert limits.target(state).floor == pytest.approx(100)
+
+
+def test_at_the_floor_before_it_is_learned_the_reason_says_why() -> None:
+    state, _ = limits.chat_arrived(_state(floor=1), 0.0)
+    for second in range(1, 4):  # fewer samples than the floor needs
         state = _sample(state, float(second), BASE * 100, running=_only(state).limit)
     assert _only(state).limit == 1
     assert "at their floor: the target is below what this engine gives" in state.reason
+
+
+def test_chats_equally_slow_whatever_batch_runs_let_batch_grow() -> None:
+    """Holding batch at its floor buys chats nothing when they pay the same at every level:
+    the target follows the engine's floor and batch grows to its bound."""
+    state, _ = limits.chat_arrived(_state(floor=1), 0.0)
+    for second in range(1, 200):
+        state = _sample(state, float(second), BASE * 100, running=_only(state).limit)
+    assert _only(state).limit == 4
+    assert "below this engine's floor x100" in state.reason
 
 
 def test_batch_takes_every_slot_when_no_chat_is_active() -> None:

@@ -116,14 +116,21 @@ async def test_a_slow_chat_shrinks_batch_at_once_and_the_change_is_logged(
 
 async def test_slow_chats_never_starve_batch() -> None:
     """The attacker's side: a stream of very slow chats (a huge prompt each) drives the limit
-    to its floor, never to zero: one batch request still runs."""
+    to its floor, never to zero: one batch request still runs. Once those chats are seen to be
+    as slow with one batch request as the engine's floor, holding batch there buys them
+    nothing; the target says so and the limit may grow again."""
     gate = _gate()
     running = await gate.acquire(BATCH, None)
+    lowest = 4
     for _ in range(50):
         chat = await gate.acquire(CHAT, None)
         _advance(gate, 1.0)
         _chat_done(gate, chat, 100.0)
-    assert _adaptive(gate).limits()["batch"] == 1
+        lowest = min(lowest, _adaptive(gate).limits()["batch"])
+    assert lowest == 1
+    upstream = _adaptive(gate).status()["upstreams"][0]
+    assert upstream["engine_floor_ratio"] == 1000.0
+    assert upstream["effective_target_ratio"] == 1100.0
     running.release()
     ticket = await asyncio.wait_for(gate.acquire(BATCH, None), 1)
     ticket.release()
@@ -177,3 +184,26 @@ async def test_a_reload_keeps_what_was_learned_and_takes_new_bounds() -> None:
     assert _adaptive(gate).limits()["batch"] == min(shrunk, 3)
     lane = _adaptive(gate).status()["upstreams"][0]["lanes"][0]
     assert lane["bound"] == 3 and lane["protected"] is not None
+
+
+async def test_an_slo_below_the_engine_floor_is_said_in_status_and_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Chats beside one batch request at x2 of the pinned baseline (the SLO is x1.3): until
+    the floor is learned the status says null and the SLO; then the crossing is logged once,
+    and the status shows the floor and the effective target."""
+    gate = _gate()
+    upstream = _adaptive(gate).status()["upstreams"][0]
+    assert upstream["engine_floor_ratio"] is None and upstream["effective_target_ratio"] == 1.3
+    running = await gate.acquire(BATCH, None)
+    with caplog.at_level(logging.INFO, logger="lanegate.limits"):
+        for _ in range(12):
+            chat = await gate.acquire(CHAT, None)
+            _advance(gate, 1.0)
+            _chat_done(gate, chat, BASE_S * 2)
+    running.release()
+    upstream = _adaptive(gate).status()["upstreams"][0]
+    assert upstream["engine_floor_ratio"] == 2.0 and upstream["effective_target_ratio"] == 2.2
+    logged = [r.getMessage() for r in caplog.records if "adaptive target on u" in r.getMessage()]
+    assert len(logged) == 1 and "the SLO x1.3 is below this engine's floor (x2.00" in logged[0]
+    assert "below this engine's floor" in upstream["reason"]

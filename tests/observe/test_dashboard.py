@@ -83,7 +83,7 @@ READ_PAGE = """() => {
   for (const up of doc.upstreams) {
     const id = (what) => `upstream-${up.name}-${what}`;
     upstreams[up.name] = {in_flight: text(id("in-flight")), breaker: text(id("breaker")),
-                          health: text(id("health"))};
+                          health: text(id("health")), chat_target: text(id("chat-target"))};
   }
   return {
     doc,
@@ -198,6 +198,10 @@ def check_dom_matches_snapshot(page_state: dict[str, Any]) -> None:
         assert shown["in_flight"] == f"{upstream['in_flight']}/{upstream['max_concurrency']}"
         assert shown["breaker"] == upstream["breaker"]["state"]
         assert shown["health"] == ("healthy" if upstream["healthy"] else "unhealthy")
+    # What the adaptive limits hold chats to, per local upstream (the SLO, or above the floor).
+    for limits in doc["adaptive"]["upstreams"]:
+        shown = dom["upstreams"][limits["upstream"]]
+        assert shown["chat_target"] == f"×{limits['effective_target_ratio']:.2f}"
     assert dom["pressure"] == doc["host"]["pressure"]
     assert dom["offload"].startswith("Offload is not configured")
 
@@ -287,6 +291,8 @@ def test_dashboard_shows_live_status(
     # The batch lane has one slot and two senders: the page saw it full at some refresh.
     assert any(s["dom"]["lanes"]["batch"]["in_flight"] == "1/1" for s in states)
     assert reloaded["doc"]["generated_at"] > last["doc"]["generated_at"]
+    # Priorities differ, so the adaptive limits are on: the card says what chats are held to.
+    assert last["dom"]["upstreams"]["mini"]["chat_target"] is not None
     assert (output_dir / "dashboard.png").stat().st_size > 10_000  # a drawn page, not a blank
 
 

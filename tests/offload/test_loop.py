@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.observe.measurement import RequestLabels, RequestRecord
-from gateway.observe.recorder import Recorder
+from gateway.observe.recorder import MAX_MODEL_SERIES, Recorder
 from gateway.observe.rolling import RollingRegistry
 from gateway.offload.controller import Signals
 from gateway.offload.loop import OffloadLoop
@@ -135,3 +135,40 @@ async def test_no_baseline_is_learned_on_a_host_that_is_not_calm() -> None:
     for _ in range(6):
         rolling.add(("ttft_solo", "interactive", "mini"), 0.2, clock.now)
     assert loop.learn(clock.now + 1) is None
+
+
+# -- early offload compares the request's model on each pool -----------------------------------
+
+
+def test_early_offload_compares_the_requests_model_on_each_pool() -> None:
+    """Model a is slower on the remote pool, model b faster: only b's batch goes remote early.
+    A model with no series of its own is judged on every lane's TTFT (remote faster here)."""
+    policy = load_policy_text(LEARNING_POLICY, "learning.yaml")
+    clock, rolling = FakeClock(1000.0), RollingRegistry()
+    recorder = Recorder(rolling, access_log_enabled=False)
+    loop = OffloadLoop(
+        policy, SignalSampler(UnsupportedSource("t")), rolling, UpstreamRouter(dict, clock), clock
+    )
+    loop.models = recorder.models
+    for model, local, remote in (("a", 0.1, 0.4), ("b", 0.6, 0.2)):
+        for upstream, ttft in (("mini", local), ("m4", remote)):
+            labels = RequestLabels("r", "POST", "/v1/chat/completions", "batch", upstream, model)
+            recorder.record(labels, record(ttft), clock.now)
+    batch = policy.lane("batch")
+    assert not loop.early(batch, True, 2, "a")
+    assert loop.early(batch, True, 2, "b")
+    # Lane-wide: the worst p95 on each pool, 0.6 local against 0.4 remote.
+    assert loop.early(batch, True, 2, "never-seen")
+    assert not loop.early(batch, False, 2, "b")  # the local limit has room: stays local
+
+
+def test_per_model_series_are_bounded_by_the_first_names_seen() -> None:
+    rolling = RollingRegistry()
+    recorder = Recorder(rolling, access_log_enabled=False)
+    for index in range(MAX_MODEL_SERIES + 10):
+        labels = RequestLabels("r", "POST", "/v1/chat/completions", "batch", "mini", f"m{index}")
+        recorder.record(labels, record(0.1), 1000.0)
+    assert len(recorder.models) == MAX_MODEL_SERIES
+    assert f"m{MAX_MODEL_SERIES}" not in recorder.models
+    assert rolling.snapshot(("ttft_model", f"m{MAX_MODEL_SERIES}", "mini"), 1000.0, 60).count == 0
+    assert rolling.snapshot(("ttft_model", "m0", "mini"), 1000.0, 60).count == 1

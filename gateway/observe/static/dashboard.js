@@ -147,7 +147,23 @@
     );
   }
 
-  function upstreamCard(up) {
+  // What the adaptive limits hold chats to on this upstream: the SLO, or just above the
+  // engine's floor when the SLO is below it (docs/policy.md, `slo`).
+  function chatTarget(up, limits, slo) {
+    if (!limits) return "";
+    const floor = limits.engine_floor_ratio;
+    const held = limits.effective_target_ratio;
+    const why = floor === null
+      ? "the SLO; engine floor not learned yet"
+      : held > slo
+        ? `the SLO ×${slo} is below this engine's floor ×${floor.toFixed(2)}`
+        : `the SLO; engine floor ×${floor.toFixed(2)}`;
+    return el("p", { title: limits.reason }, "chats held to ",
+      el("b", { "data-testid": `upstream-${up.name}-chat-target` }, `×${held.toFixed(2)}`),
+      el("span", { class: "muted" }, ` of baseline (${why})`));
+  }
+
+  function upstreamCard(up, limits, slo) {
     const id = (what) => `upstream-${up.name}-${what}`;
     const breaker = up.breaker;
     const health = up.healthy ? "healthy" : "unhealthy";
@@ -165,6 +181,7 @@
       el("p", { "data-testid": id("resident") }, "resident: ",
         up.resident.length ? up.resident.join(", ") : "none",
         el("span", { class: "muted" }, ` (${up.models.length} models)`)),
+      chatTarget(up, limits, slo),
       up.discovery_error ? el("p", { class: "error" }, up.discovery_error) : "",
     );
   }
@@ -236,7 +253,10 @@
     renderAlerts(doc.policy);
     renderOffload(doc.offload);
     $("lanes").tBodies[0].replaceChildren(...doc.lanes.map((l) => laneRow(l, doc.history)));
-    $("upstreams").replaceChildren(...doc.upstreams.map(upstreamCard));
+    const limits = doc.adaptive || { upstreams: [] };
+    const held = new Map((limits.upstreams || []).map((a) => [a.upstream, a]));
+    $("upstreams").replaceChildren(...doc.upstreams.map(
+      (up) => upstreamCard(up, held.get(up.name), limits.interactive_ttft_ratio)));
     renderHost(doc.host);
     const policy = doc.policy;
     $("policy").textContent =
