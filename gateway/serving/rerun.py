@@ -89,6 +89,7 @@ async def send_rerunning(
                 reruns.preemptions,
                 MAX_RERUNS,
             )
+            exchange.first_byte_at = None  # the next run gets its own first-byte deadline
             ticket.release()
             holder.ticket = await ticket.gate.requeue(ticket)
             continue
