@@ -36,10 +36,20 @@ class Holder(Protocol):
 
 
 class Sent(Protocol):
-    """The request on its way (the flow's `Sending`): its exchange, its latest upstream."""
+    """The request on its way (the flow's `Sending`): its exchange, its latest upstream, the
+    headers lanegate adds to its answer."""
 
     exchange: Exchange
     upstream: str
+    extra: list[tuple[bytes, bytes]]
+
+
+QUEUE_HEADER = b"x-lanegate-queue-ms"
+
+
+def queue_header(ticket: Ticket) -> tuple[bytes, bytes]:
+    """How long the request waited for a slot (every wait of a re-run, not its cut runs)."""
+    return QUEUE_HEADER, f"{ticket.queue_s * 1000:.1f}".encode()
 
 
 @dataclass(slots=True)
@@ -79,22 +89,32 @@ async def send_rerunning(
             thrown = clock() - started
             reruns.preemptions += 1
             reruns.thrown_s += thrown
-            log.info(
-                "preempted request %s of lane %s on %s after %.3f s upstream (preemption %d of "
-                "at most %d); it waits for a slot again",
-                exchange.request_id,
-                ticket.lane.name,
-                sent.upstream,
-                thrown,
-                reruns.preemptions,
-                MAX_RERUNS,
-            )
-            exchange.first_byte_at = None  # the next run gets its own first-byte deadline
-            ticket.release()
-            holder.ticket = await ticket.gate.requeue(ticket)
+            await _wait_again(holder, sent, thrown, reruns.preemptions)
             continue
         finally:
             exchange.preemptible = False
             ticket.interrupt = None
         reruns.final_s = clock() - started
         return record
+
+
+async def _wait_again(holder: Holder, sent: Sent, thrown_s: float, preemptions: int) -> None:
+    """Log the cut, give the slot to the chat, wait in place again (a new ticket)."""
+    ticket, exchange = holder.ticket, sent.exchange
+    log.info(
+        "preempted request %s of lane %s on %s after %.3f s upstream (preemption %d of "
+        "at most %d); it waits for a slot again",
+        exchange.request_id,
+        ticket.lane.name,
+        sent.upstream,
+        thrown_s,
+        preemptions,
+        MAX_RERUNS,
+    )
+    exchange.first_byte_at = None  # the next run gets its own first-byte deadline
+    ticket.release()
+    holder.ticket = await ticket.gate.requeue(ticket)
+    sent.extra[:] = [
+        queue_header(holder.ticket) if name == QUEUE_HEADER else (name, value)
+        for name, value in sent.extra
+    ]
