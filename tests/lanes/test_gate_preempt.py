@@ -129,3 +129,17 @@ async def test_a_rerun_counts_its_waits_as_queue_time_not_its_cut_run() -> None:
     assert young.queue_s == 0.0 and rerun.queue_s == 2.0
     for ticket in (old, rerun):
         ticket.release()
+
+
+async def test_a_reload_turning_preemptible_off_protects_running_requests() -> None:
+    clock, interrupts = FakeClock(), Interrupts()
+    gate, (old, young) = await _two_batches(clock, interrupts)  # armed under preemptible: true
+    kept = LaneSpec("batch", priority=10, max_concurrency=2)
+    gate.reconfigure(Policy("test", (UPSTREAM,), (CHAT, kept), (), default_lane="chat"), 2)
+    chat = asyncio.ensure_future(gate.acquire(CHAT, None))
+    await asyncio.sleep(0)
+    assert interrupts.calls == [] and not chat.done()  # it waits for a slot to free
+    old.release()
+    (await asyncio.wait_for(chat, 1)).release()
+    young.release()
+    assert gate.in_flight == 0 and not gate.tickets
