@@ -15,6 +15,7 @@ One log line per preemption (lane, upstream, request id, seconds thrown away), n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from gateway.errors import Preempted
 from gateway.lanes.preempt import MAX_RERUNS, thrown_tokens
 from gateway.lanes.preemption import Ticket
 from gateway.observe.measurement import RequestRecord
-from gateway.serving.exchange import Exchange
+from gateway.serving.exchange import PREEMPTED, Exchange
 
 log = logging.getLogger("lanegate.preempt")
 
@@ -84,7 +85,7 @@ async def send_rerunning(
         ticket.interrupt = exchange.preempt if allowed else None
         started = clock()
         try:
-            record = await send_once()
+            record = await _preemptible(send_once, exchange)
         except Preempted:
             thrown = clock() - started
             reruns.preemptions += 1
@@ -96,6 +97,23 @@ async def send_rerunning(
             ticket.interrupt = None
         reruns.final_s = clock() - started
         return record
+
+
+async def _preemptible(
+    send_once: Callable[[], Awaitable[RequestRecord]], exchange: Exchange
+) -> RequestRecord:
+    """One run; a preemption's cancel that lands where the relay does not turn it into
+    `Preempted` (an await in its `finally`, such as httpx's `aclose` after a retryable 503,
+    before `preemptible` was cleared) is one all the same: never a bare cancellation, which
+    would skip the flow's settling of the budget and its record."""
+    try:
+        return await send_once()
+    except asyncio.CancelledError:
+        if exchange.reason != PREEMPTED or exchange.headers_sent or exchange.task is None:
+            raise
+        exchange.task.uncancel()
+        exchange.reason = None  # the exchange goes on, as the relay does it
+        raise Preempted("preempted") from None
 
 
 async def _wait_again(holder: Holder, sent: Sent, thrown_s: float, preemptions: int) -> None:
