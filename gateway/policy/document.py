@@ -204,8 +204,15 @@ class PolicyDocument(BaseModel):
             yield self._hand_cap(index, lane.max_concurrency, local, pool)
 
     def _preempts_llamacpp(self, index: int, lane: LaneModel, pool: str) -> Iterator[Finding]:
-        """llama.cpp's server may go on generating a cut non-streamed request (measured:
-        docs/policy.md, Preemption)."""
+        """A top-priority lane is never preempted; llama.cpp's server may go on generating a
+        cut non-streamed request (measured: docs/policy.md, Preemption)."""
+        if lane.preemptible and lane.priority == max(other.priority for other in self.lanes):
+            yield Finding(
+                ("lanes", index, "preemptible"),
+                "this lane has the top priority, so nothing outranks it and its requests are "
+                "never preempted; give it a lower priority than the chats' lane, or unset it",
+                warning=True,
+            )
         kind = UpstreamKind.LLAMACPP
         names = [u.name for u in self.upstreams if u.pool == pool and u.kind is kind]
         if lane.preemptible and names:
