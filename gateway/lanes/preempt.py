@@ -136,6 +136,8 @@ def _for_waiters(
     """(a): one victim per protected waiter that one more free slot would let in. Admission
     sees every queue: a lower waiter aged above the chats (a re-queued request ages from its
     first arrival) would take the slot a cut frees, and a cut that helps no chat is skipped."""
+    if not any(situation.queues.get(name) for name in protected):
+        return []  # no chat waits (the usual case): no copy of the lower lanes' queues
     queues = {name: list(queue) for name, queue in situation.queues.items()}
     chosen: list[Running] = []
     for run in candidates:
