@@ -10,6 +10,8 @@ One tree: everything lanegate raises on purpose is a `LanegateError`. Its branch
     │   │   ├── UpstreamDisconnected      closed before or while answering
     │   │   └── UpstreamProtocolError     not HTTP/1.1 we can parse
     │   └── RetryElsewhere       failed before any byte reached the client: try another
+    ├── Preempted               its slot went to a chat before any byte reached the client:
+    │                           the flow runs it again (not the upstream's fault)
     ├── GatewayOutOfFiles       EMFILE/ENFILE opening an upstream socket: ours, not the upstream's
     └── ConfigError             a file or an answer lanegate reads is wrong (the ones that
         │                       were ValueErrors still are)
@@ -119,6 +121,12 @@ class RetryElsewhere(UpstreamFault):
         self.detail = detail
         self.busy = busy
         self.answered = answered  # an HTTP answer (alive, 502/503), not a connection failure
+
+
+class Preempted(LanegateError):
+    """The relay's answer to a preemption (`Exchange.preempt`): the upstream request was cut
+    (its connection closed, so the engine stops generating) before anything reached the
+    client. Not an `UpstreamFault`: the router counts the attempt abandoned, not failed."""
 
 
 class ConfigError(LanegateError):

@@ -15,6 +15,9 @@ after `FREED_RECHECK_S`, whichever comes first.
 With adaptive limits (`limits_feed.AdaptiveLimits`, the local gate only), admission sees each
 lower lane's cap as the smaller of its `max_concurrency` and its adaptive limit; a protected
 lane's arrival is told to the limits before it is admitted, and every in-flight change after.
+
+After every admission round the local gate asks `preemption` whether a running request of a
+`preemptible` lane should give its slot to a protected waiter (never with shared slots).
 """
 
 from __future__ import annotations
@@ -23,13 +26,16 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Protocol
 
 from gateway.errors import GatewayError, RateLimited, ServiceUnavailable
 from gateway.lanes import admission
 from gateway.lanes.admission import Occupancy, Waiter
 from gateway.lanes.limits_feed import AdaptiveLimits
+from gateway.lanes.preempt import Situation
+from gateway.lanes.preemption import Ticket as Ticket  # re-exported: where tickets come from
+from gateway.lanes.preemption import enqueue, preempt_round
 from gateway.policy.spec import ClientSpec, LaneSpec, Policy
 from gateway.shared.plan import FREED_RECHECK_S, LeaseOutcome
 
@@ -70,28 +76,6 @@ class _Refused(Exception):
         self.error = error
 
 
-@dataclass(eq=False)
-class Ticket:
-    """One admitted request's hold on a slot; `release()` gives it back (once)."""
-
-    gate: LaneGate
-    lane: LaneSpec
-    client: ClientSpec | None
-    enqueued_at: float
-    admitted_at: float
-    lease: str | None = None  # the shared lease, when the gate shares slots with other gateways
-    released: bool = field(default=False)
-
-    @property
-    def queue_s(self) -> float:
-        return self.admitted_at - self.enqueued_at
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.gate._release(self)
-
-
 class LaneGate:
     """One gate per process, for its whole life: a policy reload reconfigures it in place
     (`reconfigure`), so the slots held by requests admitted under the old policy keep counting
@@ -129,6 +113,7 @@ class LaneGate:
         if shared is not None:
             shared.listen(self)
         self._closed: Refuse | None = None
+        self.tickets: set[Ticket] = set()  # admitted and not yet released
         self.reconfigure(policy, capacity)
 
     # -- what status and metrics read -------------------------------------------------------
@@ -167,7 +152,27 @@ class LaneGate:
         lease = None
         if self.shared is not None:
             lease, admitted_at = await self._win_lease(self.shared, waiter, client, admitted_at)
-        return Ticket(self, lane, client, now, admitted_at, lease)
+        return self._ticket(Ticket(self, lane, client, now, admitted_at, lease, waiter=waiter))
+
+    async def requeue(self, preempted: Ticket) -> Ticket:
+        """A preempted request's way back (its ticket released): it waits in its lane again in
+        its first place (its waiter), aged from its first arrival, for a fresh queue_timeout;
+        `max_queue` does not refuse it (it had its place)."""
+        name, waiter = preempted.lane.name, preempted.waiter
+        if self._closed is not None:
+            raise self._closed(name)
+        if name not in self.lanes or waiter is None:
+            raise lane_removed(name)
+        lane, now = self.lanes[name], self.clock()
+        admitted_at = await self._wait(waiter, lane, now + lane.queue_timeout_s, False)
+        ticket = Ticket(self, lane, preempted.client, preempted.enqueued_at, admitted_at)
+        ticket.waiter, ticket.preemptions = waiter, preempted.preemptions + 1
+        ticket.requeued_at, ticket.waited_s = now, preempted.queue_s
+        return self._ticket(ticket)
+
+    def _ticket(self, ticket: Ticket) -> Ticket:
+        self.tickets.add(ticket)
+        return ticket
 
     async def _wait(self, waiter: Waiter, lane: LaneSpec, deadline: float, first: bool) -> float:
         """Queue until admitted locally (counted), or raise RateLimited (full, timed out)."""
@@ -179,7 +184,7 @@ class LaneGate:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._futures[waiter.id] = future
-        _enqueue(queue, waiter)
+        enqueue(queue, waiter)
         self._pump()
         # The timeout is a plain callback, not wait_for: it leaves the queue in the same step
         # that fails the future, so no admission can slip in between.
@@ -233,6 +238,7 @@ class LaneGate:
         self._pump()
 
     def _release(self, ticket: Ticket) -> None:
+        self.tickets.discard(ticket)
         held = self.clock() - ticket.admitted_at
         name = ticket.lane.name
         self._service_s[name] = admission.service_mean(self._service_s.get(name), held)
@@ -278,7 +284,15 @@ class LaneGate:
 
     # -- internals ------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Admit waiters while the pure decision says someone can go."""
+        """Admit waiters while the pure decision says someone can go; then preempt for the
+        protected lanes if they still wait or lower lanes are over their caps."""
+        self._admit_waiting()
+        if self.shared is None and any(t.interrupt is not None for t in self.tickets):
+            lanes, queues, now = self._capped(), self._admissible(), self.clock()
+            situation = Situation(lanes, self.clients, self._occupancy(), queues, now, self.aging_s)
+            preempt_round(self.tickets, situation)
+
+    def _admit_waiting(self) -> None:
         while any(self.queues.values()):
             waiter = admission.next_to_admit(
                 self._admissible(),
@@ -403,14 +417,3 @@ def lane_removed(lane: str) -> GatewayError:
         code="lane_removed",
         headers={"retry-after": "1"},
     )
-
-
-def _enqueue(queue: deque[Waiter], waiter: Waiter) -> None:
-    """Append a new waiter; one back from a lost shared lease regains its place (ids rise)."""
-    if not queue or queue[-1].id < waiter.id:
-        queue.append(waiter)
-        return
-    for index, other in enumerate(queue):
-        if other.id > waiter.id:
-            queue.insert(index, waiter)
-            return

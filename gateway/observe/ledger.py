@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS requests (
     ts REAL NOT NULL, request_id TEXT NOT NULL, client TEXT, lane TEXT NOT NULL, model TEXT,
     upstream TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, error TEXT,
     queue_ms REAL, ttft_ms REAL, gap_max_ms REAL, duration_ms REAL NOT NULL,
-    prompt_tokens INTEGER, completion_tokens INTEGER, trace_id TEXT
+    prompt_tokens INTEGER, completion_tokens INTEGER, trace_id TEXT,
+    preemptions INTEGER NOT NULL DEFAULT 0, preempted_ms REAL NOT NULL DEFAULT 0,
+    preempted_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 """
@@ -91,6 +93,9 @@ def ledger_row(labels: RequestLabels, record: RequestRecord, ts: float) -> Ledge
         record.prompt_tokens,
         record.completion_tokens,
         labels.trace_id,
+        labels.preemptions,
+        round(labels.preempted_s * 1000, 3),
+        labels.preempted_tokens,
     )
 
 
@@ -157,8 +162,15 @@ class SqliteLedgerStore:
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """A ledger written before a column existed gets it (NULL in its old rows)."""
     present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-    if "trace_id" not in present:
-        db.execute("ALTER TABLE requests ADD COLUMN trace_id TEXT")
+    added = {
+        "trace_id": "TEXT",
+        "preemptions": "INTEGER NOT NULL DEFAULT 0",
+        "preempted_ms": "REAL NOT NULL DEFAULT 0",
+        "preempted_tokens": "INTEGER NOT NULL DEFAULT 0",
+    }
+    for name, kind in added.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
 
 
 def read_rows(path: Path, since: float) -> list[LedgerRow]:

@@ -46,6 +46,9 @@ COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "trace_id",
+    "preemptions",
+    "preempted_ms",
+    "preempted_tokens",
 )
 LedgerRow = tuple[
     float,  # ts: wall-clock seconds since the epoch when the request finished
@@ -64,6 +67,9 @@ LedgerRow = tuple[
     int | None,  # prompt_tokens
     int | None,  # completion_tokens
     str | None,  # trace_id: the client's W3C trace id (32 hex), if it sent a traceparent
+    int,  # preemptions: times its slot went to a chat (it ran again)
+    float,  # preempted_ms: upstream time of the runs thrown away
+    int,  # preempted_tokens: completion tokens those runs threw away (estimated)
 ]
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 # Typed positions of the columns the summary reads (Final: mypy keeps the tuple item types).

@@ -155,3 +155,8 @@ class RequestLabels:
     queue_s: float | None = None  # time waiting for a lane slot (None: never admitted)
     alone: bool = False  # had its upstream to itself from start to end (single-stream TTFT)
     trace_id: str | None = None  # the client's W3C trace id (traceparent), if it sent one
+    # Preemption (gateway.serving.rerun): how often its slot went to a chat, the upstream
+    # seconds of the runs thrown away, and an estimate of their completion tokens.
+    preemptions: int = 0
+    preempted_s: float = 0.0
+    preempted_tokens: int = 0

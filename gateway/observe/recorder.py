@@ -63,6 +63,7 @@ class Recorder:
             self.rolling.add(("queue", *series), labels.queue_s, now)
         if self.tally is not None:
             self.tally.observe(*series, labels.model, labels.queue_s, record, labels.client)
+            self.tally.preempted(*series, labels.preemptions, labels.preempted_tokens)
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             fields = access_fields(labels, record)
             # The JSON text for `text` logs; the fields themselves for `json` logs (merged into
@@ -97,4 +98,7 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "tokens_estimated": record.tokens_estimated,
         "error": error_code(record.error),
         "trace_id": labels.trace_id,  # a code only: upstream text may echo a prompt
+        "preemptions": labels.preemptions,
+        "preempted_ms": ms(labels.preempted_s),
+        "preempted_tokens": labels.preempted_tokens,  # estimated
     }

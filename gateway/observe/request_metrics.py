@@ -157,6 +157,8 @@ class RequestTally:
         self.gaps: dict[tuple[str, str], BucketCounts] = {}
         self.duration: dict[tuple[str, str], BucketCounts] = {}
         self.queue_wait: dict[str, BucketCounts] = {}
+        self.preemptions: dict[tuple[str, str], int] = {}  # (lane, upstream that answered)
+        self.preempted_tokens: dict[tuple[str], int] = {}  # (lane,): estimated
         self._reasons: set[str] = set()
 
     def observe(
@@ -190,6 +192,13 @@ class RequestTally:
             if tokens:
                 self.tokens[(*series, kind)] = self.tokens.get((*series, kind), 0) + tokens
                 self.client_tokens[(who, kind)] = self.client_tokens.get((who, kind), 0) + tokens
+
+    def preempted(self, lane: str, upstream: str, preemptions: int, tokens: int) -> None:
+        """A finished request that was preempted `preemptions` times (tokens: estimated)."""
+        if preemptions:
+            key = (lane, upstream)
+            self.preemptions[key] = self.preemptions.get(key, 0) + preemptions
+            self.preempted_tokens[(lane,)] = self.preempted_tokens.get((lane,), 0) + tokens
 
     def requests_by_model(self, known: Collection[str]) -> dict[tuple[str, str, str, str], int]:
         """`requests` with each counted model name turned into its label (`model_label`)."""

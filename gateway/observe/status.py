@@ -68,6 +68,13 @@ def _series_keys(
     ]
 
 
+def _preemptions(gateway: GatewayView, lane: str) -> int:
+    tally = gateway.flow.recorder.tally
+    if tally is None:
+        return 0
+    return sum(count for (name, _), count in tally.preemptions.items() if name == lane)
+
+
 def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
     gate, remote, rolling = gateway.runtime.gate, gateway.runtime.remote_gate, gateway.rolling
     budget = gateway.budgets
@@ -79,6 +86,8 @@ def lane_status(gateway: GatewayView, lane: LaneSpec, now: float) -> Doc:
         "name": lane.name,
         "priority": lane.priority,
         "offloadable": lane.offloadable,
+        "preemptible": lane.preemptible,
+        "preemptions": _preemptions(gateway, lane.name),  # since start, finished requests
         "in_flight": gate.by_lane.get(lane.name, 0) + remote_in_flight,
         "remote_in_flight": remote_in_flight,  # of those, holding the remote pool's slots
         "max_concurrency": lane.max_concurrency,

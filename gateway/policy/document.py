@@ -21,7 +21,7 @@ from gateway.policy.lanes import LaneModel, implicit_lane
 from gateway.policy.models import ModelsModel
 from gateway.policy.offload_section import OffloadModel
 from gateway.policy.slo_section import SloModel
-from gateway.policy.spec import Policy, Protection
+from gateway.policy.spec import Policy, Protection, UpstreamKind
 from gateway.policy.suggest import did_you_mean
 from gateway.policy.upstreams import UpstreamModel
 
@@ -171,6 +171,7 @@ class PolicyDocument(BaseModel):
             yield self._over_reserved(reserved, local, pool)
         for index, lane in enumerate(self.lanes):
             yield from self._lane_cap(index, lane, pool)
+            yield from self._preempts_llamacpp(index, lane, pool)
             if lane.queue_timeout >= CLIENT_READ_TIMEOUT_S:
                 yield Finding(
                     ("lanes", index, "queue_timeout"),
@@ -201,6 +202,28 @@ class PolicyDocument(BaseModel):
             local := self.reach(lane, local_only=True)
         ):
             yield self._hand_cap(index, lane.max_concurrency, local, pool)
+
+    def _preempts_llamacpp(self, index: int, lane: LaneModel, pool: str) -> Iterator[Finding]:
+        """A top-priority lane is never preempted; llama.cpp's server may go on generating a
+        cut non-streamed request (measured: docs/policy.md, Preemption)."""
+        if lane.preemptible and lane.priority == max(other.priority for other in self.lanes):
+            yield Finding(
+                ("lanes", index, "preemptible"),
+                "this lane has the top priority, so nothing outranks it and its requests are "
+                "never preempted; give it a lower priority than the chats' lane, or unset it",
+                warning=True,
+            )
+        kind = UpstreamKind.LLAMACPP
+        names = [u.name for u in self.upstreams if u.pool == pool and u.kind is kind]
+        if lane.preemptible and names:
+            yield Finding(
+                ("lanes", index, "preemptible"),
+                f"llama.cpp's server ({', '.join(names)}) does not reliably stop a non-streamed "
+                "generation whose connection closed while other requests run: a preempted "
+                "request frees lanegate's slot but may keep the engine's busy until its "
+                "max_tokens; ask for streams, or leave preemptible unset there",
+                warning=True,
+            )
 
     def reach(self, lane: LaneModel, *, local_only: bool = False) -> int:
         """The slots a lane can use: the local pool less the slots other lanes reserve, plus

@@ -98,6 +98,13 @@ class LaneModel(BudgetFields):
     offloadable: Annotated[
         bool, Field(description="May run on the remote pool when the local one is busy")
     ] = False
+    preemptible: Annotated[
+        bool,
+        Field(
+            description="A waiting chat (top priority) may cut this lane's non-streamed requests "
+            "that have sent nothing yet; each runs again later, at most twice preempted",
+        ),
+    ] = False
     on_redis_down: Annotated[
         Literal["open", "closed"],
         Field(
@@ -132,6 +139,7 @@ class LaneModel(BudgetFields):
             model_map=tuple(self.model_map.items()),
             allowed_models=tuple(self.allowed_models) if self.allowed_models else None,
             offloadable=self.offloadable,
+            preemptible=self.preemptible,
             on_redis_down=self.on_redis_down,
         )
 

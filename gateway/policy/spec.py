@@ -102,6 +102,9 @@ class LaneSpec:
     model_map: tuple[tuple[str, str], ...] = ()  # (glob, target), first match rewrites model
     allowed_models: tuple[str, ...] | None = None  # globs; None allows any
     offloadable: bool = False
+    # A chat waiting for a slot may take it from this lane's non-streamed requests that have
+    # sent nothing yet; they run again later (gateway.lanes.preempt).
+    preemptible: bool = False
     on_redis_down: str = "open"  # shared state unreachable: "open" (local limits) or "closed" (503)
 
 

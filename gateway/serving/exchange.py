@@ -25,6 +25,9 @@ FIRST_BYTE = "first_byte_timeout"
 IDLE = "idle_timeout"
 DRAINING = DRAINING_CODE  # the drain timeout passed: end with the stream error event
 BODY = "body_timeout"
+# Its slot went to a chat (gateway.lanes.preemption): the relay raises `Preempted`, the flow
+# runs the request again later. Only while nothing went to the client (`preemptible`).
+PREEMPTED = "preempted"
 _REQUEST_ID = "lanegate.request_id"  # where the scope keeps the request's id
 
 
@@ -71,6 +74,7 @@ class Exchange:
         "idle_s",
         "last_activity",
         "loop",
+        "preemptible",
         "reason",
         "received_at",
         "request_id",
@@ -89,6 +93,9 @@ class Exchange:
         self.active = True
         self.reason: str | None = None
         self.headers_sent = False
+        # May its slot be taken back (a non-streamed request of a preemptible lane)? The relay
+        # clears it, synchronously, before it sends anything to the client.
+        self.preemptible = False
         self.first_byte_at: float | None = None
         self.last_activity = received_at
         self.sending_since: float | None = None  # set while a send waits on the client
@@ -124,9 +131,21 @@ class Exchange:
             self.timer.cancel()
 
     def interrupt(self, reason: str) -> None:
-        if self.active and self.reason is None and self.task is not None:
+        if self.active and self.reason == PREEMPTED:
+            # The cancel is on its way; the client leaving (or a timeout) meanwhile wins, so
+            # the request ends instead of running again for nobody.
+            self.reason = reason
+        elif self.active and self.reason is None and self.task is not None:
             self.reason = reason
             self.task.cancel()
+
+    def preempt(self) -> bool:
+        """Interrupt for a preemption, if still allowed: True when it was."""
+        if not (self.preemptible and self.active and self.reason is None and self.task):
+            return False
+        self.preemptible = False
+        self.interrupt(PREEMPTED)
+        return True
 
     def done(self) -> None:
         """The response went out whole: nothing interrupts the request any more. (uvicorn's

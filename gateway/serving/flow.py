@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from starlette.types import Receive, Scope, Send
 
@@ -39,7 +40,7 @@ from gateway.lanes.classify import (
     request_view,
     rewrite_model,
 )
-from gateway.lanes.gate import Ticket
+from gateway.lanes.preemption import Ticket
 from gateway.observe.measurement import MAX_USAGE_TOKENS, RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
@@ -50,6 +51,7 @@ from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.outcomes import over_budget, rejected, tokens_used
 from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
+from gateway.serving.rerun import Reruns, queue_header, send_rerunning
 from gateway.serving.routes import Route
 from gateway.serving.usage import asking_body, should_ask
 from gateway.upstreams.client import UpstreamClient
@@ -126,6 +128,7 @@ class RequestFlow:
         lane_name, model = "-", None
         client: ClientSpec | None = None
         extra: list[tuple[bytes, bytes]] = []
+        reruns = Reruns()
         try:
             client = runtime.auth.client_for(scope["headers"])
             check_body_type(scope["headers"])
@@ -144,9 +147,14 @@ class RequestFlow:
 
             sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
             sending.source = client.name if client else _peer(scope)
-            if route.inference:
+            if route.inference and admitted is not None:
                 served = served_by(route, pool or self.router.pool_of(runtime.policy))
-                record = await self._send(runtime.policy, sending, served)
+                preemptible = admitted.lane.preemptible and not facts.stream
+                reruns.max_tokens = admitted.estimate - admitted.prompt_estimate
+                again = partial(self._send, runtime.policy, sending, served)
+                record = await send_rerunning(
+                    again, admitted, sending, preemptible, self.clock, reruns
+                )
             else:  # metadata: the default upstream (that serves the API) answers, no slot
                 upstream = first_serving(runtime.policy, route.family, _what(route))
                 record = await self._forward(runtime.policy, sending, upstream, False)
@@ -187,6 +195,9 @@ class RequestFlow:
             queue_s=queue_s,
             trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
             alone=sending is not None and sending.alone,
+            preemptions=reruns.preemptions,
+            preempted_s=reruns.thrown_s,
+            preempted_tokens=reruns.tokens(record.completion_tokens),
         )
         self.recorder.record(labels, record, self.clock())
 
@@ -257,7 +268,7 @@ class RequestFlow:
         return pool
 
     def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
-        queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
+        queued = queue_header(admitted.ticket)
         limits = self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
         if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
             limits = [*limits, *anthropic_headers.from_openai(limits, self.wall_clock())]

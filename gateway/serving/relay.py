@@ -27,6 +27,7 @@ from gateway.errors import (
     GatewayOutOfFiles,
     NotFound,
     PayloadTooLarge,
+    Preempted,
     RequestTimeout,
     RetryElsewhere,
     ServiceUnavailable,
@@ -46,6 +47,7 @@ from gateway.serving.exchange import (
     CLIENT_STALLED,
     DRAINING,
     FIRST_BYTE,
+    PREEMPTED,
     Exchange,
     RequestIds,
 )
@@ -258,6 +260,9 @@ class Relay:
                 raise
             if exchange.task is not None:
                 exchange.task.uncancel()
+            if exchange.reason == PREEMPTED and not exchange.headers_sent:
+                exchange.reason = None  # the exchange goes on: the flow sends it again
+                raise Preempted(f"preempted on {client.spec.name}") from None
             error = exchange.reason
             failed = error not in (CLIENT_LEFT, CLIENT_STALLED)
             if framer is not None:
@@ -325,6 +330,7 @@ class Relay:
     async def _start(
         send: Send, status: int, headers: list[tuple[bytes, bytes]], exchange: Exchange
     ) -> None:
+        exchange.preemptible = False  # before the first await: no preemption from here on
         await send({"type": "http.response.start", "status": status, "headers": headers})
         exchange.headers_sent = True
 
@@ -378,6 +384,7 @@ class Relay:
     async def _fail(
         self, send: Send, exchange: Exchange, shape: ErrorShape, failure: GatewayError, status: int
     ) -> int:
+        exchange.preemptible = False  # an answer goes out now
         try:
             if exchange.headers_sent:
                 event = stream_error_event(shape, failure)

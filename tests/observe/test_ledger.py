@@ -82,21 +82,32 @@ def test_row_holds_names_numbers_and_codes() -> None:
         "prompt_tokens": 12,
         "completion_tokens": 34,
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "preemptions": 0,
+        "preempted_ms": 0.0,
+        "preempted_tokens": 0,
     }
 
 
-def test_a_ledger_from_before_trace_ids_gains_the_column(tmp_path: Path) -> None:
+def test_row_holds_what_preemption_threw_away() -> None:
+    preempted = labels(preemptions=2, preempted_s=1.25, preempted_tokens=40)
+    row = dict(zip(COLUMNS, ledger_row(preempted, record(), 1.0), strict=True))
+    assert (row["preemptions"], row["preempted_ms"], row["preempted_tokens"]) == (2, 1250.0, 40)
+
+
+def test_a_ledger_from_before_trace_ids_gains_the_columns(tmp_path: Path) -> None:
     old = sqlite3.connect(tmp_path / "ledger.sqlite")
-    columns = ", ".join(f"{name}" for name in COLUMNS[:-1])  # every column but trace_id
-    old.execute(f"CREATE TABLE requests ({columns})")
-    old.execute(f"INSERT INTO requests VALUES ({', '.join('?' * (len(COLUMNS) - 1))})", (1,) * 15)
+    before = COLUMNS[: COLUMNS.index("trace_id")]  # the first columns a ledger ever had
+    old.execute(f"CREATE TABLE requests ({', '.join(before)})")
+    old.execute(f"INSERT INTO requests VALUES ({', '.join('?' * len(before))})", (1,) * 15)
     old.commit()
     old.close()
     store = SqliteLedgerStore(tmp_path / "ledger.sqlite")
-    store.write([ledger_row(labels("new"), record(), 2.0)])
+    store.write([ledger_row(labels("new", preemptions=1), record(), 2.0)])
     store.close()
     rows = read_rows(tmp_path / "ledger.sqlite", 0)
-    assert [row[-1] for row in rows] == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
+    trace, preemptions = COLUMNS.index("trace_id"), COLUMNS.index("preemptions")
+    assert [row[trace] for row in rows] == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
+    assert [row[preemptions] for row in rows] == [0, 1]  # old rows: never preempted
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,9 @@ def row(
         prompt,
         completion,
         None,
+        0,
+        0.0,
+        0,
     )
 
 

@@ -348,6 +348,32 @@ def test_hand_cap_below_the_slots_of_a_lower_lane_is_a_warning() -> None:
     assert off.warnings == () and not off.policy.protection.enabled
 
 
+def test_preemptible_lane_in_front_of_llamacpp_is_a_warning() -> None:
+    lanes = (
+        "lanes:\n  - {name: interactive, priority: 100}\n"
+        "  - {name: batch, priority: 10, preemptible: true}\n"
+        "  - {name: bulk, priority: 5}\n"
+    )
+    llama = UPSTREAMS.replace("max_concurrency: 4}", "max_concurrency: 4, kind: llamacpp}")
+    checked = check_policy_text(llama + lanes + CLASSIFY, "ops.yaml")
+    assert [(w.line, w.field) for w in checked.warnings] == [(6, "lanes[1].preemptible")]
+    assert "llama.cpp's server (mini) does not reliably stop" in checked.warnings[0].message
+    assert checked.policy.lane("batch").preemptible and not checked.policy.lane("bulk").preemptible
+    ollama = check_policy_text(UPSTREAMS + lanes + CLASSIFY, "ops.yaml")  # stops on a close
+    assert ollama.warnings == ()
+
+
+def test_preemptible_on_the_top_priority_lane_is_a_warning() -> None:
+    # A hostile (or mistaken) policy: nothing outranks the chats' lane, so the flag does nothing.
+    lanes = (
+        "lanes:\n  - {name: interactive, priority: 100, preemptible: true}\n"
+        "  - {name: batch, priority: 10, preemptible: true}\n"
+    )
+    checked = check_policy_text(UPSTREAMS + lanes + CLASSIFY, "ops.yaml")
+    assert [(w.line, w.field) for w in checked.warnings] == [(5, "lanes[0].preemptible")]
+    assert "never preempted" in checked.warnings[0].message
+
+
 @pytest.mark.parametrize(
     ("slo", "field"),
     [

@@ -78,3 +78,21 @@ async def test_nothing_interrupts_a_response_that_went_out_whole() -> None:
     assert exchange.reason is None
     assert exchange.watcher is not None and exchange.watcher.cancelled()
     exchange.close()
+
+
+async def test_preempt_only_while_preemptible_once_and_the_client_leaving_wins() -> None:
+    exchange = Exchange("r", 0.0, time.monotonic)
+    assert not exchange.preempt()  # not preemptible (streamed, or its answer started)
+    exchange.preemptible = True
+    assert exchange.preempt()
+    assert not exchange.preempt() and not exchange.preemptible  # once
+    exchange.interrupt(CLIENT_LEFT)  # left while the preemption was on its way
+    with pytest.raises(asyncio.CancelledError):  # one cancel, not two
+        await asyncio.sleep(1)
+    assert exchange.reason == CLIENT_LEFT  # ends as a 499, not re-run for nobody
+    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+    await asyncio.sleep(0)  # no second cancel is pending
+    exchange.close()
+    exchange.preemptible = True
+    assert not exchange.preempt()  # the response went out: never
+    assert exchange.reason == CLIENT_LEFT

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from gateway.observe.ledger import LEDGER_FILE, read_rows
+from gateway.observe.ledger_report import COLUMNS
 from tests.support.paths import DATA
 from tests.support.policies import policy_text, upstream_entry
 from tests.support.processes import Service
@@ -92,7 +93,7 @@ def test_trace_id_in_access_log_and_ledger(client: httpx.Client, gateway: Servic
     while not rows and time.monotonic() < deadline:
         rows = [r for r in read_rows(ledger, 0) if r[1] == "traced-2"] if ledger.exists() else []
         time.sleep(0.1)
-    assert rows and rows[0][-1] == TRACE
+    assert rows and rows[0][COLUMNS.index("trace_id")] == TRACE
     log = gateway.log().splitlines()
     lines = [json.loads(line[line.index("{") :]) for line in log if '"traced-2"' in line]
     assert lines and lines[0]["trace_id"] == TRACE and lines[0]["path"] == "/v1/messages"
