@@ -126,7 +126,8 @@ async def run_arm(
         data["limit_changes_last"] = changes[-12:]  # what the controller did, with reasons
     finally:
         gateway.stop()
-    return data | preemption(exposition, own.batch_generated_tokens) | {"ttft_samples": own.ttft}
+    figures = preemption(exposition, own.batch_generated_tokens)
+    return data | figures | {"policy_warnings": warnings(text), "ttft_samples": own.ttft}
 
 
 def refusal(text: str) -> str | None:
@@ -136,6 +137,12 @@ def refusal(text: str) -> str | None:
     except PolicyError as exc:
         return f"policy refused by this gateway: {exc}"
     return None
+
+
+def warnings(text: str) -> list[str]:
+    """What `lanegate policy check` warns about the arm's policy (e.g. preemption on an engine
+    that may go on generating a cut request): the arm runs, and says so."""
+    return [f"{w.field}: {w.message}" for w in check_policy_text(text, "arm").warnings]
 
 
 async def scrape(base_url: str) -> str:
