@@ -244,6 +244,8 @@ def table(result: dict[str, Any]) -> str:
             f"(×{low:.2f}–×{high:.2f}) | {d['batch_per_s']:.2f} | "
             f"{'—' if share is None else f'{share:.0%}'} | {_preempted(d)} | {d['errors']} |"
         )
+    for arm, d in result["arms"].items():
+        lines += [f"\n{arm}'s policy warns: {warning}" for warning in d.get("policy_warnings", [])]
     return "\n".join(lines)
 
 
