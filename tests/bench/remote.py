@@ -164,6 +164,9 @@ async def s9_demo(workdir: Path, seconds: float = 60.0) -> dict[str, Any]:
         data, status = await asyncio.gather(
             mixed.run_mixed(gateway, load), _status_after(gateway, seconds)
         )
+        preempted = isolation.preemption(
+            await isolation.scrape(gateway), data["batch_generated_tokens"]
+        )
     finally:
         _stop_demo(demo)
     view = dashboard_view(status)
@@ -176,6 +179,7 @@ async def s9_demo(workdir: Path, seconds: float = 60.0) -> dict[str, Any]:
         "dashboard_ttft_p95_ratio": ratio(view["ttft_p95_ms"], base_p95_ms),
         "early_offloads": log.count("offload: early, lane batch goes remote"),
         "limit_changes": log.count("adaptive limit: lane"),
+        "preemption": preempted,  # the demo policy's batch is preemptible
     }
 
 

@@ -229,7 +229,8 @@ def s9_lines(s9: dict[str, Any]) -> list[str]:
         f"on the remote pool {remote or 'nothing'}; offload banner {offload['state']} "
         f"({offload['reason']}). "
         f"Early offloads in the phase: {s9['early_offloads']}; limit changes: "
-        f"{s9['limit_changes']}; batch {client['batch_per_s']:.2f} req/s.",
+        f"{s9['limit_changes']}; batch {client['batch_per_s']:.2f} req/s; preemptions "
+        f"{_preemptions(s9.get('preemption', {}))}.",
         *(
             f"Chats held to {_x(t['effective_target_ratio'])} of a learned baseline of "
             f"{_ms(t['baseline_ttft_ms'])} on {name} (engine floor {_x(t['engine_floor_ratio'])})."
@@ -240,3 +241,10 @@ def s9_lines(s9: dict[str, Any]) -> list[str]:
 
 def _verdict(met: bool | None) -> str:
     return "not measured" if met is None else ("yes" if met else "NO")
+
+
+def _preemptions(figures: dict[str, Any]) -> str:
+    count, share = figures.get("preemptions"), figures.get("thrown_share")
+    if count is None:
+        return "not counted by this gateway"
+    return f"{count:.0f} ({'—' if share is None else f'{share:.1%}'} of batch's tokens thrown away)"

@@ -131,8 +131,10 @@ def test_dashboard_view_reads_what_the_dashboard_draws() -> None:
             "dashboard_ttft_p95_ratio": 2.0,
             "early_offloads": 12,
             "limit_changes": 3,
+            "preemption": {"preemptions": 2.0, "thrown_share": 0.04},
         }
     )
+    assert any("preemptions 2 (4.0% of batch's tokens thrown away)" in line for line in lines)
     assert any("| 40 ms / 88 ms | ×2.00 | 12 ms |" in line for line in lines)
     assert view["chat_targets"]["mini"]["effective_target_ratio"] == 2.75
     assert "Chats held to ×2.75 of a learned baseline of 48 ms on mini" in lines[-1]
