@@ -221,7 +221,9 @@ def chat_figures(ttfts: list[float], base_p95: float) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     load = result["load"]
     prompts = "a new message every chat turn" if load["fresh_prompts"] else "one repeated message"
-    lent = "" if "direct" in result["arms"] else " (batch ÷ direct: the previous run's direct)"
+    lent = ""
+    if "direct" not in result["arms"] and result.get("direct_batch_per_s") is not None:
+        lent = " (batch ÷ direct: the previous run's direct)"
     lines = [
         f"{load['seconds_per_arm']:.0f} s per arm, {prompts}{lent}; baseline (chat alone) TTFT "
         f"p50 / p95: {result['baseline_ttft_p50_ms']:.1f} / "
