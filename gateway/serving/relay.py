@@ -26,7 +26,6 @@ from gateway.errors import (
     ErrorShape,
     GatewayError,
     GatewayOutOfFiles,
-    NotFound,
     PayloadTooLarge,
     Preempted,
     RequestTimeout,
@@ -40,7 +39,6 @@ from gateway.errors import (
 )
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.ops.drain import cut_error
-from gateway.policy.spec import ANTHROPIC_API, RERANK_API, UpstreamSpec
 from gateway.serving.assemble import Assembler
 from gateway.serving.assembled import read_assembled, send_assembled, too_large
 from gateway.serving.event_framing import EventFramer
@@ -55,7 +53,7 @@ from gateway.serving.exchange import (
     RequestIds,
 )
 from gateway.serving.request_body import RequestFacts, parse_request
-from gateway.serving.routes import Route
+from gateway.serving.routes import NEWER_APIS, Route, not_served
 from gateway.serving.trace import TraceContext, trace_context
 from gateway.serving.upstream_headers import relayed_headers
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
@@ -130,20 +128,6 @@ _ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 _CONTEXT = _ANTHROPIC_HEADERS | {b"traceparent", b"tracestate"}
 _MAX_ANTHROPIC_HEADER = 256
 _TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
-
-
-# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
-_NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
-
-
-def _not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
-    return NotFound(
-        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
-        f"(it answered {status} without an API error): it does not serve the {route.family} "
-        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
-        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
-        code="api_not_served",
-    )
 
 
 def context_headers(scope: Scope) -> dict[str, str]:
@@ -251,9 +235,9 @@ class Relay:
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
-            if status == 404 and route.family in _NEWER_APIS and b"json" not in content_type:
+            if status == 404 and route.family in NEWER_APIS and b"json" not in content_type:
                 # a bare 404 page: the server has no such route (an Ollama before 0.14)
-                refusal = _not_served(route, client.spec, response.status)
+                refusal = not_served(route, client.spec, response.status)
                 status = await self._fail(send, exchange, route.shape, refusal, status)
                 error = refusal.code
             elif status < 400 and content_type.startswith(_STREAM_TYPES) and assembler:

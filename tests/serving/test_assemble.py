@@ -8,6 +8,7 @@ exists here: the tiny test model does not call tools).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def test_any_chunking_gives_the_same_answer(name: str, api: Api, cuts: list[int]
     stream = recorded(name)
     framer, assembler = EventFramer(ndjson=False), Assembler(api, LIMIT)
     edges = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         assembler.push(framer.push(stream[start:end]))
     assembler.push(framer.flush())
     assert json.loads(assembler.body()) == assembled(api, stream)
