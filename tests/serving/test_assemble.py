@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from gateway.serving.assemble import STREAM_FACTOR, Assembler, Incomplete, TooLarge
 from gateway.serving.event_framing import EventFramer
 from gateway.serving.stream_events import Api
+from tests.support.streams import shape
 
 STREAMS = Path(__file__).parent.parent / "data" / "streams"
 LIMIT = 1 << 20
@@ -42,15 +43,6 @@ def data_events(stream: bytes) -> list[dict[str, Any]]:
         for line in stream.splitlines()
         if line.startswith(b"data: {")  # the recorded streams' one-line events
     ]
-
-
-def shape(value: Any) -> Any:
-    """Key sets and types, recursively: what a client's parser relies on."""
-    if isinstance(value, dict):
-        return {key: shape(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [shape(item) for item in value[:1]]
-    return type(value).__name__
 
 
 def test_llama_server_chat_stream_becomes_its_non_streamed_answer() -> None:
