@@ -4,7 +4,9 @@ This is the hot path, written as plain ASGI (no framework machinery per request 
 chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`. Streamed
 bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
 (so a failure half-way can still be a clean 502) up to `LANEGATE_MAX_UPSTREAM_BODY_BYTES`
-(beyond it: 502 `upstream_body_too_large`), and sent unchanged. Of the upstream's headers
+(beyond it: 502 `upstream_body_too_large`), and sent unchanged; a request the flow streams
+upstream only so that a preemption stops it is answered whole (`serving.assembled`). Of the
+upstream's headers
 only an allow-list reaches the client (`upstream_headers`); messages name an upstream by its
 policy name, never its address.
 

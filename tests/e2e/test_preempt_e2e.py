@@ -114,7 +114,7 @@ def test_a_preempted_batch_request_stops_on_the_engine_and_still_gets_every_toke
     # The cut run stopped at the cut: besides the chat and the final run, the engine generated
     # no more than the tokens the gateway had received from it (counted as they arrived) and
     # the few on their way when the stream closed. Sent non-streamed (before), the cut run
-    # went on for 37-40 tokens here, with 5-6 received: this fails then.
+    # went on for 37-56 tokens here, with 5-7 received: this fails then.
     cut_run = predicted_tokens(large_engine) - predicted_before
     cut_run -= BATCH_TOKENS + chat.usage.completion_tokens
     assert 0 < record["preempted_tokens"] < BATCH_TOKENS
