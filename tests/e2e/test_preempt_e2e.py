@@ -128,3 +128,23 @@ def test_a_preempted_batch_request_stops_on_the_engine_and_still_gets_every_toke
     )
     assert direct.headers["content-type"].startswith("application/json")
     assert shape(raw.http_response.json()) == shape(direct.json())
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": MESSAGES}),
+        ("/v1/completions", {"prompt": "Slots and lanes"}),
+    ],
+)
+def test_an_assembled_answer_is_shaped_as_the_engines_own(
+    gateway: Service, large_engine: Engine, path: str, body: dict[str, Any]
+) -> None:
+    """Every non-streamed request of a preemptible lane is assembled, cut or not."""
+    request = {"model": large_engine.alias, "max_tokens": 8, **body}
+    via = httpx.post(gateway.url + path, json=request, headers={"x-lane": "batch"}, timeout=60)
+    direct = httpx.post(large_engine.base_url + path, json=request, timeout=60)
+    assert via.status_code == direct.status_code == 200
+    assert via.headers["content-type"] == direct.headers["content-type"]
+    assert shape(via.json()) == shape(direct.json())
+    assert via.json()["usage"]["completion_tokens"] == direct.json()["usage"]["completion_tokens"]
