@@ -104,7 +104,7 @@ class Assembler:
         """One parsed `data:` payload."""
         if not isinstance(obj, dict) or self.error is not None:
             return
-        if "error" in obj and not isinstance(obj.get("choices"), list):
+        if obj.get("error") is not None and not isinstance(obj.get("choices"), list):
             self.error = stream_error(obj["error"])
             return
         for key in _TOP_KEYS:

@@ -210,6 +210,12 @@ def test_an_error_without_a_code_is_a_500() -> None:
     assert json.loads(assembler.error.body)["error"]["message"] == "boom"
 
 
+def test_a_null_error_is_no_error() -> None:
+    stream = recorded("llama-server__chat_stream_usage.sse")
+    noisy = stream.replace(b"data: [DONE]", b'data: {"error":null}\n\ndata: [DONE]')
+    assert assembled(Api.CHAT, noisy) == assembled(Api.CHAT, stream)
+
+
 def test_the_assembled_answer_is_bounded() -> None:
     piece = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 100 + b'"}}]}\n\n'
     assembler = Assembler(Api.CHAT, 1000)

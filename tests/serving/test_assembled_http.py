@@ -124,9 +124,10 @@ def test_the_client_gets_the_assembled_non_streamed_answer(
     gateway: Service, upstream: ScriptedUpstream, state: Path
 ) -> None:
     rid = f"a-{uuid.uuid4().hex[:8]}"
-    answer = sdk(gateway, "batch").chat.completions.create(
-        model="tiny", messages=MESSAGES, max_tokens=8, extra_headers={"x-request-id": rid}
-    )
+    with sdk(gateway, "batch") as client:
+        answer = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=8, extra_headers={"x-request-id": rid}
+        )
     [sent] = seen(upstream, rid)
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     expected = Assembler(Api.CHAT, LIMIT)
@@ -152,8 +153,9 @@ def test_a_request_that_cannot_be_cut_goes_as_sent(
 
 
 def test_an_error_event_is_the_non_streamed_error(gateway: Service) -> None:
-    with pytest.raises(openai.BadRequestError, match="context exceeded") as raised:
-        sdk(gateway, "batch").chat.completions.create(model="error", messages=MESSAGES)
+    client = sdk(gateway, "batch")
+    with client, pytest.raises(openai.BadRequestError, match="context exceeded") as raised:
+        client.chat.completions.create(model="error", messages=MESSAGES)
     assert raised.value.status_code == 400
     assert raised.value.response.json() == json.loads(ERROR[6:])
 
@@ -191,8 +193,10 @@ def test_a_preempted_stream_is_cut_and_its_tokens_counted(
     )
     before = upstream.chunks_sent
     wait_for(lambda: upstream.chunks_sent >= before + 3, "three tokens of the batch", batch)
-    sdk(gateway, "interactive").chat.completions.create(model="tiny", messages=MESSAGES)
+    with sdk(gateway, "interactive") as chat:
+        chat.chat.completions.create(model="tiny", messages=MESSAGES)
     answer = batch.result()
+    client.close()
     assert answer.choices[0].message.content == "w" * SLOW_PIECES
     assert len(seen(upstream, rid)) == 2 and len(upstream.disconnects) == disconnects + 1
     row = ledger_row(state, rid)
