@@ -19,8 +19,12 @@ How the floor is read (`floor_ttft`):
   the oldest, so an engine that got slower is followed as soon as chats run there again.
 - Above the floor: a level's samples of the last ``FLOOR_HORIZON`` loaded chats, once there are
   ``FLOOR_MIN`` of them, can only *lower* the estimate (the best reachable TTFT is at most what
-  that level gives): so an engine that got faster is followed where the controller runs now,
-  and stale good samples from before a slowdown expire.
+  that level gives), within ``FLOOR_TOLERANCE``; stale good samples from before a slowdown
+  expire. A level above that does better than that (more batch, much faster chats) contradicts
+  the floor's samples: they are not what the engine gives now (it got faster, or they came from
+  a burst of one client's huge-prompt chats, which nothing at the floor would ever replace
+  while the target they relaxed holds the controller above it). The floor is then unknown:
+  chats are held to the SLO, the controller goes down, and the floor is measured again.
 - Unknown (None) until the floor itself was measured: a curve seen only above the floor says
   nothing about whether the SLO is reachable lower down.
 
@@ -70,12 +74,14 @@ def floor_ttft(curve: CostCurve, floor_level: int) -> float | None:
     )[-FLOOR_WINDOW:]
     if len(pooled) < FLOOR_MIN:
         return None
-    best = robust_p95([ttft for _, ttft in pooled])
-    oldest = curve.seen - FLOOR_HORIZON
+    at_floor = robust_p95([ttft for _, ttft in pooled])
+    best, oldest = at_floor, curve.seen - FLOOR_HORIZON
     for level in range(floor_level + 1, len(curve.levels) + 1):
         fresh = [ttft for seq, ttft in curve.at(level) if seq >= oldest]
         if len(fresh) >= FLOOR_MIN:
             best = min(best, robust_p95(fresh))
+    if best * (1 + FLOOR_TOLERANCE) < at_floor:  # contradicted: measure it again
+        return None
     return best
 
 

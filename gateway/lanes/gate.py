@@ -163,10 +163,11 @@ class LaneGate:
             raise self._closed(name)
         if name not in self.lanes or waiter is None:
             raise lane_removed(name)
-        lane = self.lanes[name]
-        admitted_at = await self._wait(waiter, lane, self.clock() + lane.queue_timeout_s, False)
+        lane, now = self.lanes[name], self.clock()
+        admitted_at = await self._wait(waiter, lane, now + lane.queue_timeout_s, False)
         ticket = Ticket(self, lane, preempted.client, preempted.enqueued_at, admitted_at)
         ticket.waiter, ticket.preemptions = waiter, preempted.preemptions + 1
+        ticket.requeued_at, ticket.waited_s = now, preempted.queue_s
         return self._ticket(ticket)
 
     def _ticket(self, ticket: Ticket) -> Ticket:

@@ -6,14 +6,15 @@ about HTTP. The gate's shell (`gateway.lanes.preemption`) asks after every admis
 interrupts the answer; the flow re-runs each interrupted request.
 
 Who. A request is a candidate only while it runs in a lane of lower priority than the protected
-(top-priority) lanes, is `preemptible` (its lane says `preemptible: true`, it is not streamed,
-and nothing of its answer went to its client yet: the shell's flag), has been preempted fewer
-than `MAX_RERUNS` times, and is not being preempted already.
+(top-priority) lanes, is `preemptible` (its lane says `preemptible: true` in the current policy,
+it is not streamed, and nothing of its answer went to its client yet: the shell's flag), has
+been preempted fewer than `MAX_RERUNS` times, and is not being preempted already.
 
 How many. Never more than needed, for two reasons only:
 (a) protected waiters that cannot be admitted now: one victim per waiter that freeing one more
     slot would let in (a waiter held back by its own lane's cap or its client's cap is not
-    helped by a free slot, so it gets none);
+    helped by a free slot, so it gets none; nor is one that a lower waiter aged above it would
+    beat to the freed slot);
 (b) a lower lane over its current cap (its adaptive limit shrank at a chat's arrival) while a
     protected request is in flight or waiting: the excess.
 Requests already being preempted count as freed: they are on their way out.
@@ -73,7 +74,8 @@ def eligible(run: Running, lanes: Mapping[str, LaneSpec], protected: frozenset[s
         return False
     top = max(lanes[name].priority for name in protected)
     return (
-        run.preemptible
+        lane.preemptible  # now: a reload that turned it off protects requests already running
+        and run.preemptible
         and not run.preempting
         and run.preemptions < MAX_RERUNS
         and lane.priority < top
@@ -131,18 +133,24 @@ def _for_waiters(
     protected: frozenset[str],
     occupancy: Occupancy,
 ) -> list[Running]:
-    """(a): one victim per protected waiter that one more free slot would let in."""
-    queues = {name: list(situation.queues.get(name, ())) for name in protected}
+    """(a): one victim per protected waiter that one more free slot would let in. Admission
+    sees every queue: a lower waiter aged above the chats (a re-queued request ages from its
+    first arrival) would take the slot a cut frees, and a cut that helps no chat is skipped."""
+    if not any(situation.queues.get(name) for name in protected):
+        return []  # no chat waits (the usual case): no copy of the lower lanes' queues
+    queues = {name: list(queue) for name, queue in situation.queues.items()}
     chosen: list[Running] = []
     for run in candidates:
         occupancy = _admit_all(queues, occupancy, situation)
-        if not any(queues.values()):
+        if not any(queues.get(name) for name in protected):
             break
         freed = occupancy.release(run.lane, run.client)
-        if _next(queues, freed, situation) is None:  # a free slot would not help them
+        admitted = _next(queues, freed, situation)
+        if admitted is None:  # a free slot would not help them
             break
-        chosen.append(run)
-        occupancy = freed
+        if admitted.lane in protected:
+            chosen.append(run)
+            occupancy = freed
     return chosen
 
 
@@ -157,7 +165,7 @@ def _next(
 def _admit_all(
     queues: dict[str, list[Waiter]], occupancy: Occupancy, situation: Situation
 ) -> Occupancy:
-    """Admit (on paper) every protected waiter that fits now."""
+    """Admit (on paper) every waiter that fits now."""
     while (waiter := _next(queues, occupancy, situation)) is not None:
         queues[waiter.lane].remove(waiter)
         occupancy = occupancy.admit(waiter.lane, waiter.client)

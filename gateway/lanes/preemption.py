@@ -53,6 +53,9 @@ class Ticket:
     interrupt: Callable[[], bool] | None = None
     preemptions: int = 0
     preempting: bool = False
+    # A re-run's: when it began to wait again, and what its earlier admissions waited.
+    requeued_at: float | None = None
+    waited_s: float = 0.0
 
     @property
     def id(self) -> int:
@@ -60,7 +63,9 @@ class Ticket:
 
     @property
     def queue_s(self) -> float:
-        return self.admitted_at - self.enqueued_at
+        """Time spent waiting for a slot: every wait of a re-run, never its cut runs."""
+        since = self.enqueued_at if self.requeued_at is None else self.requeued_at
+        return self.waited_s + self.admitted_at - since
 
     def release(self) -> None:
         if not self.released:

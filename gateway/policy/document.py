@@ -204,15 +204,18 @@ class PolicyDocument(BaseModel):
             yield self._hand_cap(index, lane.max_concurrency, local, pool)
 
     def _preempts_llamacpp(self, index: int, lane: LaneModel, pool: str) -> Iterator[Finding]:
-        """llama.cpp's server may go on generating a cut non-streamed request (measured:
-        docs/policy.md, Preemption). lanegate streams chat/completions requests upstream so
-        that a cut stops them (serving.upstream_body); Anthropic Messages ones are not."""
-        kind = UpstreamKind.LLAMACPP
-        names = [
-            u.name
-            for u in self.upstreams
-            if u.pool == pool and u.kind is kind and (u.apis is None or ANTHROPIC_API in u.apis)
-        ]
+        """A top-priority lane is never preempted; llama.cpp's server may go on generating a
+        cut non-streamed request (docs/policy.md, Preemption): only Messages ones, as
+        chat/completions requests go upstream as streams (serving.upstream_body)."""
+        if lane.preemptible and lane.priority == max(other.priority for other in self.lanes):
+            yield Finding(
+                ("lanes", index, "preemptible"),
+                "this lane has the top priority, so nothing outranks it and its requests are "
+                "never preempted; give it a lower priority than the chats' lane, or unset it",
+                warning=True,
+            )
+        llama = [u for u in self.upstreams if u.pool == pool and u.kind is UpstreamKind.LLAMACPP]
+        names = [u.name for u in llama if u.apis is None or ANTHROPIC_API in u.apis]
         if lane.preemptible and names:
             yield Finding(
                 ("lanes", index, "preemptible"),

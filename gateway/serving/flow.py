@@ -50,7 +50,7 @@ from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
 from gateway.serving.outcomes import over_budget, rejected, tokens_used
 from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
-from gateway.serving.rerun import Reruns, send_rerunning
+from gateway.serving.rerun import Reruns, queue_header, send_rerunning
 from gateway.serving.routes import Route
 from gateway.serving.upstream_body import UpstreamBody, body_for
 from gateway.upstreams.client import UpstreamClient
@@ -267,7 +267,7 @@ class RequestFlow:
         return pool
 
     def _admission_headers(self, route: Route, admitted: Admitted) -> list[tuple[bytes, bytes]]:
-        queued = (b"x-lanegate-queue-ms", f"{admitted.ticket.queue_s * 1000:.1f}".encode())
+        queued = queue_header(admitted.ticket)
         limits = self.budgets.headers(admitted.lane, admitted.client, admitted.reservation)
         if route.shape is ErrorShape.ANTHROPIC and limits:  # and in Anthropic's words
             limits = [*limits, *anthropic_headers.from_openai(limits, self.wall_clock())]

@@ -15,6 +15,7 @@ One log line per preemption (lane, upstream, request id, seconds thrown away), n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from gateway.errors import Preempted
 from gateway.lanes.preempt import MAX_RERUNS, thrown_tokens
 from gateway.lanes.preemption import Ticket
 from gateway.observe.measurement import RequestRecord
-from gateway.serving.exchange import Exchange
+from gateway.serving.exchange import PREEMPTED, Exchange
 
 log = logging.getLogger("lanegate.preempt")
 
@@ -36,10 +37,20 @@ class Holder(Protocol):
 
 
 class Sent(Protocol):
-    """The request on its way (the flow's `Sending`): its exchange, its latest upstream."""
+    """The request on its way (the flow's `Sending`): its exchange, its latest upstream, the
+    headers lanegate adds to its answer."""
 
     exchange: Exchange
     upstream: str
+    extra: list[tuple[bytes, bytes]]
+
+
+QUEUE_HEADER = b"x-lanegate-queue-ms"
+
+
+def queue_header(ticket: Ticket) -> tuple[bytes, bytes]:
+    """How long the request waited for a slot (every wait of a re-run, not its cut runs)."""
+    return QUEUE_HEADER, f"{ticket.queue_s * 1000:.1f}".encode()
 
 
 @dataclass(slots=True)
@@ -87,26 +98,53 @@ async def send_rerunning(
         ticket.interrupt = exchange.preempt if allowed else None
         started = clock()
         try:
-            record = await send_once()
+            record = await _preemptible(send_once, exchange)
         except Preempted as cut:
             thrown = clock() - started
             reruns.cut(thrown, cut.counted)
-            log.info(
-                "preempted request %s of lane %s on %s after %.3f s upstream (preemption %d of "
-                "at most %d); it waits for a slot again",
-                exchange.request_id,
-                ticket.lane.name,
-                sent.upstream,
-                thrown,
-                reruns.preemptions,
-                MAX_RERUNS,
-            )
-            exchange.first_byte_at = None  # the next run gets its own first-byte deadline
-            ticket.release()
-            holder.ticket = await ticket.gate.requeue(ticket)
+            await _wait_again(holder, sent, thrown, reruns.preemptions)
             continue
         finally:
             exchange.preemptible = False
             ticket.interrupt = None
         reruns.final_s = clock() - started
         return record
+
+
+async def _preemptible(
+    send_once: Callable[[], Awaitable[RequestRecord]], exchange: Exchange
+) -> RequestRecord:
+    """One run; a preemption's cancel that lands where the relay does not turn it into
+    `Preempted` (an await in its `finally`, such as httpx's `aclose` after a retryable 503,
+    before `preemptible` was cleared) is one all the same: never a bare cancellation, which
+    would skip the flow's settling of the budget and its record."""
+    try:
+        return await send_once()
+    except asyncio.CancelledError:
+        if exchange.reason != PREEMPTED or exchange.headers_sent or exchange.task is None:
+            raise
+        exchange.task.uncancel()
+        exchange.reason = None  # the exchange goes on, as the relay does it
+        raise Preempted("preempted") from None
+
+
+async def _wait_again(holder: Holder, sent: Sent, thrown_s: float, preemptions: int) -> None:
+    """Log the cut, give the slot to the chat, wait in place again (a new ticket)."""
+    ticket, exchange = holder.ticket, sent.exchange
+    log.info(
+        "preempted request %s of lane %s on %s after %.3f s upstream (preemption %d of "
+        "at most %d); it waits for a slot again",
+        exchange.request_id,
+        ticket.lane.name,
+        sent.upstream,
+        thrown_s,
+        preemptions,
+        MAX_RERUNS,
+    )
+    exchange.first_byte_at = None  # the next run gets its own first-byte deadline
+    ticket.release()
+    holder.ticket = await ticket.gate.requeue(ticket)
+    sent.extra[:] = [
+        queue_header(holder.ticket) if name == QUEUE_HEADER else (name, value)
+        for name, value in sent.extra
+    ]

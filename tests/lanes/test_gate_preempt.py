@@ -110,3 +110,36 @@ async def test_leaving_while_requeued_leaks_no_slot() -> None:
     for ticket in (old, chat_ticket):
         ticket.release()
     assert gate.in_flight == 0 and gate.queue_depth("batch") == 0 and not gate.tickets
+
+
+async def test_a_rerun_counts_its_waits_as_queue_time_not_its_cut_run() -> None:
+    clock, interrupts = FakeClock(), Interrupts()
+    gate, (old, young) = await _two_batches(clock, interrupts)
+    clock.advance(5.0)  # young runs upstream for 6 s before the chat comes
+    chat = asyncio.ensure_future(gate.acquire(CHAT, None))
+    await asyncio.sleep(0)
+    young.release()
+    again = asyncio.ensure_future(gate.requeue(young))
+    chat_ticket = await asyncio.wait_for(chat, 1)
+    clock.advance(2.0)  # the chat holds the slot for 2 s while young waits again
+    chat_ticket.release()
+    rerun = await asyncio.wait_for(again, 1)
+    # x-lanegate-queue-ms and the ledger's queue_ms: the waits (0 s first, 2 s again); the
+    # 6 s upstream are the ledger's preempted_ms, not queue time.
+    assert young.queue_s == 0.0 and rerun.queue_s == 2.0
+    for ticket in (old, rerun):
+        ticket.release()
+
+
+async def test_a_reload_turning_preemptible_off_protects_running_requests() -> None:
+    clock, interrupts = FakeClock(), Interrupts()
+    gate, (old, young) = await _two_batches(clock, interrupts)  # armed under preemptible: true
+    kept = LaneSpec("batch", priority=10, max_concurrency=2)
+    gate.reconfigure(Policy("test", (UPSTREAM,), (CHAT, kept), (), default_lane="chat"), 2)
+    chat = asyncio.ensure_future(gate.acquire(CHAT, None))
+    await asyncio.sleep(0)
+    assert interrupts.calls == [] and not chat.done()  # it waits for a slot to free
+    old.release()
+    (await asyncio.wait_for(chat, 1)).release()
+    young.release()
+    assert gate.in_flight == 0 and not gate.tickets

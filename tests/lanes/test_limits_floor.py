@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.lanes import limits
-from gateway.lanes.cost_curve import FLOOR_TOLERANCE
+from gateway.lanes.cost_curve import FLOOR_TOLERANCE, FLOOR_WINDOW
 from gateway.lanes.limits import LimitConfig, UpstreamLimits
 
 BASE = 0.05
@@ -157,3 +157,22 @@ def test_a_reload_keeps_the_learned_floor() -> None:
     fresh = [limits.lane_limit("batch", 3, 1, 4)]
     reloaded, _ = limits.reconfigure(state, CONFIG, fresh)
     assert limits.target(reloaded) == learned and reloaded.lanes[0].limit <= 3
+
+
+def test_a_burst_of_huge_prompt_chats_does_not_relax_the_target_for_good() -> None:
+    """The attacker's side, a burst rather than a minority: one client's FLOOR_WINDOW
+    huge-prompt chats in a row while batch runs at its floor. Chats that follow, with more
+    batch running, are much faster than that "floor": it is measured again, and chats are held
+    as before the burst (before the fix, to what two batch requests cost them, for good: the
+    relaxed target held the controller above the floor, which was never measured again)."""
+    engine = Engine(0.0, 0.2, 0.0)  # x1.2 beside one batch request, x1.4 beside two
+    state, rng = _state(4), random.Random(7)
+    state, seen = _run(state, engine, 100, rng)
+    before = limits.target(state)
+    assert before.floor is not None and abs(before.floor - engine.ratio(1)) < 1e-9
+    assert seen[-1] == 1
+    for step in range(FLOOR_WINDOW):
+        state, _ = limits.chat_sample(state, 100.0 + step, BASE * 50, False, {"batch": 1})
+    state, seen = _run(state, engine, 300, rng, start=200.0)
+    assert limits.target(state) == before
+    assert sorted(seen[-100:])[50] == 1  # back at 1, but for a probe to 2 now and then

@@ -197,3 +197,24 @@ def test_each_victim_lets_one_more_chat_in(drawn: tuple[list[Running], Situation
     chosen = set(victims(running, s))
     before = _chats_admitted(running, s, leaving)
     assert _chats_admitted(running, s, leaving | chosen) == before + len(chosen)
+
+
+def test_a_lane_no_longer_preemptible_after_a_reload_is_left_alone() -> None:
+    # Admitted (and armed by the flow) while batch said `preemptible: true`; the reload said
+    # false: the operator's word applies to requests already running, too.
+    lanes = {**LANES, "batch": LaneSpec("batch", 10, 4)}
+    running = [run(1, started=1.0), run(2, started=2.0), run(3, "bulk"), run(4, "chat")]
+    assert victims(running, situation(running, waiting=1, lanes=lanes)) == (3,)
+    assert victims(running, situation(running, waiting=2, lanes=lanes)) == (3,)
+
+
+def test_no_victim_when_an_aged_lower_waiter_would_take_the_slot() -> None:
+    # A batch request that has waited long enough outranks the chat (priority 10 + 1000 s
+    # waited / 10 s aging = 110 > 100; a re-queued request ages from its first arrival): the
+    # slot a cut frees goes to it, not to the chat, so a cut throws work away for no chat.
+    lanes = {**LANES, "batch": LaneSpec("batch", 10, 8, preemptible=True)}
+    running = [run(1, started=1.0), run(2, started=2.0), run(3, started=3.0), run(4, "chat")]
+    s = situation(running, waiting=1, lanes=lanes)
+    aged = Waiter(7, "batch", None, s.now - 1000.0)
+    s = Situation(lanes, {}, s.occupancy, {**s.queues, "batch": [aged]}, s.now, AGING)
+    assert victims(running, s) == ()

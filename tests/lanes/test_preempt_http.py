@@ -316,3 +316,24 @@ def test_a_client_leaving_while_requeued_leaves_no_slot_or_budget(
     again = f"a-{rid}"
     assert batch_call(gateway, again).result().choices[0].message.content
     assert slow_runs(upstream, rid) == 1
+
+
+def test_a_rerun_reports_its_waits_as_its_queue_time(
+    gateway: Service, upstream: ScriptedUpstream, state: Path
+) -> None:
+    rid = f"q-{uuid.uuid4().hex[:8]}"
+    client = sdk(gateway, "batch")
+    batch = InThread(
+        lambda: client.chat.completions.with_raw_response.create(
+            model="slow", messages=MESSAGES, max_tokens=400, extra_headers={"x-request-id": rid}
+        )
+    )
+    wait_for(running_upstream(upstream, rid, 1), "the batch request upstream", batch)
+    chat_call(gateway, f"c-{rid}", model="slow-chat").result()  # it waits behind this chat
+    header = float(batch.result().headers["x-lanegate-queue-ms"])
+    row = ledger_row(state, rid)
+    assert row["preemptions"] == 1 and row["status"] == 200
+    # The header its client got and the ledger say the same: the wait behind the chat (the
+    # header used to say the first wait only, the ledger to add the cut run's upstream time).
+    assert header > 0
+    assert header == pytest.approx(row["queue_ms"], abs=0.1)

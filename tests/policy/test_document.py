@@ -368,6 +368,17 @@ def test_preemptible_lane_in_front_of_llamacpp_serving_messages_is_a_warning() -
     assert ollama.warnings == ()
 
 
+def test_preemptible_on_the_top_priority_lane_is_a_warning() -> None:
+    # A hostile (or mistaken) policy: nothing outranks the chats' lane, so the flag does nothing.
+    lanes = (
+        "lanes:\n  - {name: interactive, priority: 100, preemptible: true}\n"
+        "  - {name: batch, priority: 10, preemptible: true}\n"
+    )
+    checked = check_policy_text(UPSTREAMS + lanes + CLASSIFY, "ops.yaml")
+    assert [(w.line, w.field) for w in checked.warnings] == [(5, "lanes[0].preemptible")]
+    assert "never preempted" in checked.warnings[0].message
+
+
 @pytest.mark.parametrize(
     ("slo", "field"),
     [

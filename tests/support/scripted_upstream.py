@@ -127,3 +127,13 @@ async def _read_request(reader: asyncio.StreamReader) -> SeenRequest | None:
     length = int(headers.get("content-length", "0"))
     body = await reader.readexactly(length) if length else b""
     return SeenRequest(method, path, headers, body)
+
+
+async def left_mid_answer(upstream: ScriptedUpstream, polls: int = 400) -> bool:
+    """Did a client leave this upstream mid-answer? (Its server thread records it: poll.) A
+    record means the connection closed before the script's end, not drained into the pool."""
+    for _ in range(polls):
+        if upstream.disconnects:
+            return True
+        await asyncio.sleep(0.005)
+    return bool(upstream.disconnects)
