@@ -126,7 +126,12 @@ class RetryElsewhere(UpstreamFault):
 class Preempted(LanegateError):
     """The relay's answer to a preemption (`Exchange.preempt`): the upstream request was cut
     (its connection closed, so the engine stops generating) before anything reached the
-    client. Not an `UpstreamFault`: the router counts the attempt abandoned, not failed."""
+    client. Not an `UpstreamFault`: the router counts the attempt abandoned, not failed.
+    `counted`: the tokens the cut run had sent (a stream assembled for its client), else None."""
+
+    def __init__(self, message: str, *, counted: int | None = None) -> None:
+        super().__init__(message)
+        self.counted = counted
 
 
 class ConfigError(LanegateError):

@@ -69,7 +69,7 @@ LedgerRow = tuple[
     str | None,  # trace_id: the client's W3C trace id (32 hex), if it sent a traceparent
     int,  # preemptions: times its slot went to a chat (it ran again)
     float,  # preempted_ms: upstream time of the runs thrown away
-    int,  # preempted_tokens: completion tokens those runs threw away (estimated)
+    int,  # preempted_tokens: completion tokens those runs threw away (counted or estimated)
 ]
 _COL = {name: i for i, name in enumerate(COLUMNS)}
 # Typed positions of the columns the summary reads (Final: mypy keeps the tuple item types).

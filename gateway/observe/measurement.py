@@ -101,6 +101,12 @@ class RequestMeasurement:
                 self._gaps_open, self._gaps_from = True, now
         self._last_chunk_at = now
 
+    def output_events(self) -> int | None:
+        """Output events (tokens) of the chunks received so far; None before any chunk."""
+        if self._scanner is None or self._chunks == 0:
+            return None
+        return self._scanner.result().output_events
+
     def on_body(self, body: bytes, now: float) -> None:
         """Record a whole non-streamed response body."""
         self._chunks += 1

@@ -100,5 +100,5 @@ def access_fields(labels: RequestLabels, record: RequestRecord) -> dict[str, obj
         "trace_id": labels.trace_id,  # a code only: upstream text may echo a prompt
         "preemptions": labels.preemptions,
         "preempted_ms": ms(labels.preempted_s),
-        "preempted_tokens": labels.preempted_tokens,  # estimated
+        "preempted_tokens": labels.preempted_tokens,  # counted or estimated
     }

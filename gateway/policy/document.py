@@ -21,7 +21,7 @@ from gateway.policy.lanes import LaneModel, implicit_lane
 from gateway.policy.models import ModelsModel
 from gateway.policy.offload_section import OffloadModel
 from gateway.policy.slo_section import SloModel
-from gateway.policy.spec import Policy, Protection, UpstreamKind
+from gateway.policy.spec import ANTHROPIC_API, Policy, Protection, UpstreamKind
 from gateway.policy.suggest import did_you_mean
 from gateway.policy.upstreams import UpstreamModel
 
@@ -205,7 +205,8 @@ class PolicyDocument(BaseModel):
 
     def _preempts_llamacpp(self, index: int, lane: LaneModel, pool: str) -> Iterator[Finding]:
         """A top-priority lane is never preempted; llama.cpp's server may go on generating a
-        cut non-streamed request (measured: docs/policy.md, Preemption)."""
+        cut non-streamed request (docs/policy.md, Preemption): only Messages ones, as
+        chat/completions requests go upstream as streams (serving.upstream_body)."""
         if lane.preemptible and lane.priority == max(other.priority for other in self.lanes):
             yield Finding(
                 ("lanes", index, "preemptible"),
@@ -213,15 +214,17 @@ class PolicyDocument(BaseModel):
                 "never preempted; give it a lower priority than the chats' lane, or unset it",
                 warning=True,
             )
-        kind = UpstreamKind.LLAMACPP
-        names = [u.name for u in self.upstreams if u.pool == pool and u.kind is kind]
+        llama = [u for u in self.upstreams if u.pool == pool and u.kind is UpstreamKind.LLAMACPP]
+        names = [u.name for u in llama if u.apis is None or ANTHROPIC_API in u.apis]
         if lane.preemptible and names:
             yield Finding(
                 ("lanes", index, "preemptible"),
                 f"llama.cpp's server ({', '.join(names)}) does not reliably stop a non-streamed "
-                "generation whose connection closed while other requests run: a preempted "
-                "request frees lanegate's slot but may keep the engine's busy until its "
-                "max_tokens; ask for streams, or leave preemptible unset there",
+                "generation whose connection closed while other requests run; lanegate streams "
+                "chat/completions requests upstream so a cut stops them, but not Anthropic "
+                "Messages ones (/v1/messages): a preempted one frees lanegate's slot but may keep "
+                "the engine's busy until its max_tokens; have those clients stream, leave "
+                "anthropic out of the upstream's apis, or leave preemptible unset",
                 warning=True,
             )
 

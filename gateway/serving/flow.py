@@ -13,7 +13,6 @@ queue. Errors before the relay are answered in the route's error shape with lane
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -53,7 +52,7 @@ from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
 from gateway.serving.rerun import Reruns, queue_header, send_rerunning
 from gateway.serving.routes import Route
-from gateway.serving.usage import asking_body, should_ask
+from gateway.serving.upstream_body import UpstreamBody, body_for
 from gateway.upstreams.client import UpstreamClient
 from gateway.upstreams.router import UpstreamRouter
 from gateway.upstreams.selection import first_serving, serving
@@ -303,17 +302,18 @@ class RequestFlow:
         self, policy: Policy, sending: Sending, spec: UpstreamSpec, retryable: bool
     ) -> RequestRecord:
         sending.upstream = spec.name
-        body, asked = _body_for(policy, sending, spec)
+        body = _body_for(policy, sending, spec)
         return await self.relay.forward(
             sending.route,
             sending.scope,
             sending.send,
-            raw=body,
+            raw=body.raw,
             client=self.clients[spec.name],
             exchange=sending.exchange,
             extra_headers=sending.extra,
             retryable=retryable,
-            strip_usage=asked,
+            strip_usage=body.strip_usage,
+            assemble=body.assemble,
         )
 
 
@@ -342,22 +342,20 @@ async def _try_send(send: Send, error: GatewayError, route: Route, request_id: s
         log.debug("request %s: could not send %s", request_id, error.code)
 
 
-def _body_for(policy: Policy, sending: Sending, spec: UpstreamSpec) -> tuple[bytes, bool]:
-    """The body for this upstream: the client's bytes as they came, unless the model goes
-    under another name there (the lane's rewrite, then the upstream's own id), or usage is
-    asked for on the client's behalf (serving.usage; True when it was): then encoded once,
-    here."""
-    facts, raw, model = sending.facts, sending.raw, sending.model
-    if model is None or facts.body is None:
-        return raw, False
-    upstream_id = policy.model_id(model, spec.name)
-    ask = should_ask(sending.route.api, facts.stream, facts.body, spec.kind)
-    if upstream_id == facts.model:
-        return (asking_body(raw, facts.body), True) if ask else (raw, False)
-    body = {**facts.body, "model": upstream_id}
-    if ask:
-        body["stream_options"] = {**(facts.body.get("stream_options") or {}), "include_usage": True}
-    return json.dumps(body, separators=(",", ":")).encode(), ask
+def _body_for(policy: Policy, sending: Sending, spec: UpstreamSpec) -> UpstreamBody:
+    """The body for this upstream, and how its answer is relayed (serving.upstream_body)."""
+    facts, model = sending.facts, sending.model
+    upstream_id = None if model is None else policy.model_id(model, spec.name)
+    return body_for(
+        sending.raw,
+        facts.body,
+        facts.model,
+        upstream_id,
+        api=sending.route.api,
+        stream=facts.stream,
+        kind=spec.kind,
+        preemptible=sending.exchange.preemptible,  # this run may be cut (serving.rerun)
+    )
 
 
 def served_by(route: Route, pool: tuple[UpstreamSpec, ...]) -> tuple[UpstreamSpec, ...]:

@@ -4,7 +4,9 @@ This is the hot path, written as plain ASGI (no framework machinery per request 
 chunk). Per chunk it does: one measurement call (a cheap byte scan), one `send`. Streamed
 bodies are never buffered, re-chunked or re-serialised; non-streamed bodies are read whole
 (so a failure half-way can still be a clean 502) up to `LANEGATE_MAX_UPSTREAM_BODY_BYTES`
-(beyond it: 502 `upstream_body_too_large`), and sent unchanged. Of the upstream's headers
+(beyond it: 502 `upstream_body_too_large`), and sent unchanged; a request the flow streams
+upstream only so that a preemption stops it is answered whole (`serving.assembled`). Of the
+upstream's headers
 only an allow-list reaches the client (`upstream_headers`); messages name an upstream by its
 policy name, never its address.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from starlette.types import Receive, Scope, Send
 
@@ -25,7 +28,6 @@ from gateway.errors import (
     ErrorShape,
     GatewayError,
     GatewayOutOfFiles,
-    NotFound,
     PayloadTooLarge,
     Preempted,
     RequestTimeout,
@@ -39,7 +41,8 @@ from gateway.errors import (
 )
 from gateway.observe.measurement import RequestMeasurement, RequestRecord
 from gateway.ops.drain import cut_error
-from gateway.policy.spec import ANTHROPIC_API, RERANK_API, UpstreamSpec
+from gateway.serving.assemble import Assembler
+from gateway.serving.assembled import read_assembled, send_assembled, too_large
 from gateway.serving.event_framing import EventFramer
 from gateway.serving.exchange import (
     BODY,
@@ -52,7 +55,7 @@ from gateway.serving.exchange import (
     RequestIds,
 )
 from gateway.serving.request_body import RequestFacts, parse_request
-from gateway.serving.routes import Route
+from gateway.serving.routes import NEWER_APIS, Route, not_served
 from gateway.serving.trace import TraceContext, trace_context
 from gateway.serving.upstream_headers import relayed_headers
 from gateway.upstreams.client import UPSTREAM_ERRORS, UpstreamClient, UpstreamResponse
@@ -127,20 +130,6 @@ _ANTHROPIC_HEADERS = frozenset({b"anthropic-version", b"anthropic-beta"})
 _CONTEXT = _ANTHROPIC_HEADERS | {b"traceparent", b"tracestate"}
 _MAX_ANTHROPIC_HEADER = 256
 _TRACE = "lanegate.trace"  # where the scope keeps the request's parsed trace context
-
-
-# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
-_NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
-
-
-def _not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
-    return NotFound(
-        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
-        f"(it answered {status} without an API error): it does not serve the {route.family} "
-        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
-        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
-        code="api_not_served",
-    )
 
 
 def context_headers(scope: Scope) -> dict[str, str]:
@@ -219,10 +208,12 @@ class Relay:
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
         retryable: bool = False,
         strip_usage: bool = False,
+        assemble: bool = False,
     ) -> RequestRecord:
         """Relay one request; with `retryable`, a failure before any byte reached the client
         (connection refused or closed, a 502/503 answer) raises RetryElsewhere instead. With
-        `strip_usage` the usage event the gateway asked for is measured, not forwarded."""
+        `strip_usage` the usage event the gateway asked for is measured, not forwarded; with
+        `assemble` a stream is answered whole (serving.assembled)."""
         measurement = RequestMeasurement(route.api, exchange.received_at)
         framer: EventFramer | None = None
         timeouts = client.spec.timeouts
@@ -231,6 +222,10 @@ class Relay:
         status = 502
         error: str | None = None
         failed = False
+        name = client.spec.name
+        assembler = (
+            Assembler(route.api, self.max_upstream_body_bytes) if assemble and route.api else None
+        )
         try:
             body = raw if route.method not in ("GET", "HEAD") else None
             path = scope["path"]
@@ -242,11 +237,16 @@ class Relay:
             headers = response_headers(response, exchange.request_id, client.spec.name)
             headers.extend(extra_headers)
             content_type = response.content_type
-            if status == 404 and route.family in _NEWER_APIS and b"json" not in content_type:
+            if status == 404 and route.family in NEWER_APIS and b"json" not in content_type:
                 # a bare 404 page: the server has no such route (an Ollama before 0.14)
-                refusal = _not_served(route, client.spec, response.status)
+                refusal = not_served(route, client.spec, response.status)
                 status = await self._fail(send, exchange, route.shape, refusal, status)
                 error = refusal.code
+            elif status < 400 and content_type.startswith(_STREAM_TYPES) and assembler:
+                await read_assembled(response, exchange, measurement, self.clock, assembler, name)
+                start = partial(self._start, send, exchange=exchange)
+                status, error = await send_assembled(send, headers, assembler, start, name)
+                exchange.done()
             elif status < 400 and content_type.startswith(_STREAM_TYPES):
                 ndjson = content_type.startswith(b"application/x-ndjson")
                 framer = EventFramer(ndjson=ndjson, strip_usage=strip_usage)
@@ -262,7 +262,8 @@ class Relay:
                 exchange.task.uncancel()
             if exchange.reason == PREEMPTED and not exchange.headers_sent:
                 exchange.reason = None  # the exchange goes on: the flow sends it again
-                raise Preempted(f"preempted on {client.spec.name}") from None
+                counted = measurement.output_events() if assembler else None
+                raise Preempted(f"preempted on {name}", counted=counted) from None
             error = exchange.reason
             failed = error not in (CLIENT_LEFT, CLIENT_STALLED)
             if framer is not None:
@@ -304,7 +305,7 @@ class Relay:
     ) -> None:
         # Headers go out as soon as the upstream's arrive, as the upstream itself would send
         # them: writing them at first-token time would put a second write on the TTFT path.
-        await self._start(send, response.status, headers, exchange)
+        await self._start(send, response.status, headers, exchange=exchange)
         clock = self.clock
         on_chunk = measurement.on_chunk
         push = framer.push
@@ -328,7 +329,7 @@ class Relay:
 
     @staticmethod
     async def _start(
-        send: Send, status: int, headers: list[tuple[bytes, bytes]], exchange: Exchange
+        send: Send, status: int, headers: list[tuple[bytes, bytes]], *, exchange: Exchange
     ) -> None:
         exchange.preemptible = False  # before the first await: no preemption from here on
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -349,11 +350,7 @@ class Relay:
         async for chunk in response.chunks():
             size += len(chunk)
             if size > limit:
-                raise UpstreamBodyTooLarge(
-                    f"upstream {upstream} sent a non-streamed body over "
-                    f"{limit} bytes (LANEGATE_MAX_UPSTREAM_BODY_BYTES); ask for a stream, "
-                    "or send fewer inputs per request"
-                )
+                raise too_large(upstream, limit)
             now = self.clock()
             if exchange.first_byte_at is None:
                 exchange.mark_first_byte(now)
@@ -362,7 +359,7 @@ class Relay:
             chunks.append(chunk)
         body = b"".join(chunks)
         measurement.on_body(body, self.clock())
-        await self._start(send, response.status, headers, exchange)
+        await self._start(send, response.status, headers, exchange=exchange)
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         exchange.done()
 

@@ -61,12 +61,25 @@ class Reruns:
     thrown_s: float = 0.0  # upstream seconds of the runs thrown away
     final_s: float = 0.0  # upstream seconds of the run that answered
     max_tokens: int = 0  # the completion tokens one run may generate
+    counted: int = 0  # tokens the cut runs that were streamed upstream had sent (counted)
+    counted_runs: int = 0
+    counted_s: float = 0.0  # their upstream seconds
 
     def tokens(self, completion_tokens: int | None) -> int:
-        """The completion tokens the preempted runs threw away (estimated, see `preempt`)."""
-        return thrown_tokens(
-            completion_tokens, self.thrown_s, self.final_s, self.preemptions, self.max_tokens
-        )
+        """The completion tokens the preempted runs threw away: counted for runs streamed
+        upstream (serving.assemble), estimated for the others (see `preempt`)."""
+        runs, seconds = self.preemptions - self.counted_runs, self.thrown_s - self.counted_s
+        estimate = thrown_tokens(completion_tokens, seconds, self.final_s, runs, self.max_tokens)
+        return self.counted + estimate
+
+    def cut(self, seconds: float, counted: int | None) -> None:
+        """One run preempted after `seconds` upstream, having sent `counted` tokens if known."""
+        self.preemptions += 1
+        self.thrown_s += seconds
+        if counted is not None:
+            self.counted += counted
+            self.counted_runs += 1
+            self.counted_s += seconds
 
 
 async def send_rerunning(
@@ -86,10 +99,9 @@ async def send_rerunning(
         started = clock()
         try:
             record = await _preemptible(send_once, exchange)
-        except Preempted:
+        except Preempted as cut:
             thrown = clock() - started
-            reruns.preemptions += 1
-            reruns.thrown_s += thrown
+            reruns.cut(thrown, cut.counted)
             await _wait_again(holder, sent, thrown, reruns.preemptions)
             continue
         finally:

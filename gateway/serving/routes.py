@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.errors import ErrorShape
-from gateway.policy.spec import ANTHROPIC_API, OLLAMA_API, OPENAI_API, RERANK_API
+from gateway.errors import ErrorShape, NotFound
+from gateway.policy.spec import ANTHROPIC_API, OLLAMA_API, OPENAI_API, RERANK_API, UpstreamSpec
 from gateway.serving.stream_parser import Api
 
 
@@ -133,4 +133,19 @@ def management_refusal(method: str, path: str) -> str | None:
         "every client of this host shares, so it is done on the host itself, not through "
         f"the gateway; ask the operator, or run `ollama {verb} ...` on the host (its own "
         "port, 11434 by default, is not exposed to clients)"
+    )
+
+
+# APIs that older servers of a kind may lack: their bare 404 page is explained, not relayed.
+NEWER_APIS = frozenset({ANTHROPIC_API, RERANK_API})
+
+
+def not_served(route: Route, spec: UpstreamSpec, status: int) -> NotFound:
+    """A bare 404 from an upstream for an API a server of its kind may lack, explained."""
+    return NotFound(
+        f"upstream {spec.name} (kind {spec.kind.value}) has no {route.method} {route.path} "
+        f"(it answered {status} without an API error): it does not serve the {route.family} "
+        "API (Ollama before 0.14 has no Messages API; only llama.cpp's server reranks). "
+        f"Upgrade it, or ask the operator to leave `{route.family}` out of its `apis`",
+        code="api_not_served",
     )

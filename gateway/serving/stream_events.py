@@ -83,7 +83,7 @@ def parse_event(api: Api, piece: bytes) -> Event:
     """Parse one whole event (an SSE event without its blank line, or one NDJSON line)."""
     if api in NDJSON:
         return _interpret(api, loads(piece), "")
-    name, data, error_field = _sse_fields(piece)
+    name, data, error_field = sse_fields(piece)
     if data is None and piece[:1] == b"{":
         data = piece  # a plain JSON body (typically an error) where SSE was expected
     if data is None or data.strip() == b"[DONE]":
@@ -138,7 +138,7 @@ def _value_after(piece: bytes, at: int, key_len: int) -> bytes:
 # -- full parsing -----------------------------------------------------------------------------
 
 
-def _sse_fields(piece: bytes) -> tuple[str, bytes | None, bool]:
+def sse_fields(piece: bytes) -> tuple[str, bytes | None, bool]:
     """Split one SSE event into (event name, joined data or None, came-from-error-field)."""
     name = ""
     data: list[bytes] = []

@@ -348,7 +348,7 @@ def test_hand_cap_below_the_slots_of_a_lower_lane_is_a_warning() -> None:
     assert off.warnings == () and not off.policy.protection.enabled
 
 
-def test_preemptible_lane_in_front_of_llamacpp_is_a_warning() -> None:
+def test_preemptible_lane_in_front_of_llamacpp_serving_messages_is_a_warning() -> None:
     lanes = (
         "lanes:\n  - {name: interactive, priority: 100}\n"
         "  - {name: batch, priority: 10, preemptible: true}\n"
@@ -358,6 +358,11 @@ def test_preemptible_lane_in_front_of_llamacpp_is_a_warning() -> None:
     checked = check_policy_text(llama + lanes + CLASSIFY, "ops.yaml")
     assert [(w.line, w.field) for w in checked.warnings] == [(6, "lanes[1].preemptible")]
     assert "llama.cpp's server (mini) does not reliably stop" in checked.warnings[0].message
+    assert "not Anthropic Messages ones (/v1/messages)" in checked.warnings[0].message
+    # Chat/completions requests are streamed upstream and stop when cut: without the Messages
+    # API nothing stays uncut, so no warning.
+    no_messages = llama.replace("kind: llamacpp}", "kind: llamacpp, apis: [openai, rerank]}")
+    assert check_policy_text(no_messages + lanes + CLASSIFY, "ops.yaml").warnings == ()
     assert checked.policy.lane("batch").preemptible and not checked.policy.lane("bulk").preemptible
     ollama = check_policy_text(UPSTREAMS + lanes + CLASSIFY, "ops.yaml")  # stops on a close
     assert ollama.warnings == ()

@@ -56,6 +56,7 @@ class ScriptedUpstream(LoopServer):
         # POSTs (inference, not the gateway's GET probes) being answered now, and the most ever.
         self.in_flight = 0
         self.max_in_flight = 0
+        self.chunks_sent = 0  # chunks written, over all requests
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -95,6 +96,7 @@ class ScriptedUpstream(LoopServer):
                     return False
                 writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 await writer.drain()
+                self.chunks_sent += 1
         finally:
             eof.cancel()
             # Let the read end before the next request is read (one reader at a time).

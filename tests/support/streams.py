@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -34,3 +35,13 @@ def split_into(body: bytes, parts: int) -> list[bytes]:
     """`body` in `parts` nearly equal chunks (a recorded stream, replayed piece by piece)."""
     size = -(-len(body) // parts)
     return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+def shape(value: Any) -> Any:
+    """Key sets and value types, recursively (a list by its first item): what a client's
+    parser relies on, without the values a model makes up."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value[:1]]
+    return type(value).__name__
