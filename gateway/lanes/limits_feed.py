@@ -104,10 +104,18 @@ class AdaptiveLimits:
         return caps
 
     def holds_back(self, lane: str, in_flight: int) -> bool:
-        """Is `lane` at its adaptive limit while a chat is active (early offload asks)?"""
-        active = any(state.active for state in self.states.values())
+        """Would running one more of `lane` locally slow an active chat (early offload asks)?
+        Yes at its adaptive limit; and below it too while no upstream has shown that chats
+        stay within the SLO with lower lanes running (the engine's floor is unknown, or above
+        the SLO): then any lower request beside a chat costs it more than the SLO allows."""
+        if not any(state.active for state in self.states.values()):
+            return False
         limit = self.limits().get(lane)
-        return active and limit is not None and in_flight >= limit
+        if limit is None:
+            return False
+        return in_flight >= limit or not any(
+            _within_reach(limits.target(state)) for state in self.states.values()
+        )
 
     def _tick(self, now: float) -> None:
         chats = sum(self._by_lane.get(name, 0) for name in self.protected)
@@ -218,3 +226,8 @@ class AdaptiveLimits:
             "protected_lanes": sorted(self.protected),
             "upstreams": upstreams,
         }
+
+
+def _within_reach(target: limits.Target) -> bool:
+    """Has this upstream shown that chats stay within the SLO beside lower lanes?"""
+    return target.floor is not None and not target.out_of_reach

@@ -6,11 +6,12 @@ adaptive limit, the remote gate's free slots, the remote upstreams' breakers and
 TTFTs, and asks here at the moment a request of an offloadable lane arrives.
 
 It goes remote at once when all hold:
-- the local adaptive limit is holding this lane back while a chat is active (running it locally
-  now would either wait or slow that chat: that is what the limit measured);
+- running it locally would slow an active chat (`AdaptiveLimits.holds_back`: the lane is at its
+  adaptive limit, or no local upstream has shown chats within the SLO beside lower lanes);
 - the remote pool is healthy (some breaker not open) and has a free slot now;
-- the remote pool's own recent TTFT is not worse than the local one's. Unknown remote TTFT
-  (nothing sent there yet) counts as not worse, so the pool gets a chance to be measured;
+- the remote pool's own recent TTFT (for the request's model) is not worse than the local
+  one's. Unknown remote TTFT (nothing sent there yet) counts as not worse, so the pool gets a
+  chance to be measured;
   unknown local TTFT with a known remote one stays local (nothing to compare against).
 Offload's sustained-breach state machine (`controller.py`) still decides the rest.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class EarlyView:
     offloadable: bool
-    held_back: bool  # the lane is at its adaptive limit while a chat is active
+    held_back: bool  # running it locally now would slow an active chat (`holds_back`)
     remote_free: int  # remote slots free now
     remote_healthy: bool
     remote_ttft_s: float | None  # the remote pool's recent TTFT (p95), all lanes

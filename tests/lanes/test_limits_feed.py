@@ -207,3 +207,30 @@ async def test_an_slo_below_the_engine_floor_is_said_in_status_and_log(
     logged = [r.getMessage() for r in caplog.records if "adaptive target on u" in r.getMessage()]
     assert len(logged) == 1 and "the SLO x1.3 is below this engine's floor (x2.00" in logged[0]
     assert "below this engine's floor" in upstream["reason"]
+
+
+@pytest.mark.parametrize(("chat_ratio", "below_limit_held"), [(1.1, False), (2.0, True)])
+async def test_early_offload_is_asked_for_batch_that_would_slow_a_chat(
+    chat_ratio: float, below_limit_held: bool
+) -> None:
+    """`holds_back` (what early offload asks): no chat active, never; a chat active and the
+    engine's floor unknown, always (any batch beside a chat may cost it more than the SLO);
+    once chats are seen within the SLO beside one batch request (x1.1), only at the limit;
+    with a floor above the SLO (x2.0), batch below its limit is still held back."""
+    gate = _gate()
+    adaptive = _adaptive(gate)
+    assert not adaptive.holds_back("batch", 0)  # no chat yet
+    running = await gate.acquire(BATCH, None)
+    first = await gate.acquire(CHAT, None)
+    assert adaptive.holds_back("batch", 0)  # a chat is active, the floor unknown
+    _advance(gate, 1.0)
+    _chat_done(gate, first, BASE_S * chat_ratio)
+    for _ in range(11):
+        chat = await gate.acquire(CHAT, None)
+        _advance(gate, 1.0)
+        _chat_done(gate, chat, BASE_S * chat_ratio)
+    assert adaptive.status()["upstreams"][0]["engine_floor_ratio"] == chat_ratio
+    limit = adaptive.limits()["batch"]
+    assert adaptive.holds_back("batch", limit)
+    assert adaptive.holds_back("batch", limit - 1) is below_limit_held
+    running.release()
