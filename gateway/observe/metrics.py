@@ -295,6 +295,15 @@ def host_families(gateway: GatewayView) -> Iterator[Metric]:
             "Offload state changes since start.",
             value=loop.controller.transition_count,
         )
+        early = CounterMetricFamily(
+            "lanegate_offload_early_total",
+            "Requests sent to the remote pool early (a chat was active), by lane, since the "
+            "offload loop started (a policy reload starts it again).",
+            labels=["lane"],
+        )
+        for lane, count in sorted(loop.early_sent.items()):
+            early.add_metric([lane], count)
+        yield early
 
 
 def policy_families(gateway: GatewayView) -> Iterator[Metric]:

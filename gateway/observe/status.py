@@ -179,6 +179,7 @@ def offload_status(gateway: GatewayView) -> Doc:
         "mode": controller.mode.value,
         "reason": controller.last_reason,
         "remote": [spec.name for spec in loop.remote],
+        "early_sent": dict(loop.early_sent),  # per lane: sent remote early (a chat was active)
     }
 
 

@@ -76,6 +76,7 @@ class OffloadLoop:
         self._learned_at = clock()
         self.shared: Leadership | None = None  # set by the app with LANEGATE_REDIS_URL
         self.models: Collection[str] = ()  # models the recorder keeps per-model TTFTs of
+        self.early_sent: dict[str, int] = {}  # requests early offload sent remote, per lane
 
     @property
     def state(self) -> State:
@@ -115,6 +116,7 @@ class OffloadLoop:
         )
         go, reason = go_remote_early(view)
         if go:
+            self.early_sent[lane.name] = self.early_sent.get(lane.name, 0) + 1
             log.info("offload: early, lane %s goes remote: %s", lane.name, reason)
         return go
 

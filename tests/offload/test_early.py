@@ -107,6 +107,7 @@ slo: {{baseline_ttft: 10, chat_idle: 3600}}
             for filler in [*fillers, talker]:
                 filler.join(60)
         assert "offload: early, lane batch goes remote" in gateway.log()
+        assert _metric(gateway.url, "lanegate_offload_early_total", {"lane": "batch"}) >= 1
     finally:
         gateway.stop()
         remote.stop()
@@ -114,9 +115,13 @@ slo: {{baseline_ttft: 10, chat_idle: 3600}}
 
 
 def _batch_in_flight(url: str) -> float:
+    return _metric(url, "lanegate_lane_in_flight", {"lane": "batch"})
+
+
+def _metric(url: str, name: str, labels: dict[str, str]) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "lanegate_lane_in_flight" and sample.labels == {"lane": "batch"}:
+            if sample.name == name and sample.labels == labels:
                 return sample.value
     return 0.0

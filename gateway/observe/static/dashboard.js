@@ -189,8 +189,11 @@
   function renderOffload(offload) {
     const banner = $("offload");
     banner.className = `banner ${offload.state}`;
+    const early = Object.entries(offload.early_sent || {})
+      .map(([lane, count]) => `${lane} ${count}`).join(", ");
     const text = offload.configured
-      ? `Offload: ${offload.state} (mode ${offload.mode}) — ${offload.reason}`
+      ? `Offload: ${offload.state} (mode ${offload.mode}) — ${offload.reason}` +
+        (early ? ` · sent remote early, beside chats: ${early}` : "")
       : "Offload is not configured: every lane runs on the local pool.";
     banner.replaceChildren(el("span", { "data-testid": "offload-state" }, text));
   }
