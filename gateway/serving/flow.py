@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 from starlette.types import Receive, Scope, Send
@@ -30,7 +29,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamUnavailable,
 )
-from gateway.lanes.budget_store import BudgetService, Held
+from gateway.lanes.budget_store import BudgetService
 from gateway.lanes.budgets import Refusal
 from gateway.lanes.classify import (
     LaneRefusal,
@@ -39,7 +38,6 @@ from gateway.lanes.classify import (
     request_view,
     rewrite_model,
 )
-from gateway.lanes.preemption import Ticket
 from gateway.observe.measurement import MAX_USAGE_TOKENS, RequestLabels, RequestRecord
 from gateway.observe.recorder import Recorder
 from gateway.ops.drain import cut_error
@@ -47,10 +45,11 @@ from gateway.policy.spec import ClientSpec, LaneSpec, Policy, UpstreamSpec
 from gateway.runtime import Runtime
 from gateway.serving import anthropic_headers
 from gateway.serving.exchange import CLIENT_LEFT, DRAINING, Exchange
+from gateway.serving.handling import Admitted, Handling, Sending
 from gateway.serving.outcomes import over_budget, rejected, tokens_used
 from gateway.serving.relay import Relay, send_error, trace_of
 from gateway.serving.request_body import RequestFacts, check_body_type
-from gateway.serving.rerun import Reruns, queue_header, send_rerunning
+from gateway.serving.rerun import queue_header, send_rerunning
 from gateway.serving.routes import Route
 from gateway.serving.upstream_body import UpstreamBody, body_for
 from gateway.upstreams.client import UpstreamClient
@@ -63,33 +62,6 @@ log = logging.getLogger("lanegate")
 CHARS_PER_TOKEN = 4
 # Paths reach the access log and the ledger; past this they are cut (the request's id stays).
 MAX_LOGGED_PATH = 256
-
-
-@dataclass(slots=True)
-class Sending:
-    """One request on its way upstream: what every attempt sends, and where it went."""
-
-    route: Route
-    scope: Scope
-    send: Send
-    exchange: Exchange
-    facts: RequestFacts
-    raw: bytes
-    model: str | None
-    extra: list[tuple[bytes, bytes]]
-    upstream: str = "-"  # the upstream of the latest attempt
-    alone: bool = False  # it had its upstream to itself from start to end
-    source: str | None = None  # who asks (client name, else address): the breaker's evidence
-
-
-@dataclass
-class Admitted:
-    lane: LaneSpec
-    client: ClientSpec | None
-    ticket: Ticket
-    reservation: Held
-    prompt_estimate: int
-    estimate: int
 
 
 class RequestFlow:
@@ -122,43 +94,11 @@ class RequestFlow:
         request_id = self.relay.request_ids.of(scope)
         exchange = Exchange(request_id, received_at, self.clock)
         self.active.add(exchange)
-        admitted: Admitted | None = None
-        sending: Sending | None = None
-        lane_name, model = "-", None
-        client: ClientSpec | None = None
-        extra: list[tuple[bytes, bytes]] = []
-        reruns = Reruns()
+        handling = Handling(route, scope, exchange)
         try:
-            client = runtime.auth.client_for(scope["headers"])
-            check_body_type(scope["headers"])
-            raw, facts = await self.relay.read(route, receive, exchange)
-            model = facts.model
-            exchange.watch(receive)
-            if route.inference:
-                lane, model, chars = self._lane(runtime.policy, scope, facts, client)
-                lane_name = lane.name
-                extra.append((b"x-lanegate-lane", lane.name.encode()))
-                pool = _offload_pool(runtime, lane, model)
-                served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
-                admitted = await self._admit(runtime, route, lane, client, facts, chars, pool)
-                pool = await self._hop_if_offloaded(runtime, admitted, pool)
-                extra += self._admission_headers(route, admitted)
-
-            sending = Sending(route, scope, send, exchange, facts, raw, model, extra)
-            sending.source = client.name if client else _peer(scope)
-            if route.inference and admitted is not None:
-                served = served_by(route, pool or self.router.pool_of(runtime.policy))
-                preemptible = admitted.lane.preemptible and not facts.stream
-                reruns.max_tokens = admitted.estimate - admitted.prompt_estimate
-                again = partial(self._send, runtime.policy, sending, served)
-                record = await send_rerunning(
-                    again, admitted, sending, preemptible, self.clock, reruns
-                )
-            else:  # metadata: the default upstream (that serves the API) answers, no slot
-                upstream = first_serving(runtime.policy, route.family, _what(route))
-                record = await self._forward(runtime.policy, sending, upstream, False)
+            record = await self._serve(runtime, handling, receive, send)
         except GatewayError as error:
-            error.headers.update({k.decode(): v.decode() for k, v in extra})
+            error.headers.update({k.decode(): v.decode() for k, v in handling.extra})
             await send_error(send, error, route.shape, request_id)
             record = rejected(error.status, error.code, received_at, self.clock())
         except asyncio.CancelledError:
@@ -173,8 +113,50 @@ class RequestFlow:
         finally:
             self.active.discard(exchange)
             exchange.close()
-            if admitted is not None:
-                admitted.ticket.release()
+            if handling.admitted is not None:
+                handling.admitted.ticket.release()
+        self._finish(handling, record)
+
+    async def _serve(
+        self, runtime: Runtime, handling: Handling, receive: Receive, send: Send
+    ) -> RequestRecord:
+        """Authenticate, read, classify, admit and relay; what it learns goes in `handling`."""
+        route, scope, exchange = handling.route, handling.scope, handling.exchange
+        client = handling.client = runtime.auth.client_for(scope["headers"])
+        check_body_type(scope["headers"])
+        raw, facts = await self.relay.read(route, receive, exchange)
+        model = handling.model = facts.model
+        exchange.watch(receive)
+        if not route.inference:  # metadata: the default upstream (that serves the API) answers
+            sending = handling.sending = Sending(
+                route, scope, send, exchange, facts, raw, model, []
+            )
+            upstream = first_serving(runtime.policy, route.family, _what(route))
+            return await self._forward(runtime.policy, sending, upstream, False)
+        lane, model, chars = self._lane(runtime.policy, scope, facts, client)
+        handling.lane, handling.model = lane.name, model
+        handling.extra.append((b"x-lanegate-lane", lane.name.encode()))
+        pool = _offload_pool(runtime, lane, model)
+        served_by(route, pool or self.router.pool_of(runtime.policy))  # before queueing
+        admitted = handling.admitted = await self._admit(
+            runtime, route, lane, client, facts, chars, pool
+        )
+        pool = await self._hop_if_offloaded(runtime, admitted, pool)
+        handling.extra += self._admission_headers(route, admitted)
+        sending = Sending(route, scope, send, exchange, facts, raw, model, handling.extra)
+        handling.sending = sending
+        sending.source = client.name if client else _peer(scope)
+        served = served_by(route, pool or self.router.pool_of(runtime.policy))
+        preemptible = admitted.lane.preemptible and not facts.stream
+        handling.reruns.max_tokens = admitted.estimate - admitted.prompt_estimate
+        again = partial(self._send, runtime.policy, sending, served)
+        return await send_rerunning(
+            again, admitted, sending, preemptible, self.clock, handling.reruns
+        )
+
+    def _finish(self, handling: Handling, record: RequestRecord) -> None:
+        """Settle the budget with what was used, and record the request."""
+        admitted, sending, reruns = handling.admitted, handling.sending, handling.reruns
         if admitted is not None:
             self.budgets.settle(
                 admitted.reservation,
@@ -182,16 +164,16 @@ class RequestFlow:
             )
         if record.usage_clamped and sending is not None:
             _log_clamped_usage(self.clamped_logged, sending.upstream)
-        queue_s = admitted.ticket.queue_s if admitted is not None else None
+        scope = handling.scope
         labels = RequestLabels(
-            request_id,
-            route.method,
+            handling.exchange.request_id,
+            handling.route.method,
             scope["path"][:MAX_LOGGED_PATH],
-            lane_name,
+            handling.lane,
             sending.upstream if sending is not None else "-",
-            model,
-            client=client.name if client is not None else None,
-            queue_s=queue_s,
+            handling.model,
+            client=handling.client.name if handling.client is not None else None,
+            queue_s=admitted.ticket.queue_s if admitted is not None else None,
             trace_id=trace.trace_id if (trace := trace_of(scope)) is not None else None,
             alone=sending is not None and sending.alone,
             preemptions=reruns.preemptions,
