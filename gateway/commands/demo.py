@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on `kill` as on Ctrl-C
+    # Ctrl-C even when started from a shell's background job or a runner that ignores SIGINT
+    # (the children would inherit the ignored signal and the banner's promise would not hold).
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         sim_ports = _sim_ports(args.sim_ports)
         for port in sim_ports:

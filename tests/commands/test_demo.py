@@ -22,7 +22,7 @@ from tests.support.processes import free_port
 BANNER_END = "Ctrl-C stops all three processes."
 
 
-def _demo(home: Path, *argv: str) -> subprocess.Popen[str]:
+def _demo(home: Path, *argv: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
     env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for name in ("LANEGATE_HOME", "LANEGATE_STATE_DIR", "LANEGATE_ADMIN_KEY"):
         env.pop(name, None)
@@ -33,6 +33,10 @@ def _demo(home: Path, *argv: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # What a shell's background job (or a runner) hands its children: SIGINT ignored.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sigint_ignored
+        else None,
     )
 
 
@@ -115,6 +119,16 @@ def test_the_default_state_is_a_temporary_directory_removed_at_exit(home: Path) 
     assert found is not None
     assert not Path(found.group(1)).exists()
     assert not (home / ".lanegate").exists()
+
+
+def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(home: Path) -> None:
+    """Started from a background job, Python would leave SIGINT ignored and the demo (and its
+    children) would run on after Ctrl-C; it installs its own handler instead."""
+    demo = _demo(home, "--port", str(free_port()), sigint_ignored=True)
+    try:
+        _banner(demo)
+    finally:
+        assert _stop(demo) == 0
 
 
 def test_a_taken_port_fails_at_once_naming_its_holder(home: Path) -> None:

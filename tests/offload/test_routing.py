@@ -65,6 +65,9 @@ lanes:
 classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{swap_growth_gb: 0.05, pressure_level: critical, sustain: 1, recover: 2,
            sample_interval: 0.25, min_samples: 100000}}
+# The sustained-breach state machine alone: early offload (with adaptive limits) would keep
+# batch remote for chat_idle after the test's one chat (tests/offload/test_early.py).
+slo: {{adaptive_limits: false}}
 """)
     gateway = start_gateway("gw-offload", policy, output_dir, env=ADMIN_ENV)
     batch_body = {"model": "llama3.1:8b", "max_tokens": 48, "prompt": PROMPT, "stream": False}
@@ -261,5 +264,8 @@ lanes:
   - {{name: batch, priority: 10, max_concurrency: {slots}, offloadable: true, queue_timeout: 10}}
 classify: {{default_lane: interactive, anonymous_lanes: [interactive, batch]}}
 offload: {{sample_interval: 0.25}}
+# Moves by the admin's mode only: early offload (with adaptive limits) would send batch remote
+# at once beside the held chat, before it could queue locally (tests/offload/test_early.py).
+slo: {{adaptive_limits: false}}
 """)
     return start_gateway(name, policy, output_dir, env=ADMIN_ENV)
