@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.observe.ledger import LEDGER_FILE, read_rows
 from gateway.observe.ledger_report import COLUMNS
+from tests.support.metrics import metric as support_metric
 from tests.support.policies import upstream_entry, write_policy
 from tests.support.processes import Service, running, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
@@ -205,12 +205,7 @@ def ledger_row(state: Path, rid: str) -> dict[str, Any]:
 
 
 def metric(gateway: Service, name: str, labels: dict[str, str]) -> float:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return 0.0
+    return support_metric(gateway.url, name, labels)
 
 
 def lane_status(gateway: Service, lane: str) -> dict[str, Any]:

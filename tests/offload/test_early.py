@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.offload.early import EarlyView, go_remote_early
+from tests.support.metrics import metric
 from tests.support.processes import start_lanegate
 
 GO = EarlyView(
@@ -107,7 +107,7 @@ slo: {{baseline_ttft: 10, chat_idle: 3600}}
             for filler in [*fillers, talker]:
                 filler.join(60)
         assert "offload: early, lane batch goes remote" in gateway.log()
-        assert _metric(gateway.url, "lanegate_offload_early_total", {"lane": "batch"}) >= 1
+        assert metric(gateway.url, "lanegate_offload_early_total", {"lane": "batch"}) >= 1
     finally:
         gateway.stop()
         remote.stop()
@@ -115,13 +115,4 @@ slo: {{baseline_ttft: 10, chat_idle: 3600}}
 
 
 def _batch_in_flight(url: str) -> float:
-    return _metric(url, "lanegate_lane_in_flight", {"lane": "batch"})
-
-
-def _metric(url: str, name: str, labels: dict[str, str]) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return sample.value
-    return 0.0
+    return metric(url, "lanegate_lane_in_flight", {"lane": "batch"})
