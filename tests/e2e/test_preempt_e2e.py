@@ -27,19 +27,13 @@ import openai
 import pytest
 
 from tests.e2e.conftest import Engine, access_record
-from tests.support.policies import write_policy
+from tests.support.policies import PREEMPTIBLE_LANES, write_policy
 from tests.support.processes import Service, running, start_gateway
 from tests.support.streams import shape
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120, func_only=True)]
 
-LANES = """
-lanes:
-  - {name: interactive, priority: 100}
-  - {name: batch, priority: 10, preemptible: true}
-classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
-slo: {adaptive_limits: false}
-"""
+LANES = PREEMPTIBLE_LANES
 MESSAGES: list[Any] = [{"role": "user", "content": "Say something about slots and lanes."}]
 BATCH_TOKENS = 600  # ~10 s of decoding: still running when the chat comes
 CHAT_TOKENS = 4

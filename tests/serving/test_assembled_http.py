@@ -23,7 +23,7 @@ from gateway.serving.assemble import Assembler
 from gateway.serving.stream_events import Api
 from tests.conftest import DATA
 from tests.lanes.test_preempt_http import InThread, ledger_row, sdk, wait_for
-from tests.support.policies import upstream_entry, write_policy
+from tests.support.policies import PREEMPTIBLE_LANES, upstream_entry, write_policy
 from tests.support.processes import Service, running, start_gateway
 from tests.support.scripted_upstream import Script, ScriptedUpstream, SeenRequest
 
@@ -35,13 +35,7 @@ DIRECT = (DATA / "streams" / "llama-server__chat_nonstream.json").read_bytes()
 EVENTS = [e + b"\n\n" for e in RECORDED.split(b"\n\n") if e]
 ERROR = b'data: {"error":{"code":400,"message":"context exceeded","type":"invalid_request_error"}}'
 SLOW_PIECES = 20
-LANES = """
-lanes:
-  - {name: interactive, priority: 100}
-  - {name: batch, priority: 10, preemptible: true}
-classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
-slo: {adaptive_limits: false}
-"""
+LANES = PREEMPTIBLE_LANES
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
 
 

@@ -34,3 +34,13 @@ def policy_text(upstreams: list[dict[str, Any]], extra: str = "") -> str:
 def write_policy(path: Path, upstreams: list[dict[str, Any]], extra: str = "") -> Path:
     path.write_text(policy_text(upstreams, extra))
     return path
+
+
+# A chat lane and a preemptible batch lane, adaptive limits off: preemption alone decides.
+PREEMPTIBLE_LANES = """
+lanes:
+  - {name: interactive, priority: 100}
+  - {name: batch, priority: 10, preemptible: true}
+classify: {default_lane: interactive, anonymous_lanes: [interactive, batch]}
+slo: {adaptive_limits: false}
+"""
