@@ -147,6 +147,15 @@ class Exchange:
         self.interrupt(PREEMPTED)
         return True
 
+    def take_preemption(self) -> bool:
+        """Was the cancellation being handled a preemption, before anything reached the client?
+        Then the exchange goes on (its reason cleared) and the request is sent again; the
+        caller uncancels its task."""
+        if self.reason != PREEMPTED or self.headers_sent:
+            return False
+        self.reason = None
+        return True
+
     def done(self) -> None:
         """The response went out whole: nothing interrupts the request any more. (uvicorn's
         `receive` answers `http.disconnect` from then on, which is not the client leaving.)"""

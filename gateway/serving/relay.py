@@ -50,7 +50,6 @@ from gateway.serving.exchange import (
     CLIENT_STALLED,
     DRAINING,
     FIRST_BYTE,
-    PREEMPTED,
     Exchange,
     RequestIds,
 )
@@ -260,8 +259,7 @@ class Relay:
                 raise
             if exchange.task is not None:
                 exchange.task.uncancel()
-            if exchange.reason == PREEMPTED and not exchange.headers_sent:
-                exchange.reason = None  # the exchange goes on: the flow sends it again
+            if exchange.take_preemption():  # the flow sends it again
                 counted = measurement.output_events() if assembler else None
                 raise Preempted(f"preempted on {name}", counted=counted) from None
             error = exchange.reason

@@ -25,7 +25,7 @@ from gateway.errors import Preempted
 from gateway.lanes.preempt import MAX_RERUNS, thrown_tokens
 from gateway.lanes.preemption import Ticket
 from gateway.observe.measurement import RequestRecord
-from gateway.serving.exchange import PREEMPTED, Exchange
+from gateway.serving.exchange import Exchange
 
 log = logging.getLogger("lanegate.preempt")
 
@@ -121,10 +121,9 @@ async def _preemptible(
     try:
         return await send_once()
     except asyncio.CancelledError:
-        if exchange.reason != PREEMPTED or exchange.headers_sent or exchange.task is None:
+        if exchange.task is None or not exchange.take_preemption():
             raise
         exchange.task.uncancel()
-        exchange.reason = None  # the exchange goes on, as the relay does it
         raise Preempted("preempted") from None
 
 
