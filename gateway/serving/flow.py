@@ -373,7 +373,7 @@ def _offload_pool(
 def _early(runtime: Runtime, lane: LaneSpec, model: str | None) -> bool:
     """Would the local adaptive limit hold this request back while the remote pool is free?"""
     adaptive, remote = runtime.gate.adaptive, runtime.remote_gate
-    if runtime.offload is None or adaptive is None or remote is None:
-        return False
+    if not lane.offloadable or runtime.offload is None or adaptive is None or remote is None:
+        return False  # chats (never offloadable) do not pay for the question
     held = adaptive.holds_back(lane.name, runtime.gate.by_lane.get(lane.name, 0))
     return runtime.offload.early(lane, held, remote.capacity - remote.in_flight, model)
