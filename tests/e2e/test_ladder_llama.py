@@ -2,7 +2,9 @@
 
 The large tiny model decodes about 60 tokens/s on one thread, so one request of 32 tokens
 takes about 0.6 s: long enough that, past 4 requests in flight, the fifth waits a whole
-request for a slot. The knee must then land on 8, the first rung above the slot count.
+request for a slot. The knee must then land on 8, the first rung above the slot count, unless
+batching did not pay on the host: where a rung within the slots gained less throughput than the
+ladder's own rule asks (+10%; seen on a 2-core VM), the knee must land on that rung instead.
 
 The engine's compute thread must get a whole core for its numbers to mean anything (see
 `calibration.MIN_CPU`): a ladder during which it got less is run again, up to
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from gateway.tools.ladder.knee import KneeRules
 from tests.e2e.calibration import best_fed
 from tests.e2e.conftest import SLOTS, Engine
 from tests.support.processes import REPO
@@ -59,21 +62,22 @@ def test_the_knee_lands_on_the_first_rung_above_the_slots(
     report: dict[str, Any] = json.loads((out / "report.json").read_text())
     rungs = {rung["concurrency"]: rung for rung in report["rungs"]}
     context = f"engine got {share:.0%} of a core; rungs: {report['rungs']}"
-    within_slots = [rungs[c]["throughput_rps"] for c in sorted(rungs) if c <= SLOTS]
-    if any(later <= earlier for earlier, later in itertools.pairwise(within_slots)):
-        pytest.skip(
-            "knee: on this host llama-server's throughput does not grow within its slots "
-            f"({within_slots} req/s at 1..{SLOTS}: batching does not pay on this CPU), so "
-            "the knee rightly comes before the slots and cannot test the ladder: " + context
-        )
     # The rungs last 3 s: a request must be long enough for queueing past the slots to show
     # (0.29-0.5 s seen here, with and without other load on the machine).
     assert rungs[1]["e2e_ms"]["p50"] >= 250, "one request must take at least 0.25 s"
     assert all(rung["errors"] == 0 for rung in rungs.values()), context
     knee = report["knee"]
     assert knee is not None, context
-    assert knee["concurrency"] == 8 == 2 * SLOTS, (knee, context)
-    assert "ttft_ratio" in knee["rules"]
+    stalled = first_stall_within_slots(rungs)
+    if stalled is None:
+        # Batching paid at every rung up to the slots: the fifth request waits for a slot.
+        assert knee["concurrency"] == 8 == 2 * SLOTS, (knee, context)
+        assert "ttft_ratio" in knee["rules"]
+    else:
+        # On this CPU more slots bought less than the ladder's +10% (2 cores, one busy with the
+        # test): the knee rightly comes at that rung, by throughput, and no earlier.
+        assert knee["concurrency"] == stalled, (knee, context)
+        assert "throughput" in knee["rules"], (knee, context)
     assert report["target"]["digest"] == "unknown"  # llama.cpp publishes none
     with (out / "requests.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -81,6 +85,17 @@ def test_the_knee_lands_on_the_first_rung_above_the_slots(
     assert all(int(row["completion_tokens"]) == 32 for row in rows)
     assert all(rung["peak_rss_bytes"] > 100 << 20 for rung in rungs.values())  # 200 MB model
     check_signals_and_tail_lines(out, report, rows)
+
+
+def first_stall_within_slots(rungs: dict[int, dict[str, Any]]) -> int | None:
+    """The first rung up to the slot count whose throughput gained less than the ladder's own
+    rule asks of the rung before it, or None when every one of them gained enough."""
+    gain = KneeRules().min_throughput_gain
+    within = [c for c in sorted(rungs) if c <= SLOTS]
+    for earlier, later in itertools.pairwise(within):
+        if rungs[later]["throughput_rps"] < rungs[earlier]["throughput_rps"] * (1 + gain):
+            return later
+    return None
 
 
 def check_signals_and_tail_lines(
