@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from gateway.tools.ladder.knee import KneeRules
 from gateway.tools.simulator.profiles import load_profiles, packaged_profiles_path
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
 from tests.support.processes import REPO, start_lanegate
@@ -140,6 +141,17 @@ def starved(cal: Calibration) -> list[str]:
         (f"{r.concurrency} streams", r.engine_cpu) for r in cal.llama
     ]
     return [f"{what}: {share:.0%} of a core" for what, share in shares if share < MIN_CPU]
+
+
+def first_stall(throughputs: Sequence[float]) -> int | None:
+    """Where batching stopped paying: the index of the first figure (rung by rung, up to the
+    slots) less than `lanegate ladder`'s own knee rule asks over the one before it (+10%), or
+    None. llama-server on a 2-core VM often gains nothing, or a few percent, from more slots."""
+    gain = KneeRules().min_throughput_gain
+    for index in range(1, len(throughputs)):
+        if throughputs[index] < throughputs[index - 1] * (1 + gain):
+            return index
+    return None
 
 
 def by_concurrency(rungs: Sequence[RungStats]) -> dict[int, RungStats]:

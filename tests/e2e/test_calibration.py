@@ -13,7 +13,6 @@ The table lands in test-output/calibration.md for docs/testing.md.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from tests.e2e.calibration import (
     StreamTiming,
     by_concurrency,
     calibrate,
+    first_stall,
     markdown_table,
     starved,
     summarise,
@@ -47,12 +47,13 @@ def calibration(llama_binary: Path, output_dir: Path) -> Calibration:
         )
     llama = by_concurrency(result.llama)
     within_slots = [llama[c].aggregate_tps for c in sorted(llama) if c <= SLOTS]
-    if any(later <= earlier for earlier, later in itertools.pairwise(within_slots)):
+    if first_stall(within_slots) is not None:
         pytest.skip(
             f"calibration: on this host ({result.machine}) llama-server's throughput does not "
-            f"grow within its slots ({', '.join(f'{x:.0f}' for x in within_slots)} tok/s at "
-            f"1..{SLOTS} streams: its batched decode step costs more than the streams it "
-            "serves), so the simulator's profile cannot be checked against it here (table in "
+            "grow by 10% a rung within its slots "
+            f"({', '.join(f'{x:.0f}' for x in within_slots)} tok/s at 1..{SLOTS} streams: its "
+            "batched decode step costs about what the streams it serves save), so the "
+            "simulator's profile cannot be checked against it here (table in "
             "test-output/calibration.md)"
         )
     return result
@@ -76,6 +77,16 @@ def test_summary_of_two_waves() -> None:
     assert stats.aggregate_tps == pytest.approx(256.0)
     assert stats.per_stream_tps == pytest.approx(31 / 0.4)
     assert stats.header_lead_s == pytest.approx(0.08)
+
+
+def test_batching_pays_only_by_the_ladders_ten_percent() -> None:
+    """The host check that picks what the real-engine tests expect: a rung gaining 3% on the one
+    before (as a CI host did) has stalled as much as one that lost throughput."""
+    assert first_stall([110.0, 130.0, 150.0]) is None
+    assert first_stall([110.0, 80.0, 115.0]) == 1
+    assert first_stall([3.41, 3.51, 4.3]) == 1
+    assert first_stall([100.0, 111.0, 121.0]) == 2  # +11%, then +9%
+    assert first_stall([100.0]) is None
 
 
 def test_a_second_wave_past_the_slots(calibration: Calibration) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import itertools
 import json
 import subprocess
 import sys
@@ -25,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from gateway.tools.ladder.knee import KneeRules
-from tests.e2e.calibration import best_fed
+from tests.e2e.calibration import best_fed, first_stall
 from tests.e2e.conftest import SLOTS, Engine
 from tests.support.processes import REPO
 
@@ -68,15 +66,16 @@ def test_the_knee_lands_on_the_first_rung_above_the_slots(
     assert all(rung["errors"] == 0 for rung in rungs.values()), context
     knee = report["knee"]
     assert knee is not None, context
-    stalled = first_stall_within_slots(rungs)
-    if stalled is None:
+    within_slots = [c for c in sorted(rungs) if c <= SLOTS]
+    stall = first_stall([rungs[c]["throughput_rps"] for c in within_slots])
+    if stall is None:
         # Batching paid at every rung up to the slots: the fifth request waits for a slot.
         assert knee["concurrency"] == 8 == 2 * SLOTS, (knee, context)
         assert "ttft_ratio" in knee["rules"]
     else:
         # On this CPU more slots bought less than the ladder's +10% (2 cores, one busy with the
         # test): the knee rightly comes at that rung, by throughput, and no earlier.
-        assert knee["concurrency"] == stalled, (knee, context)
+        assert knee["concurrency"] == within_slots[stall], (knee, context)
         assert "throughput" in knee["rules"], (knee, context)
     assert report["target"]["digest"] == "unknown"  # llama.cpp publishes none
     with (out / "requests.csv").open() as handle:
@@ -85,17 +84,6 @@ def test_the_knee_lands_on_the_first_rung_above_the_slots(
     assert all(int(row["completion_tokens"]) == 32 for row in rows)
     assert all(rung["peak_rss_bytes"] > 100 << 20 for rung in rungs.values())  # 200 MB model
     check_signals_and_tail_lines(out, report, rows)
-
-
-def first_stall_within_slots(rungs: dict[int, dict[str, Any]]) -> int | None:
-    """The first rung up to the slot count whose throughput gained less than the ladder's own
-    rule asks of the rung before it, or None when every one of them gained enough."""
-    gain = KneeRules().min_throughput_gain
-    within = [c for c in sorted(rungs) if c <= SLOTS]
-    for earlier, later in itertools.pairwise(within):
-        if rungs[later]["throughput_rps"] < rungs[earlier]["throughput_rps"] * (1 + gain):
-            return later
-    return None
 
 
 def check_signals_and_tail_lines(
