@@ -70,31 +70,33 @@ def test_a_preempted_batch_request_stops_on_the_engine_and_still_gets_every_toke
 ) -> None:
     large_engine.wait_busy(0, timeout=30)
     predicted_before = predicted_tokens(large_engine)
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="e2e", max_retries=0, timeout=60)
-    rid = f"e2e-preempt-{uuid.uuid4().hex[:8]}"
-    answer: dict[str, Any] = {}
+    with openai.OpenAI(
+        base_url=gateway.url + "/v1", api_key="e2e", max_retries=0, timeout=60
+    ) as client:
+        rid = f"e2e-preempt-{uuid.uuid4().hex[:8]}"
+        answer: dict[str, Any] = {}
 
-    def batch() -> None:
-        answer["response"] = client.chat.completions.with_raw_response.create(
+        def batch() -> None:
+            answer["response"] = client.chat.completions.with_raw_response.create(
+                model=large_engine.alias,
+                messages=MESSAGES,
+                max_tokens=BATCH_TOKENS,
+                extra_headers={"x-lane": "batch", "x-request-id": rid},
+            )
+
+        thread = threading.Thread(target=batch, daemon=True)
+        thread.start()
+        large_engine.wait_busy(1, timeout=10)
+
+        chat = client.chat.completions.create(
             model=large_engine.alias,
             messages=MESSAGES,
-            max_tokens=BATCH_TOKENS,
-            extra_headers={"x-lane": "batch", "x-request-id": rid},
+            max_tokens=CHAT_TOKENS,
+            extra_headers={"x-lane": "interactive"},
         )
-
-    thread = threading.Thread(target=batch, daemon=True)
-    thread.start()
-    large_engine.wait_busy(1, timeout=10)
-
-    chat = client.chat.completions.create(
-        model=large_engine.alias,
-        messages=MESSAGES,
-        max_tokens=CHAT_TOKENS,
-        extra_headers={"x-lane": "interactive"},
-    )
-    assert chat.choices[0].message.content is not None
-    assert chat.usage is not None
-    thread.join(60)
+        assert chat.choices[0].message.content is not None
+        assert chat.usage is not None
+        thread.join(60)
     raw = answer["response"]
     response = raw.parse()
     assert response.choices[0].finish_reason == "length"

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.clients import OpenAIClients
 from tests.support.processes import Service, start_lanegate
 
 ADMIN = "adaptive-admin-key"
@@ -82,7 +82,9 @@ def _batch_limit(doc: dict[str, object]) -> object:
     return next(lane["adaptive_limit"] for lane in lanes if lane["name"] == "batch")
 
 
-def test_a_chat_puts_the_protective_limit_in_force_visibly(gateway: Service) -> None:
+def test_a_chat_puts_the_protective_limit_in_force_visibly(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     before = _status(gateway)
     assert _batch_limit(before) == 4  # no chat yet: batch may use every slot
     assert _gauge(gateway, "batch") == 4
@@ -90,7 +92,7 @@ def test_a_chat_puts_the_protective_limit_in_force_visibly(gateway: Service) -> 
     assert isinstance(adaptive, dict) and adaptive["enabled"]
     assert adaptive["protected_lanes"] == ["interactive"]
 
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    client = openai_client(gateway)
     stream = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=4
     )
@@ -114,10 +116,12 @@ def test_a_chat_puts_the_protective_limit_in_force_visibly(gateway: Service) -> 
     assert next(lane for lane in lanes if lane["name"] == "interactive")["adaptive_limit"] is None
 
 
-def test_chats_beside_batch_teach_the_engine_floor_visibly(gateway: Service) -> None:
+def test_chats_beside_batch_teach_the_engine_floor_visibly(
+    gateway: Service, openai_client: OpenAIClients
+) -> None:
     """One batch stream kept open while chats run: the engine's floor is learned from them and
     shown; far below this pinned, generous baseline, so the target stays the SLO."""
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    client = openai_client(gateway)
     batch = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "a long job"}],

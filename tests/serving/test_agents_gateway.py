@@ -262,7 +262,11 @@ def test_rerank_goes_to_the_batch_lane(gateway: Service) -> None:
 
 
 def test_ollama_library_embeddings_and_model_management(gateway: Service) -> None:
-    client = ollama.Client(host=gateway.url, headers={"Authorization": f"Bearer {KEY}"})
+    with ollama.Client(host=gateway.url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        library_model_management(client)
+
+
+def library_model_management(client: ollama.Client) -> None:
     vector = client.embeddings(model=MODEL, prompt="lanes for agents")["embedding"]
     assert len(vector) > 8 and all(isinstance(x, float) for x in vector)
     calls = {
