@@ -124,18 +124,20 @@ def sdk(gateway: Service, lane: str, timeout: float = 30) -> openai.OpenAI:
 
 
 class InThread:
-    """Runs one SDK call in a thread; `result()` waits for it (or re-raises its error)."""
+    """Runs one SDK call of `client` in a thread, then closes the client (its pooled socket
+    would otherwise warn in a later test); `result()` waits for it (or re-raises its error)."""
 
-    def __init__(self, call: Callable[[], Any]) -> None:
+    def __init__(self, client: openai.OpenAI, call: Callable[[], Any]) -> None:
         self.value: Any = None
         self.error: BaseException | None = None
         self.finished_at = 0.0
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(client, call), daemon=True)
         self._thread.start()
 
-    def _run(self, call: Callable[[], Any]) -> None:
+    def _run(self, client: openai.OpenAI, call: Callable[[], Any]) -> None:
         try:
-            self.value = call()
+            with client:
+                self.value = call()
         except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
             self.error = exc
         self.finished_at = time.monotonic()
@@ -151,22 +153,24 @@ class InThread:
 def batch_call(gateway: Service, rid: str, **kw: Any) -> InThread:
     client = sdk(gateway, "batch", timeout=kw.pop("timeout", 30))
     return InThread(
+        client,
         lambda: client.chat.completions.create(
             model=kw.pop("model", "slow"),
             messages=MESSAGES,
             max_tokens=400,
             extra_headers={"x-request-id": rid},
             **kw,
-        )
+        ),
     )
 
 
 def chat_call(gateway: Service, rid: str, model: str = "fast") -> InThread:
     client = sdk(gateway, "interactive")
     return InThread(
+        client,
         lambda: client.chat.completions.create(
             model=model, messages=MESSAGES, extra_headers={"x-request-id": rid}
-        )
+        ),
     )
 
 
@@ -266,7 +270,7 @@ def test_a_streamed_batch_request_is_never_cut(
         )
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-    batch = InThread(streamed)
+    batch = InThread(client, streamed)
     wait_for(running_upstream(upstream, rid, 1), "the streamed batch request upstream", batch)
     chat = chat_call(gateway, chat_rid)
     assert batch.result() == "w" * SLOW_PIECES
@@ -319,9 +323,10 @@ def test_a_rerun_reports_its_waits_as_its_queue_time(
     rid = f"q-{uuid.uuid4().hex[:8]}"
     client = sdk(gateway, "batch")
     batch = InThread(
+        client,
         lambda: client.chat.completions.with_raw_response.create(
             model="slow", messages=MESSAGES, max_tokens=400, extra_headers={"x-request-id": rid}
-        )
+        ),
     )
     wait_for(running_upstream(upstream, rid, 1), "the batch request upstream", batch)
     chat_call(gateway, f"c-{rid}", model="slow-chat").result()  # it waits behind this chat

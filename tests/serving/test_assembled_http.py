@@ -181,16 +181,16 @@ def test_a_preempted_stream_is_cut_and_its_tokens_counted(
     disconnects = len(upstream.disconnects)
     client = sdk(gateway, "batch")
     batch = InThread(
+        client,
         lambda: client.chat.completions.create(
             model="slow", messages=MESSAGES, max_tokens=400, extra_headers={"x-request-id": rid}
-        )
+        ),
     )
     before = upstream.chunks_sent
     wait_for(lambda: upstream.chunks_sent >= before + 3, "three tokens of the batch", batch)
     with sdk(gateway, "interactive") as chat:
         chat.chat.completions.create(model="tiny", messages=MESSAGES)
     answer = batch.result()
-    client.close()
     assert answer.choices[0].message.content == "w" * SLOW_PIECES
     assert len(seen(upstream, rid)) == 2 and len(upstream.disconnects) == disconnects + 1
     row = ledger_row(state, rid)

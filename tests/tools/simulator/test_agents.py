@@ -4,6 +4,7 @@ SDK and raw HTTP: the event order Anthropic documents, tool calls, errors in its
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -20,8 +21,11 @@ WEATHER = {
 }
 
 
-def client(sim: SimServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim.url, api_key="sim", max_retries=0)
+@pytest.fixture
+def sdk(sim: SimServer) -> Iterator[anthropic.Anthropic]:
+    """A client of the simulator, closed at teardown (its pooled socket would warn later)."""
+    with anthropic.Anthropic(base_url=sim.url, api_key="sim", max_retries=0) as made:
+        yield made
 
 
 def _events(raw: bytes) -> list[tuple[str, dict[str, object]]]:
@@ -33,8 +37,8 @@ def _events(raw: bytes) -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def test_message_not_streamed(sim: SimServer) -> None:
-    message = client(sim).messages.create(model=MODEL, max_tokens=5, messages=ASK)
+def test_message_not_streamed(sdk: anthropic.Anthropic) -> None:
+    message = sdk.messages.create(model=MODEL, max_tokens=5, messages=ASK)
     assert message.type == "message" and message.role == "assistant"
     assert message.stop_reason == "max_tokens"
     assert message.content[0].type == "text" and message.content[0].text
@@ -59,16 +63,15 @@ def test_stream_follows_the_documented_event_order(sim: SimServer) -> None:
     assert all(name == data["type"] for name, data in _events(response.content))
 
 
-def test_sdk_stream_text_and_final_usage(sim: SimServer) -> None:
-    with client(sim).messages.stream(model=MODEL, max_tokens=6, messages=ASK) as stream:
+def test_sdk_stream_text_and_final_usage(sdk: anthropic.Anthropic) -> None:
+    with sdk.messages.stream(model=MODEL, max_tokens=6, messages=ASK) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text and final.content[0].type == "text" and final.content[0].text == text
     assert final.usage.output_tokens == 6 and final.stop_reason == "max_tokens"
 
 
-def test_tool_use_round_trip(sim: SimServer) -> None:
-    sdk = client(sim)
+def test_tool_use_round_trip(sdk: anthropic.Anthropic) -> None:
     with sdk.messages.stream(model=MODEL, max_tokens=40, messages=ASK, tools=[WEATHER]) as s:
         first = s.get_final_message()
     call = next(block for block in first.content if block.type == "tool_use")
@@ -84,16 +87,15 @@ def test_tool_use_round_trip(sim: SimServer) -> None:
     assert second.content[0].type == "text" and second.stop_reason == "max_tokens"
 
 
-def test_count_tokens_matches_the_prompt_the_generation_sees(sim: SimServer) -> None:
-    sdk = client(sim)
+def test_count_tokens_matches_the_prompt_the_generation_sees(sdk: anthropic.Anthropic) -> None:
     counted = sdk.messages.count_tokens(model=MODEL, messages=ASK)
     made = sdk.messages.create(model=MODEL, max_tokens=1, messages=ASK)
     assert counted.input_tokens == made.usage.input_tokens
 
 
-def test_errors_in_anthropic_shape(sim: SimServer) -> None:
+def test_errors_in_anthropic_shape(sim: SimServer, sdk: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
-        client(sim).messages.create(model="nope", max_tokens=5, messages=ASK)
+        sdk.messages.create(model="nope", max_tokens=5, messages=ASK)
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     response = httpx.post(sim.url + "/v1/messages", json={"model": MODEL, "messages": ASK})
     assert response.status_code == 400 and response.json()["type"] == "error"
