@@ -132,13 +132,18 @@ class HostProbe:
         return per_cpu, disk, top
 
     def _per_cpu(self) -> list[float] | None:
-        """Busy % of each core since the last call (None for the first, or no time passed)."""
+        """Busy % of each core since the last figure (None for the first call, or when a core's
+        clock has not ticked since: the next call then covers the whole span)."""
         now = [times._asdict() for times in psutil.cpu_times(percpu=True)]
-        before, self._cpu_times = self._cpu_times, now
+        before = self._cpu_times
         if len(before) != len(now):
+            self._cpu_times = now
             return None
         busy = [busy_pct(b, a) for b, a in zip(before, now, strict=True)]
-        return None if any(v is None for v in busy) else [v for v in busy if v is not None]
+        if any(v is None for v in busy):
+            return None
+        self._cpu_times = now
+        return [v for v in busy if v is not None]
 
     def _disk_rates(self) -> tuple[float | None, float | None] | None:
         counters = psutil.disk_io_counters()

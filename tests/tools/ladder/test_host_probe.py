@@ -124,6 +124,25 @@ async def test_a_mac_reads_pmset_and_splits_cores_into_clusters(
     assert calls.count(SYSCTL_HW) == 1  # the topology is read once, pmset at every sample
 
 
+async def test_a_read_within_one_clock_tick_waits_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two reads inside one tick of the kernel's CPU clock have no figure to give; the one
+    after covers the whole span since the last figure, not just the time since the blank."""
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 10)
+    # Within the tick only core 0's counter moved (10 s busy); then all are at 50 s of 100.
+    ticked = [MacCpuTimes(10.0, 0.0, 0.0, 0.0)] + cpu_times(None)[1:]
+    reads = iter([cpu_times(None), ticked, cpu_times([50.0] * 10)])
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: next(reads))
+    probe = HostProbe(platform="linux")
+    await probe.start()
+    blank = await probe.read()  # no counter moved since start
+    assert blank.cpu_busy_pct is None and blank.cpu_cores == ""
+    after = await probe.read()
+    # Core 0 over the whole span: 50 of 100 s (from the blank read on: 40 of 90 s, 44.4%).
+    assert after.cpu_busy_pct == 50.0 and after.cpu_cores == ";".join(["50.0"] * 10)
+
+
 async def test_a_failing_command_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(argv: Sequence[str]) -> str:
         raise OSError("no such file: pmset")
