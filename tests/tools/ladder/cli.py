@@ -52,3 +52,17 @@ def ladder_verb(*args: str) -> subprocess.CompletedProcess[str]:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as handle:
         return list(csv.DictReader(handle))
+
+
+def check_cpu_figures(signals: list[dict[str, str]]) -> None:
+    """Every sample of signals.csv has the CPU busy figure and one per core, except that the
+    first (milliseconds after the probe primed) and the last (whenever the run ended) may fall
+    within one tick of the kernel's CPU clock and have none to give."""
+    assert len(signals) > 2, signals
+    cores = len(signals[1]["cpu_cores"].split(";"))
+    for index, sample in enumerate(signals):
+        if index in (0, len(signals) - 1) and sample["cpu_busy_pct"] == "":
+            assert sample["cpu_cores"] == "", sample
+            continue
+        assert 0 <= float(sample["cpu_busy_pct"]) <= 100, sample
+        assert len(sample["cpu_cores"].split(";")) == cores, sample

@@ -131,7 +131,7 @@ async def test_a_read_within_one_clock_tick_waits_for_the_next(
     after covers the whole span since the last figure, not just the time since the blank."""
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 10)
     # Within the tick only core 0's counter moved (10 s busy); then all are at 50 s of 100.
-    ticked = [MacCpuTimes(10.0, 0.0, 0.0, 0.0)] + cpu_times(None)[1:]
+    ticked = [MacCpuTimes(10.0, 0.0, 0.0, 0.0), *cpu_times(None)[1:]]
     reads = iter([cpu_times(None), ticked, cpu_times([50.0] * 10)])
     monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: next(reads))
     probe = HostProbe(platform="linux")

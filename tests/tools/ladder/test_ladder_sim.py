@@ -24,7 +24,7 @@ import pytest
 from gateway.tools.ladder.stats import percentile
 from tests.support.policies import write_policy
 from tests.support.processes import REPO, Service, free_port, start_gateway
-from tests.tools.ladder.cli import MODEL, ladder_cmd, read_csv, run_ladder
+from tests.tools.ladder.cli import MODEL, check_cpu_figures, ladder_cmd, read_csv, run_ladder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,10 +117,8 @@ def check_new_columns_and_lines(
     a host table and a tail reading per rung, provenance facts, a GuideLLM-shaped export."""
     for row in rows:
         assert float(row["itl_s"]) > 0 and float(row["tpot_s"]) > 0 and float(row["output_tps"]) > 0
-    cores = len(signals[0]["cpu_cores"].split(";"))
+    check_cpu_figures(signals)
     for sample in signals:
-        assert 0 <= float(sample["cpu_busy_pct"]) <= 100
-        assert len(sample["cpu_cores"].split(";")) == cores
         assert float(sample["disk_read_bps"]) >= 0 and float(sample["disk_write_bps"]) >= 0
         assert sample["thermal"]  # "not present" on a VM, a temperature or a level elsewhere
     assert [float(s["t_s"]) for s in signals] == sorted(float(s["t_s"]) for s in signals)
