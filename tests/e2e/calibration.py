@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from gateway.tools.ladder.knee import KneeRules
+from gateway.tools.ladder.knee import KneeRules, gained_too_little
 from gateway.tools.simulator.profiles import load_profiles, packaged_profiles_path
 from tests.engine.llama_server import LlamaServer, ensure_llama_server, ensure_model
 from tests.support.processes import REPO, start_lanegate
@@ -147,9 +147,9 @@ def first_stall(throughputs: Sequence[float]) -> int | None:
     """Where batching stopped paying: the index of the first figure (rung by rung, up to the
     slots) less than `lanegate ladder`'s own knee rule asks over the one before it (+10%), or
     None. llama-server on a 2-core VM often gains nothing, or a few percent, from more slots."""
-    gain = KneeRules().min_throughput_gain
+    rules = KneeRules()
     for index in range(1, len(throughputs)):
-        if throughputs[index] < throughputs[index - 1] * (1 + gain):
+        if gained_too_little(throughputs[index - 1], throughputs[index], rules):
             return index
     return None
 

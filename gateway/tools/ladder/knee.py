@@ -81,7 +81,7 @@ def knee_at(rungs: Sequence[RungPoint], index: int, rules: KneeRules) -> Knee | 
         )
     if index > 0:
         previous = rungs[index - 1].throughput_rps
-        if current.throughput_rps < previous * (1 + rules.min_throughput_gain):
+        if gained_too_little(previous, current.throughput_rps, rules):
             gain = current.throughput_rps / previous - 1 if previous > 0 else 0.0
             fired.append(
                 (
@@ -93,6 +93,11 @@ def knee_at(rungs: Sequence[RungPoint], index: int, rules: KneeRules) -> Knee | 
     if not fired:
         return None
     return Knee(index, current.concurrency, tuple(name for name, _ in fired), fired[0][1])
+
+
+def gained_too_little(previous_rps: float, current_rps: float, rules: KneeRules) -> bool:
+    """The `throughput` rule: one more rung of concurrency did not buy its minimum gain."""
+    return current_rps < previous_rps * (1 + rules.min_throughput_gain)
 
 
 def find_knee(rungs: Sequence[RungPoint], rules: KneeRules | None = None) -> Knee | None:
